@@ -1,0 +1,216 @@
+"""The request that describes one generation, and what a run gives back.
+
+Everything about a generation lives in :class:`GenerationRequest`: the engine runs it, the exporter
+writes it into the PNG, the window rebuilds its panels from it, and the sampler comparison varies only
+its sampler. It is frozen; use :func:`dataclasses.replace` to derive a changed copy.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.errors import ValidationError
+
+MIN_STEPS, MAX_STEPS = 1, 200
+MIN_CFG, MAX_CFG = 0.0, 30.0
+MIN_SIZE, MAX_SIZE = 64, 4096
+MAX_SEED = 2**32 - 1
+MAX_CONTROL_UNITS = 3
+
+
+class ModelFamily(str, enum.Enum):
+    SD1 = "sd1"
+    SDXL = "sdxl"
+
+    @property
+    def label(self) -> str:
+        return {"sd1": "SD 1.x", "sdxl": "SDXL"}[self.value]
+
+
+class ControlKind(str, enum.Enum):
+    CANNY = "canny"
+    POSE = "pose"
+    DEPTH = "depth"
+    CUSTOM = "custom"
+
+
+class ResizeMode(str, enum.Enum):
+    FIT = "fit"  # letterbox into the generation size, padding with black
+    CROP = "crop"  # fill the generation size, cropping the overflow (centred)
+    STRETCH = "stretch"  # ignore the aspect ratio
+
+
+class PreviewMode(str, enum.Enum):
+    APPROXIMATE = "approximate"  # linear latent -> RGB map fitted to the model's VAE
+    TINY = "tiny"  # AutoencoderTiny (TAESD) when its weights are present
+    FULL = "full"  # the model's own VAE: exact, slowest
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    attention_slicing: bool = False
+    vae_tiling: bool = False
+    cpu_offload: bool = False
+
+
+@dataclass(frozen=True)
+class ControlUnit:
+    """One ControlNet applied to the run.
+
+    ``image`` is either a ready condition map (``preprocess=False``) or a photo the kind's
+    preprocessor turns into one. The engine always records the exact map it used in the result.
+    """
+
+    kind: ControlKind
+    model: str  # path of a ControlNet folder or single file
+    image: str | None = None  # path of the condition map or photo
+    preprocess: bool = False
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    resize_mode: ResizeMode = ResizeMode.FIT
+    canny_low: int = 100
+    canny_high: int = 200
+    enabled: bool = True
+
+    def validate(self) -> None:
+        if not 0.0 <= self.strength <= 2.0:
+            raise ValidationError(f"ControlNet strength must be between 0 and 2, not {self.strength}.")
+        if not 0.0 <= self.start < self.end <= 1.0:
+            raise ValidationError(
+                f"ControlNet start ({self.start}) must be below its end ({self.end}), both in 0..1."
+            )
+        if not 0 <= self.canny_low <= self.canny_high <= 255:
+            raise ValidationError(
+                f"Canny thresholds must satisfy 0 <= low <= high <= 255 (got {self.canny_low}, "
+                f"{self.canny_high})."
+            )
+        if not self.model:
+            raise ValidationError(f"The {self.kind.value} control unit has no ControlNet model.")
+        if not self.image:
+            raise ValidationError(f"The {self.kind.value} control unit has no condition image.")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    model: str = ""  # empty: the bundled default model
+    negative_prompt: str = ""
+    seed: int | None = None  # None: a random seed is drawn and recorded by resolve_seed()
+    steps: int = 20
+    cfg_scale: float = 7.0
+    width: int | None = None  # None: the model's native size
+    height: int | None = None
+    sampler: str = "Euler"
+    controls: tuple[ControlUnit, ...] = ()
+    memory: MemoryOptions = field(default_factory=MemoryOptions)
+    preview: PreviewMode = PreviewMode.APPROXIMATE
+
+    def validate(self) -> None:
+        from pipelines.samplers import get_sampler  # the registry owns sampler names
+
+        if not isinstance(self.steps, int) or not MIN_STEPS <= self.steps <= MAX_STEPS:
+            raise ValidationError(f"Steps must be a whole number from {MIN_STEPS} to {MAX_STEPS}.")
+        if not (math.isfinite(self.cfg_scale) and MIN_CFG <= self.cfg_scale <= MAX_CFG):
+            raise ValidationError(f"CFG scale must be between {MIN_CFG:g} and {MAX_CFG:g}.")
+        for name, value in (("Width", self.width), ("Height", self.height)):
+            if value is None:
+                continue
+            if not MIN_SIZE <= value <= MAX_SIZE:
+                raise ValidationError(f"{name} must be between {MIN_SIZE} and {MAX_SIZE} pixels.")
+            if value % 8:
+                lower, upper = value - value % 8, value - value % 8 + 8
+                raise ValidationError(
+                    f"{name} {value} is not a multiple of 8; use {lower} or {upper}."
+                )
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise ValidationError(f"Seed must be between 0 and {MAX_SEED}.")
+        get_sampler(self.sampler)
+        active = [c for c in self.controls if c.enabled]
+        if len(active) > MAX_CONTROL_UNITS:
+            raise ValidationError(f"At most {MAX_CONTROL_UNITS} ControlNets can be active at once.")
+        for unit in active:
+            unit.validate()
+
+    @property
+    def active_controls(self) -> tuple[ControlUnit, ...]:
+        return tuple(c for c in self.controls if c.enabled)
+
+    def resolve_seed(self, rng: random.Random | None = None) -> GenerationRequest:
+        if self.seed is not None:
+            return self
+        return replace(self, seed=(rng or random.SystemRandom()).randint(0, MAX_SEED))
+
+    # JSON form: used in PNG metadata, history and the window's settings.
+    def to_dict(self) -> dict[str, Any]:
+        return _to_jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "controls" in values:
+            values["controls"] = tuple(_control_from_dict(c) for c in values["controls"] or ())
+        if "memory" in values:
+            values["memory"] = MemoryOptions(**_known(MemoryOptions, values["memory"] or {}))
+        if "preview" in values:
+            values["preview"] = PreviewMode(values["preview"])
+        if "prompt" not in values:
+            raise ValidationError("The stored settings have no prompt.")
+        return cls(**values)
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+def _control_from_dict(data: dict[str, Any]) -> ControlUnit:
+    values = _known(ControlUnit, data)
+    values["kind"] = ControlKind(values["kind"])
+    if "resize_mode" in values:
+        values["resize_mode"] = ResizeMode(values["resize_mode"])
+    return ControlUnit(**values)
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@dataclass(frozen=True)
+class StepPreview:
+    """The model's current denoised estimate (x0) after one sampler step, as RGB uint8 (H, W, 3)."""
+
+    step: int  # 1-based index of the completed sampler step
+    total: int
+    sampler: str
+    image: np.ndarray
+    elapsed: float  # seconds since the denoising loop started
+    evaluations: int  # model evaluations (UNet calls per sample) spent so far
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    request: GenerationRequest  # with the seed and size actually used
+    image: Any | None  # PIL.Image.Image, None when cancelled
+    cancelled: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    condition_maps: tuple[Any, ...] = ()  # the PIL images each active ControlNet received
+    warnings: tuple[str, ...] = ()
+    latents: Any | None = None  # final latents (torch tensor, CPU) for tests and re-decoding
