@@ -83,7 +83,9 @@ class ControlUnit:
 
     def validate(self) -> None:
         if not 0.0 <= self.strength <= 2.0:
-            raise ValidationError(f"ControlNet strength must be between 0 and 2, not {self.strength}.")
+            raise ValidationError(
+                f"ControlNet strength must be between 0 and 2, not {self.strength}."
+            )
         if not 0.0 <= self.start < self.end <= 1.0:
             raise ValidationError(
                 f"ControlNet start ({self.start}) must be below its end ({self.end}), both in 0..1."

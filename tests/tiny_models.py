@@ -145,7 +145,9 @@ def build_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
 def build_controlnet(family: str = "sd1", seed: int = 1) -> ControlNetModel:
     torch.manual_seed(seed)
     unet = sd1_unet() if family == "sd1" else sdxl_unet()
-    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 16, 32))
+    controlnet = ControlNetModel.from_unet(
+        unet, conditioning_embedding_out_channels=(8, 16, 16, 32)
+    )
     # from_unet zero-initialises the output convolutions; random values make the control visible.
     with torch.no_grad():
         for module in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:

@@ -1,0 +1,30 @@
+"""How much of a prompt the text encoder reads, so nothing is cut silently."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PromptReport:
+    tokens: int  # tokens in the prompt, without the start/end markers
+    window: int  # tokens the encoder reads (75 for CLIP)
+    dropped: str  # the text past the window, as the tokenizer splits it; empty when it all fits
+
+    @property
+    def fits(self) -> bool:
+        return self.tokens <= self.window
+
+
+def prompt_report(tokenizer, prompt: str) -> PromptReport:
+    window = tokenizer.model_max_length - 2
+    ids = tokenizer(prompt, add_special_tokens=False, truncation=False).input_ids
+    dropped = tokenizer.decode(ids[window:]).strip() if len(ids) > window else ""
+    return PromptReport(tokens=len(ids), window=window, dropped=dropped)
+
+
+def truncation_warning(label: str, report: PromptReport) -> str:
+    return (
+        f"The {label} is {report.tokens} tokens; the text encoder reads {report.window}. "
+        f'Not used: "{report.dropped}". Shorten it or move the important words to the front.'
+    )
