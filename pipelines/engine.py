@@ -28,6 +28,7 @@ from pipelines.prompts import prompt_report, truncation_warning
 from pipelines.resources import resource_path
 from pipelines.samplers import get_sampler
 from pipelines.types import (
+    ControlKind,
     ControlUnit,
     GenerationRequest,
     GenerationResult,
@@ -232,6 +233,22 @@ class Engine:
             pipe.set_progress_bar_config(disable=True)
             self._assembled = {key: pipe}  # keep one assembly: others share the same weights anyway
         return self._assembled[key]
+
+    def default_controlnet(self, model: str, kind: ControlKind) -> Path:
+        """A ControlNet of ``kind`` for the model's family: beside the model first, then in the
+        model folders."""
+        base = self.resolve_model_path(model)
+        family = models.detect_family(base)
+        found = models.discover_models([base.parent, *self.settings.model_folders])
+        candidates = [c for c in found.controlnets(family) if c.control_kind is kind]
+        candidates.sort(key=lambda c: not c.path.is_relative_to(base.parent))
+        if not candidates:
+            looked = ", ".join(str(p) for p in found.searched)
+            raise ModelNotFoundError(
+                f"No {kind.value} ControlNet for {family.label} was found (looked in {looked}). "
+                "Choose one explicitly."
+            )
+        return candidates[0].path
 
     # ---- requests -----------------------------------------------------------------------------
     def prepare(

@@ -18,8 +18,12 @@ class PromptReport:
 
 def prompt_report(tokenizer, prompt: str) -> PromptReport:
     window = tokenizer.model_max_length - 2
-    ids = tokenizer(prompt, add_special_tokens=False, truncation=False).input_ids
-    dropped = tokenizer.decode(ids[window:]).strip() if len(ids) > window else ""
+    encoded = tokenizer(
+        prompt, add_special_tokens=False, truncation=False, return_offsets_mapping=True
+    )
+    ids = encoded.input_ids
+    # Quote the user's own text from the first unread token on, not a re-decoded approximation.
+    dropped = prompt[encoded.offset_mapping[window][0] :].strip() if len(ids) > window else ""
     return PromptReport(tokens=len(ids), window=window, dropped=dropped)
 
 

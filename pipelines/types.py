@@ -163,7 +163,9 @@ class GenerationRequest:
             values["controls"] = tuple(_control_from_dict(c) for c in values["controls"] or ())
         if "memory" in values:
             values["memory"] = MemoryOptions(**_known(MemoryOptions, values["memory"] or {}))
-        if "preview" in values:
+        if values.get("preview") is None:
+            values.pop("preview", None)
+        else:
             values["preview"] = PreviewMode(values["preview"])
         if "prompt" not in values:
             raise ValidationError("The stored settings have no prompt.")
@@ -177,6 +179,8 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 def _control_from_dict(data: dict[str, Any]) -> ControlUnit:
     values = _known(ControlUnit, data)
+    if "kind" not in values:
+        raise ValidationError("A stored control unit has no kind.")
     values["kind"] = ControlKind(values["kind"])
     if "resize_mode" in values:
         values["resize_mode"] = ResizeMode(values["resize_mode"])

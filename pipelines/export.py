@@ -1,0 +1,642 @@
+"""Writing finished images with their settings, and reading settings back from PNGs.
+
+A PNG written here carries two text chunks:
+
+- ``parameters``: the AUTOMATIC1111 "infotext" (prompt, ``Negative prompt: …`` and one line of
+  ``Key: value`` pairs), so A1111, Forge, ComfyUI loaders, Civitai and image browsers show the
+  settings;
+- ``diffusion-studio``: JSON with the complete request (``{"version": 1, "request": {...},
+  "extra": {...}}``), which is what this app reads back, because the A1111 text cannot carry
+  everything (file paths, memory and preview options, condition images).
+
+Qt-free: used by the window, the CLI and tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from pipelines.errors import ExportError, ImageReadError, StudioError, ValidationError
+from pipelines.types import ControlKind, ControlUnit, GenerationRequest, ResizeMode
+
+PARAMETERS_KEY = "parameters"
+METADATA_KEY = "diffusion-studio"
+METADATA_VERSION = 1
+DEFAULT_FILE_PATTERN = "{date}-{index:05d}-{seed}-{prompt}.png"
+PROMPT_IN_NAME_MAX = 40
+
+# Our registry's names are A1111's, except where the algorithm differs in name only.
+# Read direction: A1111 / older tools' name -> our registry name.
+_SAMPLER_FROM_A1111 = {
+    "DPM++ SDE Karras": "DPM++ SDE",  # our "DPM++ SDE" always uses Karras noise levels
+    "PLMS": "PNDM",  # diffusers' PNDM with skip_prk_steps is the PLMS sampler
+    # k-diffusion style names other front ends write into the same format
+    "k_euler": "Euler",
+    "k_euler_a": "Euler a",
+    "k_euler_ancestral": "Euler a",
+    "k_heun": "Heun",
+    "k_dpm_2": "DPM2",
+    "k_dpm_2_a": "DPM2 a",
+    "k_dpmpp_2m": "DPM++ 2M",
+    "k_lms": "LMS",
+}
+_SAMPLER_TO_A1111 = {"DPM++ SDE": "DPM++ SDE Karras", "PNDM": "PLMS"}
+# A1111 >= 1.9 splits "DPM++ 2M Karras" into "Sampler: DPM++ 2M, Schedule type: Karras". Only the
+# schedules our registry spells as a suffix are joined back; "Automatic"/"Uniform" mean the plain
+# sampler. Other schedules (SGM Uniform, Align Your Steps, ...) leave the sampler name unchanged.
+_SCHEDULE_SUFFIXES = ("Karras", "Exponential")
+
+# sd-webui-controlnet's resize mode labels, current and pre-1.1 spellings.
+_RESIZE_TO_A1111 = {
+    ResizeMode.STRETCH: "Just Resize",
+    ResizeMode.CROP: "Crop and Resize",
+    ResizeMode.FIT: "Resize and Fill",
+}
+_RESIZE_FROM_A1111 = {
+    "just resize": ResizeMode.STRETCH,
+    "crop and resize": ResizeMode.CROP,
+    "scale to fit (inner fit)": ResizeMode.CROP,
+    "inner fit": ResizeMode.CROP,
+    "resize and fill": ResizeMode.FIT,
+    "envelope (outer fit)": ResizeMode.FIT,
+    "outer fit": ResizeMode.FIT,
+    "0": ResizeMode.STRETCH,
+    "1": ResizeMode.CROP,
+    "2": ResizeMode.FIT,
+}
+# The sd-webui-controlnet preprocessor ("Module") each kind runs when it preprocesses a photo.
+_MODULE_FOR_KIND = {
+    ControlKind.CANNY: "canny",
+    ControlKind.POSE: "openpose",
+    ControlKind.DEPTH: "depth_midas",
+}
+_NO_MODULE = {"", "none", "None"}
+_WEIGHT_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".gguf"}
+
+# One "Key: value" pair of the A1111 parameters line; a value is either a JSON string (A1111
+# quotes values that hold a comma, colon or newline) or runs to the next comma.
+_PARAM_RE = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+# A last line counts as settings only with one of these keys, so a prompt line such as
+# "style: anime, pose: sitting, mood: calm" stays prompt.
+_CORE_KEYS = {"Steps", "Sampler", "CFG scale", "Seed", "Size", "Model"}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
+_MODEL_HASH_RE = re.compile(r"\s*\[[0-9a-fA-F]+\]\s*$")
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
+    f"{p}{i}" for p in ("COM", "LPT") for i in range(10)
+}
+
+
+@dataclass(frozen=True)
+class ImageMetadata:
+    request: GenerationRequest
+    extra: dict[str, Any] = field(default_factory=dict)
+    parameters: str | None = None  # the A1111 text as stored, if any
+    from_json: bool = False  # False: rebuilt from the A1111 text, so paths and options are missing
+
+
+# ---------------------------------------------------------------------------------------------
+# A1111 parameters text
+
+
+def model_display_name(model: str) -> str:
+    if not model:
+        return "default"
+    last = re.split(r"[\\/]", model.rstrip("\\/"))[-1]
+    suffix = Path(last).suffix
+    # Folder names such as "stable-diffusion-v1.5" keep their dots; only weight files lose them.
+    return last[: -len(suffix)] if suffix.lower() in _WEIGHT_SUFFIXES else last
+
+
+def _number(value: float | int) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _quote(value: str) -> str:
+    if any(c in value for c in ",:\n"):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _unit_text(unit: ControlUnit) -> str:
+    module = _MODULE_FOR_KIND.get(unit.kind, "none") if unit.preprocess else "none"
+    # The unit text is split on ", " and ": " by readers and cannot be quoted inside.
+    model = re.sub(r"[,:]", "_", model_display_name(unit.model)) if unit.model else "None"
+    items = [
+        ("Module", module),
+        ("Model", model),
+        ("Weight", str(float(unit.strength))),
+        ("Resize Mode", _RESIZE_TO_A1111[unit.resize_mode]),
+    ]
+    if module == "canny":
+        items += [("Threshold A", str(unit.canny_low)), ("Threshold B", str(unit.canny_high))]
+    items += [
+        ("Guidance Start", str(float(unit.start))),
+        ("Guidance End", str(float(unit.end))),
+        ("Control Mode", "Balanced"),
+    ]
+    return ", ".join(f"{key}: {value}" for key, value in items)
+
+
+def format_parameters(request: GenerationRequest) -> str:
+    sampler = _SAMPLER_TO_A1111.get(request.sampler, request.sampler)
+    # The combined "DPM++ 2M Karras" spelling is read by every A1111 version, the split one
+    # ("Schedule type: Karras") only by 1.9 and later.
+    pairs: list[tuple[str, str]] = [
+        ("Steps", str(request.steps)),
+        ("Sampler", sampler),
+        ("CFG scale", _number(request.cfg_scale)),
+    ]
+    if request.seed is not None:
+        pairs.append(("Seed", str(request.seed)))
+    if request.width is not None and request.height is not None:
+        pairs.append(("Size", f"{request.width}x{request.height}"))
+    pairs.append(("Model", model_display_name(request.model)))
+    # Units keep their slot number, as sd-webui-controlnet does: disabled slots leave gaps.
+    for index, unit in enumerate(request.controls):
+        if unit.enabled:
+            pairs.append((f"ControlNet {index}", _unit_text(unit)))
+    line = ", ".join(f"{key}: {_quote(value)}" for key, value in pairs)
+    text = request.prompt
+    if request.negative_prompt:
+        text += f"\nNegative prompt: {request.negative_prompt}"
+    return f"{text}\n{line}"
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        try:
+            result = json.loads(value)
+        except ValueError:
+            return value
+        return result if isinstance(result, str) else value
+    return value
+
+
+def _parameter_pairs(line: str) -> dict[str, str]:
+    return {key.strip(): _unquote(value.strip()) for key, value in _PARAM_RE.findall(line)}
+
+
+def split_parameters(text: str) -> tuple[str, str, dict[str, str]]:
+    """Split A1111 text into (prompt, negative prompt, {key: value}) without interpreting values."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    fields: dict[str, str] = {}
+    # As A1111 does: the last line holds the settings when it reads as three or more pairs;
+    # otherwise the text is all prompt.
+    if lines and len(_PARAM_RE.findall(lines[-1])) >= 3:
+        candidate = _parameter_pairs(lines[-1])
+        if _CORE_KEYS & candidate.keys():
+            fields = candidate
+            lines.pop()
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    for line in lines:
+        if not negative_lines and line.lstrip().startswith("Negative prompt:"):
+            negative_lines.append(line.lstrip()[len("Negative prompt:") :].strip())
+        elif negative_lines:
+            negative_lines.append(line)
+        else:
+            prompt_lines.append(line)
+    return "\n".join(prompt_lines), "\n".join(negative_lines), fields
+
+
+def _to_int(key: str, value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValidationError(f"The setting '{key}: {value}' is not a whole number.") from None
+        if not number.is_integer():
+            raise ValidationError(f"The setting '{key}: {value}' is not a whole number.") from None
+        return int(number)
+
+
+def _to_float(key: str, value: str) -> float:
+    try:
+        return float(value.strip())
+    except ValueError:
+        raise ValidationError(f"The setting '{key}: {value}' is not a number.") from None
+
+
+def _sampler_name(sampler: str, schedule: str | None) -> str:
+    sampler = sampler.strip()
+    if schedule:
+        schedule = schedule.strip()
+        for suffix in _SCHEDULE_SUFFIXES:
+            if schedule.lower() == suffix.lower() and not sampler.endswith(f" {suffix}"):
+                sampler = f"{sampler} {suffix}"
+    return _SAMPLER_FROM_A1111.get(sampler, sampler)
+
+
+def _split_unit_text(text: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition(":")
+        if sep:
+            values[key.strip()] = value.strip()
+    return values
+
+
+def _kind_for(module: str, model: str) -> ControlKind:
+    for name in (module.lower(), model.lower()):
+        if "canny" in name:
+            return ControlKind.CANNY
+        if "pose" in name:
+            return ControlKind.POSE
+        if "depth" in name:
+            return ControlKind.DEPTH
+    return ControlKind.CUSTOM
+
+
+def _control_from_values(values: dict[str, str], label: str) -> ControlUnit | None:
+    module = values.get("Module", values.get("Preprocessor", "none")).strip()
+    model = _MODEL_HASH_RE.sub("", values.get("Model", "")).strip()
+    if model in _NO_MODULE:
+        model = ""
+    if module in _NO_MODULE and not model:
+        return None
+    # Only a module we run ourselves means "preprocess"; any other (softedge, invert, ...) is
+    # recorded as a ready map whose kind the model name tells. A1111 text never carries the image,
+    # so the user supplies it either way.
+    module_kind = ControlKind.CUSTOM if module in _NO_MODULE else _kind_for(module, "")
+    preprocess = module_kind is not ControlKind.CUSTOM
+    kind = module_kind if preprocess else _kind_for("", model)
+    unit: dict[str, Any] = {"kind": kind, "model": model, "preprocess": preprocess}
+    if "Weight" in values:
+        unit["strength"] = _to_float(f"{label} Weight", values["Weight"])
+    if "Guidance Start" in values:
+        unit["start"] = _to_float(f"{label} Guidance Start", values["Guidance Start"])
+    end_key = "Guidance End" if "Guidance End" in values else "Guidance Strength"
+    if end_key in values:  # "Guidance Strength" was the first releases' name for the end
+        unit["end"] = _to_float(f"{label} {end_key}", values[end_key])
+    resize = values.get("Resize Mode", "").strip().lower()
+    if resize in _RESIZE_FROM_A1111:
+        unit["resize_mode"] = _RESIZE_FROM_A1111[resize]
+    if kind is ControlKind.CANNY and preprocess:
+        for key, name in (("Threshold A", "canny_low"), ("Threshold B", "canny_high")):
+            if key in values:
+                threshold = _to_float(f"{label} {key}", values[key])
+                if 0 <= threshold <= 255:  # non-canny modules reuse these slots for other ranges
+                    unit[name] = round(threshold)
+    if values.get("Enabled", "True").strip() == "False":
+        unit["enabled"] = False
+    return ControlUnit(**unit)
+
+
+def _controls(fields: Mapping[str, str]) -> tuple[ControlUnit, ...]:
+    units: dict[int, dict[str, str]] = {}
+    for key, value in fields.items():
+        modern = re.fullmatch(r"ControlNet (\d+)", key)
+        if modern:
+            units.setdefault(int(modern[1]), {}).update(_split_unit_text(value))
+            continue
+        # Before the quoted form (early 2023): "ControlNet Module: canny" for a single unit,
+        # then "ControlNet-0 Module: canny, ControlNet-1 Module: depth".
+        legacy = re.fullmatch(r"ControlNet(?:-(\d+))? (\D.*)", key)
+        if legacy:
+            units.setdefault(int(legacy[1] or 0), {})[legacy[2].strip()] = value
+    controls = []
+    for index in sorted(units):
+        unit = _control_from_values(units[index], f"ControlNet {index}")
+        if unit is not None:
+            controls.append(unit)
+    return tuple(controls)
+
+
+def parse_parameters(text: str) -> GenerationRequest:
+    """Read A1111-style text into a request.
+
+    Fields the request has no place for (``Model hash``, ``Denoising strength``, ``Version``, ...)
+    are dropped; use :func:`split_parameters` to see them. ``Model`` becomes a model *name*, not a
+    path, and ControlNet units have no image: the caller resolves both against local files.
+    Values are not range-checked here; the engine validates the request before a run.
+    """
+    if not text or not text.strip():
+        raise ValidationError("The image's settings text is empty.")
+    prompt, negative, fields = split_parameters(text)
+    values: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
+    if "Steps" in fields:
+        values["steps"] = _to_int("Steps", fields["Steps"])
+    if "CFG scale" in fields:
+        values["cfg_scale"] = _to_float("CFG scale", fields["CFG scale"])
+    if "Seed" in fields:
+        values["seed"] = _to_int("Seed", fields["Seed"])
+    if "Size" in fields:
+        size = _SIZE_RE.match(fields["Size"])
+        if size is None:
+            raise ValidationError(f"The setting 'Size: {fields['Size']}' is not WIDTHxHEIGHT.")
+        values["width"], values["height"] = int(size[1]), int(size[2])
+    if fields.get("Sampler", "").strip():
+        values["sampler"] = _sampler_name(fields["Sampler"], fields.get("Schedule type"))
+    model = fields.get("Model", "").strip()
+    if model and model != "default":  # "default" is what format_parameters writes for ""
+        values["model"] = model
+    values["controls"] = _controls(fields)
+    return GenerationRequest(**values)
+
+
+# ---------------------------------------------------------------------------------------------
+# PNG files
+
+
+def _png_info(
+    request: GenerationRequest, extra: Mapping[str, Any] | None
+) -> PngImagePlugin.PngInfo:
+    document: dict[str, Any] = {"version": METADATA_VERSION, "request": request.to_dict()}
+    if extra:
+        document["extra"] = dict(extra)
+    info = PngImagePlugin.PngInfo()
+    # add_text writes tEXt when the text is Latin-1 and iTXt (UTF-8) otherwise, as A1111 does.
+    info.add_text(PARAMETERS_KEY, format_parameters(request))
+    info.add_text(METADATA_KEY, json.dumps(document, ensure_ascii=False, allow_nan=False))
+    return info
+
+
+def _savable(image: Image.Image) -> Image.Image:
+    if image.mode in {"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"}:
+        return image
+    return image.convert("RGBA" if "A" in image.getbands() else "RGB")
+
+
+def _check_target(path: Path, overwrite: bool, make_folder: bool) -> None:
+    if path.suffix.lower() != ".png":
+        raise ExportError(f"Cannot save {path.name!r}: the file name must end in .png.")
+    folder = path.parent
+    if not folder.exists():
+        if not make_folder:
+            raise ExportError(f"Cannot save {path.name}: the folder {folder} does not exist.")
+        try:
+            folder.mkdir()  # only the last folder: a mistyped parent should fail, not be created
+        except FileNotFoundError:
+            raise ExportError(
+                f"Cannot create the folder {folder}: its parent folder does not exist."
+            ) from None
+        except OSError as exc:
+            raise ExportError(f"Cannot create the folder {folder}: {exc.strerror or exc}.") from exc
+    elif not folder.is_dir():
+        raise ExportError(f"Cannot save into {folder}: it is a file, not a folder.")
+    if path.is_dir():
+        raise ExportError(f"Cannot save as {path}: a folder has that name.")
+    if path.exists() and not overwrite:
+        raise ExportError(f"{path} already exists; choose another name or allow overwriting.")
+
+
+def _publish(temp: Path, path: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(temp, path)
+        return
+    # A hard link fails when the name exists, so a file that appeared since the check is never
+    # replaced. File systems without hard links fall back to check-then-rename.
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        raise ExportError(
+            f"{path} already exists; choose another name or allow overwriting."
+        ) from None
+    except OSError:
+        if path.exists():
+            raise ExportError(
+                f"{path} already exists; choose another name or allow overwriting."
+            ) from None
+        os.replace(temp, path)
+    else:
+        os.unlink(temp)
+
+
+def write_png(
+    image: Image.Image,
+    request: GenerationRequest,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    extra: Mapping[str, Any] | None = None,
+    make_folder: bool = False,
+) -> Path:
+    """Save ``image`` as a PNG carrying ``request``; returns the path written.
+
+    Written to a hidden temporary file in the same folder and renamed into place, so a crash or a
+    full disk never leaves a half-written image under the final name. Existing files are refused
+    unless ``overwrite`` is true; a missing folder is created only with ``make_folder`` (and only
+    the last level).
+    """
+    path = Path(path)
+    info = _png_info(request, extra)  # before touching the disk: a bad `extra` is a bug
+    _check_target(path, overwrite, make_folder)
+    temp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp")
+    try:
+        # os.open with 0o666 lets the umask decide the final permissions, unlike mkstemp's 0o600.
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        with os.fdopen(fd, "wb") as handle:
+            _savable(image).save(handle, format="PNG", pnginfo=info)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _publish(temp, path, overwrite)
+    except ExportError:
+        temp.unlink(missing_ok=True)
+        raise
+    except PermissionError as exc:
+        temp.unlink(missing_ok=True)
+        raise ExportError(f"No permission to write {path}.") from exc
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise ExportError(f"Could not write {path}: {exc.strerror or exc}.") from exc
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read_text_chunks(path: Path) -> dict[str, str]:
+    try:
+        with Image.open(path) as image:
+            if image.format != "PNG":
+                raise ImageReadError(
+                    f"{path.name} is a {image.format or 'non-PNG'} image; settings are read from "
+                    "PNG files only."
+                )
+            image.load()  # decodes everything, so a damaged file fails here, not later
+            return {str(k): str(v) for k, v in getattr(image, "text", {}).items()}
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(f"{path} does not exist.") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"{path} is a folder, not an image.") from None
+    except PermissionError:
+        raise ImageReadError(f"No permission to read {path}.") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path.name} is not an image file.") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        # Pillow reports bad checksums as SyntaxError and truncation as OSError.
+        raise ImageReadError(f"{path.name} is damaged and cannot be read ({exc}).") from exc
+
+
+def _from_json(text: str) -> tuple[GenerationRequest, dict[str, Any]] | None:
+    try:
+        document = json.loads(text)
+        request = GenerationRequest.from_dict(document["request"])
+    except (ValueError, TypeError, KeyError, AttributeError, StudioError):
+        return None
+    extra = document.get("extra")
+    return request, extra if isinstance(extra, dict) else {}
+
+
+def read_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
+    path = Path(path)
+    chunks = _read_text_chunks(path)
+    parameters = chunks.get(PARAMETERS_KEY)
+    if METADATA_KEY in chunks:
+        # A damaged or future-incompatible JSON chunk falls back to the A1111 text below.
+        stored = _from_json(chunks[METADATA_KEY])
+        if stored is not None:
+            return ImageMetadata(stored[0], stored[1], parameters, from_json=True)
+    if parameters and parameters.strip():
+        try:
+            request = parse_parameters(parameters)
+        except StudioError as exc:
+            raise ImageReadError(
+                f"The settings stored in {path.name} cannot be read: {exc}"
+            ) from exc
+        return ImageMetadata(request, {}, parameters, from_json=False)
+    raise ImageReadError(f"{path.name} carries no generation settings.")
+
+
+def read_request(path: str | os.PathLike[str]) -> GenerationRequest:
+    return read_metadata(path).request
+
+
+# ---------------------------------------------------------------------------------------------
+# File names
+
+_NAME_FIELDS = ("date", "time", "seed", "sampler", "steps", "prompt", "index")
+# How each field looks once formatted, to recognise earlier files' indices in the folder.
+_FIELD_PATTERNS = {
+    "date": r"\d{4}-\d{2}-\d{2}",
+    "time": r"\d{2}-\d{2}-\d{2}",
+    "seed": r"(?:\d+|random)",
+    "steps": r"\d+",
+    "sampler": r"[\w-]*",
+    "prompt": r"[\w-]*",
+}
+
+
+def file_name_part(text: str, limit: int = PROMPT_IN_NAME_MAX) -> str:
+    # \w keeps non-Latin letters too: a Japanese prompt should not give an empty name.
+    cleaned = re.sub(r"[^\w-]+", "_", text, flags=re.UNICODE)
+    cleaned = re.sub(r"_{2,}", "_", cleaned).strip("_-")
+    return cleaned[:limit].rstrip("_-")
+
+
+def _pattern_fields(pattern: str) -> list[tuple[str, str | None, str, str | None]]:
+    try:
+        parsed = list(string.Formatter().parse(pattern))
+    except ValueError as exc:
+        raise ExportError(f"The file name pattern {pattern!r} is malformed: {exc}.") from None
+    for _literal, name, _spec, _conversion in parsed:
+        if name is not None and name not in _NAME_FIELDS:
+            known = ", ".join(f"{{{n}}}" for n in _NAME_FIELDS)
+            raise ExportError(f"Unknown field {{{name}}} in the file name pattern; use {known}.")
+    return parsed
+
+
+def _split_extension(pattern: str) -> str:
+    return pattern[:-4] if pattern.lower().endswith(".png") else pattern
+
+
+def _index_regex(pattern: str) -> re.Pattern[str] | None:
+    parts: list[str] = []
+    has_index = False
+    for literal, name, spec, conversion in _pattern_fields(_split_extension(pattern)):
+        parts.append(re.escape(literal))
+        if name is None:
+            continue
+        if name == "index":
+            parts.append(r"(\d+)" if not has_index else r"\d+")
+            has_index = True
+        elif spec or conversion:
+            parts.append(r".*?")
+        else:
+            parts.append(_FIELD_PATTERNS[name])
+    if not has_index:
+        return None
+    # Collision suffixes ("-1", "-2") sit between the name and the extension.
+    return re.compile("".join(parts) + r"(?:-\d+)?\.png", re.IGNORECASE)
+
+
+def _next_index(folder: Path, regex: re.Pattern[str]) -> int:
+    highest = 0
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except FileNotFoundError:
+        return 1
+    except OSError as exc:
+        raise ExportError(f"Cannot list the folder {folder}: {exc.strerror or exc}.") from exc
+    for name in names:
+        match = regex.fullmatch(name)
+        if match:
+            highest = max(highest, int(match[1]))
+    return highest + 1
+
+
+def next_free_path(
+    folder: str | os.PathLike[str],
+    pattern: str,
+    request: GenerationRequest,
+    index: int | None = None,
+    *,
+    now: datetime | None = None,
+) -> Path:
+    """A path in ``folder`` for the next image, named by ``pattern``, that does not exist yet.
+
+    ``index`` defaults to one more than the highest index among files in the folder that match
+    the pattern. The name is free when returned; :func:`write_png` still refuses to overwrite if
+    another writer takes it first.
+    """
+    folder = Path(folder)
+    _pattern_fields(pattern)
+    now = now or datetime.now()
+    if index is None:
+        regex = _index_regex(pattern)
+        index = _next_index(folder, regex) if regex is not None else 1
+    values = {
+        "date": now.strftime("%Y-%m-%d"),
+        "time": now.strftime("%H-%M-%S"),  # no colons: Windows forbids them in names
+        "seed": str(request.seed) if request.seed is not None else "random",
+        "sampler": file_name_part(request.sampler),
+        "steps": request.steps,
+        "prompt": file_name_part(request.prompt) or "untitled",
+        "index": index,
+    }
+    try:
+        name = pattern.format(**values)
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        raise ExportError(
+            f"The file name pattern {pattern!r} cannot be filled in: {exc}."
+        ) from None
+    if "/" in name or "\\" in name or name in {"", ".", ".."}:
+        raise ExportError(f"The file name pattern {pattern!r} must give a plain file name.")
+    stem, suffix = (name[:-4], name[-4:]) if name.lower().endswith(".png") else (name, ".png")
+    if not stem or stem.upper() in _WINDOWS_RESERVED:
+        stem = f"{stem}_image"
+    candidate = folder / f"{stem}{suffix}"
+    counter = 1
+    while candidate.exists():
+        candidate = folder / f"{stem}-{counter}{suffix}"
+        counter += 1
+    return candidate

@@ -1,0 +1,50 @@
+"""Fixtures shared by the core and window tests: tiny real models, built once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Nothing in the tests may reach a hub; the app sets the same at start.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(scope="session")
+def sd1_folder(tmp_path_factory):
+    from tests.tiny_models import save_sd1
+
+    return save_sd1(tmp_path_factory.mktemp("models") / "tiny-sd1")
+
+
+@pytest.fixture(scope="session")
+def sdxl_folder(tmp_path_factory):
+    from tests.tiny_models import save_sdxl
+
+    return save_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def controlnet_sd1_folder(tmp_path_factory):
+    from tests.tiny_models import save_controlnet
+
+    return save_controlnet(tmp_path_factory.mktemp("models") / "tiny-controlnet-canny-sd1", "sd1")
+
+
+@pytest.fixture(scope="session")
+def controlnet_sdxl_folder(tmp_path_factory):
+    from tests.tiny_models import save_controlnet
+
+    return save_controlnet(
+        tmp_path_factory.mktemp("models") / "tiny-controlnet-canny-sdxl", "sdxl", seed=2
+    )
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """One engine for the session: loading is what the cache is for."""
+    from pipelines.engine import Engine
+
+    return Engine()

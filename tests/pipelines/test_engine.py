@@ -1,0 +1,240 @@
+"""The engine on tiny real models: samplers, previews, ControlNet, cancel, caching, bad input."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.errors import (
+    FamilyMismatchError,
+    ImageReadError,
+    ModelNotFoundError,
+    ValidationError,
+)
+from pipelines.samplers import SAMPLERS, get_sampler
+from pipelines.types import ControlKind, ControlUnit, GenerationRequest, PreviewMode
+
+
+@pytest.fixture
+def request_for(sd1_folder):
+    def make(**changes) -> GenerationRequest:
+        base = GenerationRequest(prompt="a red circle", model=str(sd1_folder), seed=7, steps=4)
+        return replace(base, **changes)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def condition_image(tmp_path_factory):
+    path = tmp_path_factory.mktemp("maps") / "edges.png"
+    image = Image.new("RGB", (64, 64))
+    for x in range(8, 56):
+        image.putpixel((x, 32), (255, 255, 255))
+        image.putpixel((32, x), (255, 255, 255))
+    image.save(path)
+    return path
+
+
+def pixels(result) -> np.ndarray:
+    return np.asarray(result.image, dtype=np.int16)
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_every_sampler_runs_deterministically_with_one_preview_per_step(
+    engine, request_for, sampler
+):
+    previews = []
+    first = engine.run(request_for(sampler=sampler), on_step=previews.append)
+    second = engine.run(request_for(sampler=sampler))
+    assert first.image.size == (64, 64)
+    assert np.array_equal(pixels(first), pixels(second)), "same request + seed must repeat exactly"
+    assert [p.step for p in previews] == [1, 2, 3, 4]
+    assert all(p.total == 4 and p.sampler == sampler for p in previews)
+    spec = get_sampler(sampler)
+    expected = spec.total_evaluations(4, engine.loaded.scheduler_config)
+    assert previews[-1].evaluations == expected
+    assert previews[0].evaluations == (2 if spec.evaluations_per_step == 2 else 1) or (
+        sampler == "PNDM" and previews[0].evaluations == 2
+    )
+    assert previews[0].image.dtype == np.uint8 and previews[0].image.shape == (64, 64, 3)
+
+
+def test_different_seeds_and_samplers_give_different_images(engine, request_for):
+    base = pixels(engine.run(request_for()))
+    assert not np.array_equal(base, pixels(engine.run(request_for(seed=8))))
+    assert not np.array_equal(base, pixels(engine.run(request_for(sampler="DDIM"))))
+
+
+# PLMS ends one noise level short of zero (alpha 0.99915), so its last estimate is close, not equal.
+@pytest.mark.parametrize(
+    ("sampler", "tolerance"), [("Euler", 2), ("DPM++ 2M", 2), ("UniPC", 2), ("Heun", 2), ("PNDM", 12)]
+)
+def test_previews_are_denoised_estimates(engine, request_for, sampler, tolerance):
+    """The last x0 estimate is the final sample itself; a noisy latent would look nothing like it."""
+    previews = []
+    result = engine.run(request_for(sampler=sampler, steps=6), on_step=previews.append)
+    decoded = engine.loaded.previews.decode(result.latents, PreviewMode.APPROXIMATE)
+    last = previews[-1].image.astype(np.int16)
+    assert np.abs(last - decoded).max() <= tolerance
+    assert np.abs(last - decoded).mean() <= 1.0
+    # The first x0 estimate is already far closer to the result than the initial noise is.
+    noise = engine.initial_noise(result.request)
+    noise_preview = engine.loaded.previews.decode(noise, PreviewMode.APPROXIMATE)
+    first = previews[0].image.astype(np.int16)
+    assert np.abs(first - decoded).mean() < np.abs(noise_preview - decoded).mean()
+
+
+def test_full_vae_preview_of_last_step_matches_result(engine, request_for):
+    previews = []
+    result = engine.run(request_for(preview=PreviewMode.FULL), on_step=previews.append)
+    assert np.abs(previews[-1].image.astype(np.int16) - pixels(result)).max() <= 2
+
+
+def test_no_preview_mode_sends_no_images(engine, request_for):
+    previews = []
+    engine.run(request_for(preview=PreviewMode.NONE), on_step=previews.append)
+    assert previews == []
+
+
+def test_controlnet_changes_the_image_and_honours_start_end(
+    engine, request_for, controlnet_sd1_folder, condition_image
+):
+    unit = ControlUnit(ControlKind.CANNY, str(controlnet_sd1_folder), image=str(condition_image))
+    plain = pixels(engine.run(request_for()))
+    full = pixels(engine.run(request_for(controls=(unit,))))
+    late = pixels(engine.run(request_for(controls=(replace(unit, start=0.5),))))
+    # With 4 steps no step lies inside [0, 0.05]: the ControlNet is never applied.
+    never = pixels(engine.run(request_for(controls=(replace(unit, end=0.05),))))
+    weak = pixels(engine.run(request_for(controls=(replace(unit, strength=0.3),))))
+    assert np.abs(full - plain).mean() > 1
+    assert not np.array_equal(late, full) and not np.array_equal(late, plain)
+    assert np.abs(never - plain).max() <= 1
+    assert np.abs(weak - plain).mean() < np.abs(full - plain).mean()
+
+
+def test_condition_map_reaches_the_pipeline_as_given(
+    engine, request_for, controlnet_sd1_folder, condition_image
+):
+    unit = ControlUnit(ControlKind.CANNY, str(controlnet_sd1_folder), image=str(condition_image))
+    result = engine.run(request_for(controls=(unit,)))
+    assert np.array_equal(
+        np.asarray(result.condition_maps[0]), np.asarray(Image.open(condition_image).convert("RGB"))
+    )
+
+
+def test_multi_control_and_no_base_reload(
+    engine, request_for, controlnet_sd1_folder, condition_image, tmp_path
+):
+    from tests.tiny_models import save_controlnet
+
+    other = save_controlnet(tmp_path / "depth-cn", "sd1", seed=5)
+    canny = ControlUnit(ControlKind.CANNY, str(controlnet_sd1_folder), image=str(condition_image))
+    depth = ControlUnit(ControlKind.DEPTH, str(other), image=str(condition_image), strength=0.8)
+    engine.run(request_for())
+    unet = engine.loaded.pipeline.unet
+    one = pixels(engine.run(request_for(controls=(canny,))))
+    both = pixels(engine.run(request_for(controls=(canny, depth))))
+    assert not np.array_equal(one, both)
+    assert engine.loaded.pipeline.unet is unet, "changing ControlNets must not reload the model"
+    disabled = replace(depth, enabled=False)
+    assert np.array_equal(one, pixels(engine.run(request_for(controls=(canny, disabled)))))
+
+
+def test_cancel_stops_within_a_step_and_engine_runs_again(engine, request_for):
+    cancel = threading.Event()
+    previews = []
+
+    def on_step(preview):
+        previews.append(preview)
+        if preview.step == 2:
+            cancel.set()
+
+    result = engine.run(request_for(steps=10), on_step=on_step, cancel=cancel)
+    assert result.cancelled and result.image is None
+    assert len(previews) == 2
+    again = engine.run(request_for(steps=10))
+    fresh = engine.run(request_for(steps=10))
+    assert not again.cancelled and np.array_equal(pixels(again), pixels(fresh))
+
+
+def test_exception_inside_a_step_leaves_engine_usable(engine, request_for):
+    expected = pixels(engine.run(request_for()))
+
+    def explode(preview):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        engine.run(request_for(), on_step=explode)
+    assert np.array_equal(pixels(engine.run(request_for())), expected)
+
+
+def test_random_seed_is_drawn_and_recorded(engine, request_for):
+    result = engine.run(request_for(seed=None))
+    assert isinstance(result.request.seed, int)
+    repeat = engine.run(request_for(seed=result.request.seed))
+    assert np.array_equal(pixels(result), pixels(repeat))
+    assert (result.request.width, result.request.height) == (64, 64)
+
+
+def test_family_mismatch_is_reported_before_loading_weights(
+    engine, request_for, controlnet_sdxl_folder, condition_image
+):
+    unit = ControlUnit(ControlKind.CANNY, str(controlnet_sdxl_folder), image=str(condition_image))
+    with pytest.raises(FamilyMismatchError, match="SDXL"):
+        engine.run(request_for(controls=(unit,)))
+    assert controlnet_sdxl_folder.resolve() not in engine._controlnets
+
+
+def test_sdxl_model_runs_with_its_controlnet(engine, sdxl_folder, controlnet_sdxl_folder, condition_image):
+    unit = ControlUnit(ControlKind.CANNY, str(controlnet_sdxl_folder), image=str(condition_image))
+    request = GenerationRequest(prompt="a cat", model=str(sdxl_folder), seed=1, steps=3)
+    previews = []
+    plain = engine.run(request, on_step=previews.append)
+    controlled = engine.run(replace(request, controls=(unit,)))
+    assert plain.image.size == (64, 64) and len(previews) == 3
+    assert not np.array_equal(pixels(plain), pixels(controlled))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"width": 100}, "multiple of 8; use 96 or 104"),
+        ({"height": 0}, "between"),
+        ({"steps": 0}, "Steps"),
+        ({"steps": 500}, "Steps"),
+        ({"cfg_scale": -1.0}, "CFG"),
+        ({"cfg_scale": float("nan")}, "CFG"),
+        ({"sampler": "Eulerr"}, "Unknown sampler 'Eulerr'"),
+        ({"seed": -5}, "Seed"),
+    ],
+)
+def test_bad_requests_are_refused_with_a_reason(engine, request_for, changes, message):
+    with pytest.raises(ValidationError, match=message):
+        engine.run(request_for(**changes))
+
+
+def test_missing_model_and_bad_condition_image(engine, request_for, controlnet_sd1_folder, tmp_path):
+    with pytest.raises(ModelNotFoundError, match="nope"):
+        engine.run(request_for(model=str(tmp_path / "nope")))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    unit = ControlUnit(ControlKind.CANNY, str(controlnet_sd1_folder), image=str(broken))
+    with pytest.raises(ImageReadError, match="broken.png"):
+        engine.run(request_for(controls=(unit,)))
+    bad_range = replace(unit, start=0.8, end=0.2)
+    with pytest.raises(ValidationError, match="start"):
+        engine.run(request_for(controls=(bad_range,)))
+    assert engine.run(request_for()).image is not None
+
+
+def test_long_prompt_reports_exactly_what_is_dropped(engine, request_for):
+    words = " ".join(f"word{i}" for i in range(60))
+    result = engine.run(request_for(prompt=words))
+    assert len(result.warnings) == 1
+    warning = result.warnings[0]
+    assert "word59" in warning and "the text encoder reads 75" in warning
+    assert "word0 " not in warning.split("Not used")[1]
