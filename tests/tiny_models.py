@@ -27,6 +27,9 @@ from transformers import (
 from pipelines.resources import resource_path
 
 TEXT_DIM = 32
+# SDXL's second encoder is wider than its first (1280 vs 768); single-file loading tells them apart
+# by width, so the tiny model keeps them different too.
+TEXT_DIM_2 = 48
 BLOCKS = (32, 64)
 SAMPLE_SIZE = 8  # latent size: 64 px images
 
@@ -42,12 +45,12 @@ def _scheduler() -> EulerDiscreteScheduler:
     )
 
 
-def _text_config(projection: int | None = None) -> CLIPTextConfig:
+def _text_config(projection: int | None = None, width: int = TEXT_DIM) -> CLIPTextConfig:
     kwargs = dict(
         bos_token_id=49406,
         eos_token_id=49407,
         pad_token_id=1,
-        hidden_size=TEXT_DIM,
+        hidden_size=width,
         intermediate_size=37,
         layer_norm_eps=1e-5,
         num_attention_heads=4,
@@ -109,8 +112,8 @@ def sdxl_unet() -> UNet2DConditionModel:
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=80,  # 6 * 8 + 32 (pooled text)
-        cross_attention_dim=64,  # both encoders' hidden states concatenated
+        projection_class_embeddings_input_dim=6 * 8 + TEXT_DIM_2,  # time ids + pooled text
+        cross_attention_dim=TEXT_DIM + TEXT_DIM_2,  # both encoders' hidden states concatenated
         norm_num_groups=16,
     )
 
@@ -135,7 +138,9 @@ def build_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
         unet=sdxl_unet(),
         vae=_vae(),
         text_encoder=CLIPTextModel(_text_config()),
-        text_encoder_2=CLIPTextModelWithProjection(_text_config(projection=32)),
+        text_encoder_2=CLIPTextModelWithProjection(
+            _text_config(projection=TEXT_DIM_2, width=TEXT_DIM_2)
+        ),
         tokenizer=_tokenizer(),
         tokenizer_2=_tokenizer(pad_exclaim=True),
         scheduler=_scheduler(),

@@ -71,7 +71,8 @@ def test_different_seeds_and_samplers_give_different_images(engine, request_for)
 
 # PLMS ends one noise level short of zero (alpha 0.99915), so its last estimate is close, not equal.
 @pytest.mark.parametrize(
-    ("sampler", "tolerance"), [("Euler", 2), ("DPM++ 2M", 2), ("UniPC", 2), ("Heun", 2), ("PNDM", 12)]
+    ("sampler", "tolerance"),
+    [("Euler", 2), ("DPM++ 2M", 2), ("UniPC", 2), ("Heun", 2), ("PNDM", 12)],
 )
 def test_previews_are_denoised_estimates(engine, request_for, sampler, tolerance):
     """The last x0 estimate is the final sample itself; a noisy latent would look nothing like it."""
@@ -189,7 +190,9 @@ def test_family_mismatch_is_reported_before_loading_weights(
     assert controlnet_sdxl_folder.resolve() not in engine._controlnets
 
 
-def test_sdxl_model_runs_with_its_controlnet(engine, sdxl_folder, controlnet_sdxl_folder, condition_image):
+def test_sdxl_model_runs_with_its_controlnet(
+    engine, sdxl_folder, controlnet_sdxl_folder, condition_image
+):
     unit = ControlUnit(ControlKind.CANNY, str(controlnet_sdxl_folder), image=str(condition_image))
     request = GenerationRequest(prompt="a cat", model=str(sdxl_folder), seed=1, steps=3)
     previews = []
@@ -217,7 +220,9 @@ def test_bad_requests_are_refused_with_a_reason(engine, request_for, changes, me
         engine.run(request_for(**changes))
 
 
-def test_missing_model_and_bad_condition_image(engine, request_for, controlnet_sd1_folder, tmp_path):
+def test_missing_model_and_bad_condition_image(
+    engine, request_for, controlnet_sd1_folder, tmp_path
+):
     with pytest.raises(ModelNotFoundError, match="nope"):
         engine.run(request_for(model=str(tmp_path / "nope")))
     broken = tmp_path / "broken.png"

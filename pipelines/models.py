@@ -1,0 +1,709 @@
+"""Find Stable Diffusion models on this machine and load them strictly offline.
+
+Discovery reads only JSON configs and safetensors headers, never weights, so scanning a folder of
+multi-gigabyte checkpoints stays fast. Loading never reaches the network: single files are paired
+with the diffusers configs shipped in ``resources/configs`` and the tokenizers in
+``resources/tokenizers``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import struct
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from pipelines.errors import FamilyMismatchError, ModelFormatError, ModelNotFoundError
+from pipelines.resources import resource_path
+from pipelines.types import ControlKind, ModelFamily
+
+log = logging.getLogger(__name__)
+
+Role = Literal["base", "controlnet", "tiny_vae"]
+Format = Literal["diffusers", "single_file", "hf_cache"]
+
+SAFE_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+# Folders other UIs keep their models in, relative to the folder the user points at.
+UI_SUBFOLDERS = (
+    "models/Stable-diffusion",  # AUTOMATIC1111 / Forge
+    "models/ControlNet",
+    "models/checkpoints",  # ComfyUI
+    "models/controlnet",
+    "models/diffusers",
+)
+_MAX_DEPTH = 3
+_SKIP_DIRS = {
+    "venv",
+    ".venv",
+    "env",
+    "node_modules",
+    "__pycache__",
+    "site-packages",
+    "repositories",
+}
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+_CONTROL_DIR_NAMES = {"controlnet", "control"}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def set_offline_environment() -> None:
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+        os.environ.setdefault(name, "1")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: Path
+    name: str
+    role: Role
+    family: ModelFamily | None
+    format: Format
+    source: Path
+    control_kind: ControlKind | None = None
+
+    @property
+    def needs_pickle(self) -> bool:
+        # Pickled checkpoints can run arbitrary code when loaded; loading asks for explicit consent.
+        return self.path.is_file() and self.path.suffix.lower() in PICKLE_SUFFIXES
+
+
+@dataclass
+class Discovery:
+    models: list[ModelInfo] = field(default_factory=list)
+    searched: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def bases(self) -> list[ModelInfo]:
+        return [m for m in self.models if m.role == "base"]
+
+    def controlnets(self, family: ModelFamily | None = None) -> list[ModelInfo]:
+        return [
+            m
+            for m in self.models
+            if m.role == "controlnet" and (family is None or m.family in (family, None))
+        ]
+
+    def tiny_vaes(self) -> list[ModelInfo]:
+        return [m for m in self.models if m.role == "tiny_vae"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading configs and headers
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The tensor table of a .safetensors file: name -> {dtype, shape, data_offsets}."""
+    try:
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise ModelFormatError(f"{path} is too short to be a safetensors file.")
+            (length,) = struct.unpack("<Q", prefix)
+            if length <= 1 or length > _MAX_HEADER_BYTES:
+                raise ModelFormatError(f"{path} is not a valid safetensors file (corrupt header).")
+            raw = handle.read(length)
+    except OSError as exc:
+        raise ModelFormatError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+    if len(raw) < length:
+        raise ModelFormatError(f"{path} is truncated (the safetensors header is incomplete).")
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ModelFormatError(f"{path} is not a valid safetensors file (corrupt header).") from exc
+    if not isinstance(header, dict):
+        raise ModelFormatError(f"{path} is not a valid safetensors file (corrupt header).")
+    header.pop("__metadata__", None)
+    return header
+
+
+def _shape(header: dict[str, Any], key: str) -> list[int] | None:
+    entry = header.get(key)
+    return list(entry.get("shape", [])) if isinstance(entry, dict) else None
+
+
+def _is_controlnet_keys(keys: Iterable[str]) -> bool:
+    markers = (
+        "input_hint_block.",
+        "zero_convs.",
+        "controlnet_cond_embedding.",
+        "controlnet_down_blocks.",
+    )
+    return any(marker in key for key in keys for marker in markers)
+
+
+def _is_base_keys(keys: Iterable[str]) -> bool:
+    return any(key.startswith("model.diffusion_model.") for key in keys)
+
+
+def _context_dim(header: dict[str, Any]) -> int | None:
+    # The cross-attention key projection maps the text encoder's width: 768 SD1, 1024 SD2, 2048 SDXL.
+    for key in header:
+        if key.endswith("attn2.to_k.weight"):
+            shape = _shape(header, key)
+            if shape and len(shape) == 2:
+                return shape[1]
+    return None
+
+
+def _family_from_header(path: Path, header: dict[str, Any]) -> ModelFamily:
+    keys = list(header)
+    if _is_controlnet_keys(keys):
+        return _controlnet_family_from_header(path, header)
+    if not _is_base_keys(keys):
+        raise ModelFormatError(
+            f"{path.name} is neither a Stable Diffusion checkpoint nor a ControlNet "
+            "(it may be a LoRA, VAE or embedding, or a model family the studio does not support)."
+        )
+    conv_in = _shape(header, "model.diffusion_model.input_blocks.0.0.weight")
+    if conv_in and len(conv_in) == 4 and conv_in[1] != 4:
+        raise ModelFormatError(
+            f"{path.name} is an inpainting or edit model ({conv_in[1]} input channels); "
+            "only text-to-image checkpoints are supported."
+        )
+    if any(k.startswith("conditioner.embedders.") for k in keys) or any(
+        k.startswith("model.diffusion_model.label_emb.") for k in keys
+    ):
+        if not any(k.startswith("conditioner.embedders.1.") for k in keys) and any(
+            k.startswith("conditioner.embedders.0.model.") for k in keys
+        ):
+            raise ModelFormatError(f"{path.name} is an SDXL refiner, which cannot be used alone.")
+        return ModelFamily.SDXL
+    dim = _context_dim(header)
+    if dim == 1024 or any(k.startswith("cond_stage_model.model.") for k in keys):
+        raise ModelFormatError(
+            f"{path.name} is a Stable Diffusion 2.x model, which is not supported."
+        )
+    if dim == 2048:
+        return ModelFamily.SDXL
+    return ModelFamily.SD1
+
+
+def _controlnet_family_from_header(path: Path, header: dict[str, Any]) -> ModelFamily:
+    keys = list(header)
+    if any("add_embedding." in k or "label_emb." in k for k in keys):
+        return ModelFamily.SDXL
+    dim = _context_dim(header)
+    if dim == 2048:
+        return ModelFamily.SDXL
+    if dim == 1024:
+        raise ModelFormatError(
+            f"{path.name} is a ControlNet for Stable Diffusion 2.x (not supported)."
+        )
+    return ModelFamily.SD1
+
+
+def _family_from_unet_config(path: Path, config: dict[str, Any]) -> ModelFamily:
+    if config.get("addition_embed_type") == "text_time":
+        return ModelFamily.SDXL
+    dim = config.get("cross_attention_dim")
+    if dim == 2048:
+        return ModelFamily.SDXL
+    if dim == 1024:
+        raise ModelFormatError(f"{path} is a Stable Diffusion 2.x model, which is not supported.")
+    if config.get("in_channels", 4) != 4:
+        raise ModelFormatError(
+            f"{path} is an inpainting or edit model; only text-to-image models are supported."
+        )
+    return ModelFamily.SD1
+
+
+def _family_from_pipeline_folder(path: Path, index: dict[str, Any]) -> ModelFamily:
+    name = str(index.get("_class_name", ""))
+    if name and not name.startswith("StableDiffusion"):
+        raise ModelFormatError(f"{path} holds a {name}, which the studio does not support.")
+    unet = _read_json(path / "unet" / "config.json")
+    if unet is None:
+        raise ModelFormatError(f"{path} has no readable unet/config.json.")
+    if "text_encoder_2" in index and index["text_encoder_2"][0] is not None:
+        if "text_encoder" not in index or index["text_encoder"][0] is None:
+            raise ModelFormatError(f"{path} is an SDXL refiner, which cannot be used alone.")
+        return ModelFamily.SDXL
+    return _family_from_unet_config(path, unet)
+
+
+def _snapshot_of(repo: Path) -> Path | None:
+    """The snapshot folder of an HF cache repo (``models--org--name``): refs/main, else newest."""
+    snapshots = repo / "snapshots"
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        try:
+            candidate = snapshots / ref.read_text(encoding="utf-8").strip()
+        except OSError:
+            candidate = None
+        if candidate is not None and candidate.is_dir():
+            return candidate
+    try:
+        revisions = [p for p in snapshots.iterdir() if p.is_dir()]
+    except OSError:
+        return None
+    return max(revisions, key=lambda p: p.stat().st_mtime) if revisions else None
+
+
+def _resolve(path: Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelNotFoundError(f"Model not found: {path}")
+    if path.is_dir() and path.name.startswith("models--") and (path / "snapshots").is_dir():
+        snapshot = _snapshot_of(path)
+        if snapshot is None:
+            raise ModelNotFoundError(
+                f"The Hugging Face cache entry {path} has no downloaded snapshot."
+            )
+        return snapshot
+    return path
+
+
+def detect_family(path: Path | str) -> ModelFamily:
+    """The family of a base model or ControlNet, from its configs or safetensors header only."""
+    path = _resolve(Path(path))
+    if path.is_dir():
+        index = _read_json(path / "model_index.json")
+        if index is not None:
+            return _family_from_pipeline_folder(path, index)
+        config = _read_json(path / "config.json")
+        if config is not None and config.get("_class_name") in (
+            "ControlNetModel",
+            "UNet2DConditionModel",
+        ):
+            return _family_from_unet_config(path, config)
+        raise ModelFormatError(
+            f"{path} is not a diffusers model folder (no model_index.json, or a config.json that "
+            "is not a ControlNet)."
+        )
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        guessed = _family_from_name(path.name)
+        if guessed is None:
+            raise ModelFormatError(
+                f"Cannot tell whether {path.name} is SD 1.x or SDXL without unpickling it; "
+                "convert it to .safetensors (or put 'sdxl' / 'sd15' in its name)."
+            )
+        return guessed
+    if suffix not in SAFE_SUFFIXES:
+        raise ModelFormatError(f"{path.name} is not a model file the studio can read.")
+    return _family_from_header(path, read_safetensors_header(path))
+
+
+def _pickle_header(path: Path) -> dict[str, Any]:
+    # Only called once the user allowed pickle files: unpickling is the only way to see the keys.
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as exc:  # unpickling can fail in any way a corrupt or foreign file makes it
+        raise ModelFormatError(f"Cannot read {path.name}: {exc}") from exc
+    while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelFormatError(f"{path.name} does not hold a state dict.")
+    return {
+        str(k): {"shape": list(v.shape)} for k, v in state.items() if isinstance(v, torch.Tensor)
+    }
+
+
+def _family_for_loading(path: Path) -> tuple[ModelFamily, dict[str, Any] | None]:
+    """The family and, for single files, the tensor table (names and shapes) of ``path``."""
+    if path.is_dir():
+        return detect_family(path), None
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        header = _pickle_header(path)
+    else:
+        header = read_safetensors_header(path)
+    return _family_from_header(path, header), header
+
+
+def check_family(
+    base: ModelFamily, controlnet: ModelFamily, controlnet_path: Path | str | None = None
+) -> None:
+    if base == controlnet:
+        return
+    what = Path(controlnet_path).name if controlnet_path else "The ControlNet"
+    raise FamilyMismatchError(
+        f"{what} is an {controlnet.label} ControlNet but the model is {base.label}; "
+        f"choose a {base.label} ControlNet or an {controlnet.label} model."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovery
+
+
+def _hf_cache_dir() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path.home() / ".cache" / "huggingface" / "hub"
+
+
+def default_search_folders() -> list[Path]:
+    return [_hf_cache_dir()]
+
+
+def _family_from_name(name: str) -> ModelFamily | None:
+    lowered = name.lower()
+    if re.search(r"(sd_?xl|[-_ ]xl[-_ .]|^xl[-_])", lowered) or "sdxl" in lowered:
+        return ModelFamily.SDXL
+    if re.search(r"(sd_?1[._-]?5|sd15|sd_?v?1|v1-5|v1_5)", lowered):
+        return ModelFamily.SD1
+    return None
+
+
+def guess_control_kind(name: str) -> ControlKind | None:
+    lowered = name.lower()
+    if "canny" in lowered:
+        return ControlKind.CANNY
+    if "pose" in lowered:
+        return ControlKind.POSE
+    if "depth" in lowered:
+        return ControlKind.DEPTH
+    return None
+
+
+def _has_weights(folder: Path) -> bool:
+    try:
+        return any(p.name.endswith(_WEIGHT_SUFFIXES) for p in folder.iterdir())
+    except OSError:
+        return False
+
+
+class _Scanner:
+    def __init__(self, discovery: Discovery) -> None:
+        self.discovery = discovery
+        self.seen: set[Path] = set()
+
+    def add(self, info: ModelInfo) -> None:
+        key = info.path.resolve()
+        if key not in self.seen:
+            self.seen.add(key)
+            self.discovery.models.append(info)
+
+    def problem(self, message: str) -> None:
+        self.discovery.problems.append(message)
+
+    def folder_model(self, folder: Path, source: Path, name: str, fmt: Format) -> bool:
+        """Record ``folder`` if it is a diffusers model; True when it was one (do not descend)."""
+        index = _read_json(folder / "model_index.json")
+        if index is not None:
+            if not _has_weights(folder / "unet"):
+                self.problem(f"{folder}: configs only, no UNet weights; skipped.")
+                return True
+            try:
+                family = _family_from_pipeline_folder(folder, index)
+            except ModelFormatError as exc:
+                self.problem(str(exc))
+                return True
+            self.add(ModelInfo(folder, name, "base", family, fmt, source))
+            return True
+        config = _read_json(folder / "config.json")
+        if config is None:
+            return False
+        kind = config.get("_class_name")
+        if kind not in ("ControlNetModel", "AutoencoderTiny"):
+            return False
+        if not _has_weights(folder):
+            self.problem(f"{folder}: config only, no weights; skipped.")
+            return True
+        if kind == "AutoencoderTiny":
+            family = _family_from_name(name) or (
+                ModelFamily.SD1 if "taesd" in name.lower() else None
+            )
+            self.add(ModelInfo(folder, name, "tiny_vae", family, fmt, source))
+            return True
+        try:
+            family = _family_from_unet_config(folder, config)
+        except ModelFormatError as exc:
+            self.problem(str(exc))
+            return True
+        self.add(
+            ModelInfo(folder, name, "controlnet", family, fmt, source, guess_control_kind(name))
+        )
+        return True
+
+    def single_file(self, path: Path, source: Path, name: str | None = None) -> None:
+        suffix = path.suffix.lower()
+        name = name or path.stem
+        if suffix in PICKLE_SUFFIXES:
+            in_control_dir = path.parent.name.lower() in _CONTROL_DIR_NAMES
+            role: Role = "controlnet" if in_control_dir or "control" in name.lower() else "base"
+            kind = guess_control_kind(name) if role == "controlnet" else None
+            family = _family_from_name(name)
+            self.add(ModelInfo(path, name, role, family, "single_file", source, kind))
+            return
+        try:
+            header = read_safetensors_header(path)
+            family = _family_from_header(path, header)
+        except ModelFormatError as exc:
+            self.problem(f"{path}: {exc}")
+            return
+        if _is_controlnet_keys(header):
+            self.add(
+                ModelInfo(
+                    path,
+                    name,
+                    "controlnet",
+                    family,
+                    "single_file",
+                    source,
+                    guess_control_kind(name),
+                )
+            )
+        else:
+            self.add(ModelInfo(path, name, "base", family, "single_file", source))
+
+    def walk(self, folder: Path, source: Path, depth: int = 0) -> None:
+        if self.folder_model(folder, source, folder.name, "diffusers"):
+            return
+        for entry in _entries(folder):
+            if entry.is_dir():
+                if depth < _MAX_DEPTH and entry.name not in _SKIP_DIRS:
+                    self.walk(entry, source, depth + 1)
+            elif entry.suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES:
+                # Pickle files beside a config.json are parts of a transformers/diffusers model.
+                if entry.suffix.lower() in PICKLE_SUFFIXES and (folder / "config.json").exists():
+                    continue
+                self.single_file(entry, source)
+
+    def hf_cache(self, cache: Path) -> None:
+        for repo in _entries(cache):
+            if not (repo.is_dir() and repo.name.startswith("models--")):
+                continue
+            snapshot = _snapshot_of(repo)
+            if snapshot is None:
+                continue
+            name = repo.name.removeprefix("models--").replace("--", "/")
+            if self.folder_model(snapshot, cache, name, "hf_cache"):
+                continue
+            for entry in _entries(snapshot):
+                if entry.is_file() and entry.suffix.lower() in SAFE_SUFFIXES:
+                    self.single_file(entry, cache, f"{name}/{entry.stem}")
+
+
+def _entries(folder: Path) -> Iterator[Path]:
+    try:
+        children = sorted(folder.iterdir())
+    except OSError:
+        return iter(())
+    return iter(p for p in children if not p.name.startswith("."))
+
+
+def discover_models(folders: Iterable[Path], include_hf_cache: bool = True) -> Discovery:
+    discovery = Discovery()
+    scanner = _Scanner(discovery)
+    roots = [Path(f).expanduser() for f in folders]
+    cache = _hf_cache_dir()
+    for root in roots:
+        if root == cache or _looks_like_hf_cache(root):
+            discovery.searched.append(root)
+            scanner.hf_cache(root)
+            continue
+        for folder in [root, *(root / sub for sub in UI_SUBFOLDERS)]:
+            if folder in discovery.searched:
+                continue
+            discovery.searched.append(folder)
+            if folder.is_dir():
+                scanner.walk(folder, root)
+    if include_hf_cache and cache not in discovery.searched:
+        discovery.searched.append(cache)
+        scanner.hf_cache(cache)
+    return discovery
+
+
+def _looks_like_hf_cache(folder: Path) -> bool:
+    return any(p.name.startswith("models--") and p.is_dir() for p in _entries(folder))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def config_folder_for(family: ModelFamily, controlnet: bool = False) -> Path:
+    name = f"controlnet-{family.value}" if controlnet else family.value
+    return resource_path("configs", name)
+
+
+def _tokenizers(family: ModelFamily) -> dict[str, Any]:
+    from transformers import CLIPTokenizer
+
+    tokenizers = {"tokenizer": CLIPTokenizer.from_pretrained(resource_path("tokenizers", "clip"))}
+    if family == ModelFamily.SDXL:
+        # SDXL's second encoder (OpenCLIP bigG) was trained padding with "!", not the end token.
+        folder = resource_path("tokenizers", "clip-pad-exclaim")
+        tokenizers["tokenizer_2"] = CLIPTokenizer.from_pretrained(folder)
+    return tokenizers
+
+
+def _check_loadable_file(path: Path, allow_pickle: bool) -> None:
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise ModelFormatError(
+                f"{path.name} is a pickle checkpoint ({suffix}), which can run arbitrary code when "
+                "loaded. Convert it to .safetensors, or allow pickle files if you trust its source."
+            )
+        return
+    if suffix not in SAFE_SUFFIXES:
+        raise ModelFormatError(f"{path.name} is not a .safetensors model file.")
+    read_safetensors_header(path)  # a corrupt file fails here with a clear message
+
+
+_LOAD_ERRORS = (
+    OSError,
+    ValueError,
+    RuntimeError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    NotImplementedError,
+)
+
+
+def _check_no_missing_weights(module: torch.nn.Module, path: Path, part: str) -> None:
+    # Single-file loading builds models on the meta device and fills in what the file holds;
+    # anything still on meta was missing from the file (a pruned or mismatched checkpoint).
+    missing = [name for name, p in module.named_parameters() if p.device.type == "meta"]
+    if missing:
+        raise ModelFormatError(
+            f"{path.name} lacks {len(missing)} weights of its {part} (e.g. {missing[0]}); "
+            "the file is incomplete or made for another architecture."
+        )
+
+
+def _wrap_load_error(path: Path, exc: Exception) -> ModelFormatError:
+    log.exception("loading %s failed", path)
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelFormatError(f"Cannot load {path.name}: {detail}")
+
+
+@contextlib.contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    # diffusers renames `torch_dtype` to `dtype` in newer releases; the old name works in every
+    # supported version, so its FutureWarning is noise for the user.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
+        yield
+
+
+def _pipeline_class(family: ModelFamily) -> type:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline if family == ModelFamily.SDXL else StableDiffusionPipeline
+
+
+def load_base_pipeline(
+    path: Path | str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    allow_pickle: bool = False,
+    config_folder: Path | str | None = None,
+) -> tuple[Any, ModelFamily]:
+    """Load an SD 1.x or SDXL text-to-image pipeline from a diffusers folder or a single file."""
+    path = _resolve(Path(path))
+    set_offline_environment()
+    if path.is_file():
+        _check_loadable_file(path, allow_pickle)
+    family, header = _family_for_loading(path)
+    if (
+        path.is_dir()
+        and (path / "config.json").exists()
+        and not (path / "model_index.json").exists()
+    ):
+        raise ModelFormatError(f"{path} is a ControlNet, not a base model.")
+    if header is not None and _is_controlnet_keys(header):
+        raise ModelFormatError(f"{path.name} is a ControlNet, not a base model.")
+    cls = _pipeline_class(family)
+    extra: dict[str, Any] = {}
+    if family == ModelFamily.SD1:
+        extra = {
+            "safety_checker": None,
+            "feature_extractor": None,
+            "requires_safety_checker": False,
+        }
+    try:
+        with _quiet_deprecations():
+            if path.is_dir():
+                pipe = cls.from_pretrained(
+                    path,
+                    torch_dtype=dtype,
+                    local_files_only=True,
+                    use_safetensors=_folder_has_safetensors(path),
+                    **extra,
+                )
+            else:
+                config = Path(config_folder) if config_folder else config_folder_for(family)
+                pipe = cls.from_single_file(
+                    str(path),
+                    config=str(config),
+                    local_files_only=True,
+                    torch_dtype=dtype,
+                    **_tokenizers(family),
+                    **extra,
+                )
+    except _LOAD_ERRORS as exc:
+        raise _wrap_load_error(path, exc) from exc
+    for name, component in pipe.components.items():
+        if isinstance(component, torch.nn.Module):
+            _check_no_missing_weights(component, path, name)
+    pipe.to(device)
+    return pipe, family
+
+
+def _folder_has_safetensors(folder: Path) -> bool:
+    return any(folder.glob("*/*.safetensors")) or any(folder.glob("*.safetensors"))
+
+
+def load_controlnet(
+    path: Path | str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    allow_pickle: bool = False,
+    config_folder: Path | str | None = None,
+) -> tuple[Any, ModelFamily]:
+    from diffusers import ControlNetModel
+
+    path = _resolve(Path(path))
+    set_offline_environment()
+    if path.is_file():
+        _check_loadable_file(path, allow_pickle)
+    family, header = _family_for_loading(path)
+    if path.is_dir() and (path / "model_index.json").exists():
+        raise ModelFormatError(f"{path} is a full pipeline, not a ControlNet.")
+    if header is not None and not _is_controlnet_keys(header):
+        raise ModelFormatError(f"{path.name} is a base checkpoint, not a ControlNet.")
+    try:
+        with _quiet_deprecations():
+            if path.is_dir():
+                model = ControlNetModel.from_pretrained(
+                    path,
+                    torch_dtype=dtype,
+                    local_files_only=True,
+                    use_safetensors=any(path.glob("*.safetensors")),
+                )
+            else:
+                config = Path(config_folder) if config_folder else config_folder_for(family, True)
+                model = ControlNetModel.from_single_file(
+                    str(path), config=str(config), local_files_only=True, torch_dtype=dtype
+                )
+    except _LOAD_ERRORS as exc:
+        raise _wrap_load_error(path, exc) from exc
+    _check_no_missing_weights(model, path, "ControlNet")
+    model.to(device)
+    return model, family
