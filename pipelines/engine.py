@@ -285,7 +285,13 @@ class Engine:
         units = request.active_controls
         controlnet_paths = tuple(self._check_controls(loaded, units))
         maps = [
-            prepare_condition(u, request.width, request.height, self.settings.annotator_folders)
+            prepare_condition(
+                u,
+                request.width,
+                request.height,
+                self.settings.annotator_folders,
+                device=self.device.type,
+            )
             for u in units
         ]
         pipe = self._pipeline_for(loaded, controlnet_paths)
