@@ -180,7 +180,11 @@ class Engine:
     def _load_tiny_vae(self, family: ModelFamily):
         folder = self.settings.tiny_vae.get(family.value)
         if not folder:
-            return None
+            found = models.discover_models(self.settings.model_folders).tiny_vaes()
+            matches = [m.path for m in found if m.family is family]
+            if not matches:
+                return None
+            folder = matches[0]
         from diffusers import AutoencoderTiny
 
         try:

@@ -174,3 +174,18 @@ def save_sdxl(folder: Path, seed: int = 0) -> Path:
 def save_controlnet(folder: Path, family: str = "sd1", seed: int = 1) -> Path:
     build_controlnet(family, seed).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def save_tiny_autoencoder(folder: Path, seed: int = 3) -> Path:
+    """A TAESD-shaped preview decoder (4 latent channels, 8x upsampling)."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=4,
+    ).save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -243,3 +243,18 @@ def test_long_prompt_reports_exactly_what_is_dropped(engine, request_for):
     warning = result.warnings[0]
     assert "word59" in warning and "the text encoder reads 75" in warning
     assert "word0 " not in warning.split("Not used")[1]
+
+
+def test_tiny_decoder_found_in_model_folders_drives_tiny_previews(sd1_folder, tmp_path):
+    from pipelines.engine import Engine, EngineSettings
+    from tests.tiny_models import save_tiny_autoencoder
+
+    save_tiny_autoencoder(tmp_path / "taesd")
+    engine = Engine(EngineSettings(model_folders=(tmp_path,)))
+    request = GenerationRequest(prompt="x", model=str(sd1_folder), seed=1, steps=2)
+    tiny, approximate = [], []
+    engine.run(replace(request, preview=PreviewMode.TINY), on_step=tiny.append)
+    engine.run(request, on_step=approximate.append)
+    assert engine.loaded.previews.tiny_vae is not None
+    assert tiny[-1].image.shape == (64, 64, 3)
+    assert not np.array_equal(tiny[-1].image, approximate[-1].image)
