@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 
 from pipelines.errors import FamilyMismatchError, ModelFormatError, ModelNotFoundError
+from pipelines.offline import set_offline_environment  # noqa: F401 - re-exported
 from pipelines.resources import resource_path
 from pipelines.types import ControlKind, ModelFamily
 
@@ -54,11 +55,6 @@ _SKIP_DIRS = {
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 _CONTROL_DIR_NAMES = {"controlnet", "control"}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
-
-
-def set_offline_environment() -> None:
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
-        os.environ.setdefault(name, "1")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,541 @@
+"""The main window: wires the panels, the canvas and the history to the session's worker."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pipelines.errors import StudioError, ValidationError
+from pipelines.types import GenerationRequest
+from studio.qt_image import pil_to_qimage
+from studio.session import HistoryEntry, Session
+from studio.settings import StudioSettings
+from studio.widgets.canvas import Canvas
+from studio.widgets.control_panel import ControlPanel
+from studio.widgets.gallery import Gallery
+from studio.widgets.prompt_panel import PromptPanel
+from studio.widgets.sampler_panel import SamplerPanel
+from studio.widgets.settings_dialog import SettingsDialog
+
+log = logging.getLogger(__name__)
+
+NO_MODEL_HELP = (
+    " To choose a model, use the “…” button beside Model (a .safetensors file or a diffusers "
+    "folder), or add the folder holding your models in File → Settings → Model folders."
+)
+
+
+class MessageBar(QWidget):
+    """An inline, non-modal message above the canvas: the window stays usable while it shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.label.setObjectName("message")
+        self._actions: list[QPushButton] = []
+        close = QPushButton("✕")
+        close.setFlat(True)
+        close.setFixedWidth(28)
+        close.setToolTip("Hide this message.")
+        close.clicked.connect(self.hide)
+        self._layout = QHBoxLayout(self)
+        self._layout.setContentsMargins(8, 4, 4, 4)
+        self._layout.addWidget(self.label, 1)
+        self._layout.addWidget(close)
+        self.setAutoFillBackground(True)
+        self.hide()
+
+    def show_message(self, text: str, error: bool = True, actions=()) -> None:
+        for button in self._actions:
+            button.deleteLater()
+        self._actions = []
+        for title, slot in actions:
+            button = QPushButton(title)
+            button.clicked.connect(slot)
+            self._layout.insertWidget(self._layout.count() - 1, button)
+            self._actions.append(button)
+        colour = "#5a2626" if error else "#264a5a"
+        self.setStyleSheet(f"MessageBar {{ background: {colour}; }}")
+        self.label.setText(text)
+        self.label.setToolTip(text)
+        self.error = error
+        self.show()
+
+    def text(self) -> str:
+        return self.label.text() if self.isVisible() else ""
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: StudioSettings, session: Session | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("Diffusion Studio")
+        self.settings = settings
+        self.session = session or Session()
+        self.shown_index: int | None = None
+        self.saved: dict[int, Path] = {}
+        self.last_error = ""
+        self._discovery = None
+        self._closed = False
+        self.setAcceptDrops(True)
+
+        self.prompt_panel = PromptPanel()
+        self.control_panel = ControlPanel(settings.data_folder)
+        self.sampler_panel = SamplerPanel()
+        self.canvas = Canvas()
+        self.gallery = Gallery()
+        self.message_bar = MessageBar()
+        self._build_layout()
+        self._build_actions()
+        self._build_status_bar()
+        self._connect()
+        self._restore()
+        QTimer.singleShot(0, self._start_background)
+
+    # ---- construction -------------------------------------------------------------------------
+    def _build_layout(self) -> None:
+        left = QScrollArea()
+        left.setWidget(self.prompt_panel)
+        left.setWidgetResizable(True)
+        left.setMinimumWidth(260)
+        right = QTabWidget()
+        right.addTab(self.control_panel, "ControlNet")
+        right.addTab(self.sampler_panel, "Sampler")
+        right.setMinimumWidth(260)
+        self.side_tabs = right
+        centre = QWidget()
+        column = QVBoxLayout(centre)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(2)
+        self.view_bar = QToolBar()
+        column.addWidget(self.view_bar)
+        column.addWidget(self.message_bar)
+        column.addWidget(self.canvas, 1)
+        column.addWidget(self.gallery)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(centre)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([340, 700, 340])
+        self.setCentralWidget(self.splitter)
+        self.resize(1400, 860)
+
+    def _action(self, text: str, slot, shortcut=None, tip: str = "", checkable=False) -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            keys = shortcut if isinstance(shortcut, list) else [shortcut]
+            action.setShortcuts([QKeySequence(k) for k in keys])
+        action.setToolTip(tip or text)
+        action.setStatusTip(tip or text)
+        action.setCheckable(checkable)
+        (action.toggled if checkable else action.triggered).connect(slot)
+        self.addAction(action)  # shortcuts work whichever widget has focus
+        return action
+
+    def _build_actions(self) -> None:
+        a = self._action
+        self.generate_action = a("Generate", self.generate, ["Ctrl+Return", "Ctrl+Enter"],
+                                 "Generate an image (Ctrl+Enter)")  # fmt: skip
+        self.cancel_action = a("Cancel", self.cancel, "Esc", "Stop the run (Esc)")
+        self.save_action = a("Save image", self.save_shown, QKeySequence.StandardKey.Save,
+                             "Save the shown image to the output folder (Ctrl+S)")  # fmt: skip
+        self.save_as_action = a("Save image as…", self.save_shown_as, "Ctrl+Shift+S",
+                                "Save the shown image under a chosen name")  # fmt: skip
+        self.save_all_action = a("Save all", self.save_all, None,
+                                 "Save every image in the history not saved yet")  # fmt: skip
+        self.copy_action = a("Copy image", self.copy_shown, "Ctrl+Shift+C",
+                             "Copy the shown image to the clipboard")  # fmt: skip
+        self.import_action = a("Import condition…", self.control_panel.import_condition, "Ctrl+O",
+                               "Import a condition image into the current control unit "
+                               "(Ctrl+O)")  # fmt: skip
+        self.open_png_action = a("Load settings from PNG…", self.open_png, None,
+                                 "Restore the settings stored in a PNG")  # fmt: skip
+        self.settings_action = a("Settings…", self.open_settings, "Ctrl+,", "Model folders, "
+                                 "device, memory and output")  # fmt: skip
+        self.quit_action = a("Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.fit_action = a("Fit", self.canvas.fit, "Ctrl+0", "Fit the image in the view")
+        self.actual_action = a("100 %", self.canvas.actual_size, "Ctrl+1",
+                               "Show the image at its real size")  # fmt: skip
+        self.overlay_action = a("Condition overlay", self.canvas.set_show_condition, "Ctrl+T",
+                                "Toggle the condition map over the result", checkable=True)  # fmt: skip
+
+        file_menu = self.menuBar().addMenu("&File")
+        for action in (self.save_action, self.save_as_action, self.save_all_action,
+                       self.copy_action, None, self.import_action, self.open_png_action, None,
+                       self.settings_action, None, self.quit_action):  # fmt: skip
+            file_menu.addSeparator() if action is None else file_menu.addAction(action)
+        run_menu = self.menuBar().addMenu("&Generate")
+        run_menu.addAction(self.generate_action)
+        run_menu.addAction(self.cancel_action)
+        view_menu = self.menuBar().addMenu("&View")
+        for action in (self.fit_action, self.actual_action, self.overlay_action):
+            view_menu.addAction(action)
+            self.view_bar.addAction(action)
+        self.view_bar.addSeparator()
+        self.view_bar.addAction(self.save_action)
+        self.view_bar.addAction(self.copy_action)
+
+    def _build_status_bar(self) -> None:
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(260)
+        self.progress.setTextVisible(True)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.progress.setToolTip("Progress of the model loading or of the run.")
+        self.model_label = QLabel("No model loaded")
+        self.model_label.setToolTip("The loaded base model.")
+        self.statusBar().addPermanentWidget(self.model_label)
+        self.statusBar().addPermanentWidget(self.progress)
+
+    def _connect(self) -> None:
+        p, w = self.prompt_panel, self.session.worker
+        p.generate_clicked.connect(self.generate)
+        p.cancel_clicked.connect(self.cancel)
+        p.model_chosen.connect(self._on_model_chosen)
+        p.steps.valueChanged.connect(self.sampler_panel.steps.setValue)
+        self.sampler_panel.steps.valueChanged.connect(p.steps.setValue)
+        self.control_panel.problem.connect(lambda text: self.show_error(text))
+        self.control_panel.changed.connect(self._refresh_overlay)
+        self.gallery.selected.connect(self.show_entry)
+        self.gallery.reuse_requested.connect(self.reuse_settings)
+        self.gallery.save_requested.connect(self.save_entry)
+        self.gallery.copy_requested.connect(self.copy_entry)
+        self.gallery.files_dropped.connect(self.restore_from_files)
+        self.session.busy_changed.connect(self._on_busy)
+        self.session.history_added.connect(self._on_history_added)
+        w.catalog_ready.connect(self._on_catalog)
+        w.models_found.connect(self._on_models_found)
+        w.loading.connect(self._on_loading)
+        w.loaded.connect(self._on_loaded)
+        w.load_failed.connect(self._on_load_failed)
+        w.preview_ready.connect(self._on_preview)
+        self.session.finished.connect(self._on_finished)
+        self.session.cancelled.connect(self._on_cancelled)
+        self.session.failed.connect(self._on_failed)
+        w.notice.connect(lambda text: self.show_error(text))
+
+    def _restore(self) -> None:
+        s = self.settings
+        for name, restore in (("geometry", self.restoreGeometry),
+                              ("splitter", self.splitter.restoreState)):  # fmt: skip
+            state = s.window_state(name)
+            if state is not None:
+                restore(state)
+        data = s.last_request
+        if data:
+            try:
+                self.apply_request(GenerationRequest.from_dict(data))
+            except (StudioError, ValueError, TypeError, KeyError) as error:
+                log.warning("last session's settings not restored: %s", error)
+        if s.random_seed is not None:
+            self.prompt_panel.random_seed.setChecked(s.random_seed)
+
+    def _start_background(self) -> None:
+        # Runs after the window is shown: imports, discovery and loading happen in the worker.
+        self.session.configure(self.settings.engine_config())
+        self.session.start_up()
+        self.session.discover()
+        self._load_model(self.prompt_panel.current_model())
+
+    # ---- request ↔ panels ---------------------------------------------------------------------
+    def current_request(self) -> GenerationRequest:
+        return GenerationRequest(
+            **self.prompt_panel.values(),
+            sampler=self.sampler_panel.sampler(),
+            preview=self.sampler_panel.preview_mode(),
+            controls=self.control_panel.controls(),
+            memory=self.settings.memory,
+        )
+
+    def apply_request(self, request: GenerationRequest) -> None:
+        self.prompt_panel.apply(request)
+        self.sampler_panel.set_sampler(request.sampler)
+        self.sampler_panel.set_preview_mode(request.preview)
+        self.control_panel.apply(request.controls)
+
+    # ---- running ------------------------------------------------------------------------------
+    def generate(self) -> None:
+        if self.session.busy:
+            return
+        try:
+            request = self.current_request()
+        except (StudioError, ValueError) as error:
+            self.show_error(str(error))
+            return
+        self.message_bar.hide()
+        self.last_error = ""
+        self.progress.setRange(0, request.steps)
+        self.progress.setValue(0)
+        self.progress.setFormat("step %v / %m")
+        self.canvas.set_status("Starting…")
+        self.statusBar().showMessage("Generating…")
+        self.session.generate(request)
+
+    def cancel(self) -> None:
+        if self.session.busy:
+            self.session.cancel()
+            self.statusBar().showMessage("Cancelling after this step…")
+
+    def _on_busy(self, busy: bool) -> None:
+        self.prompt_panel.set_busy(busy)
+        self.generate_action.setEnabled(not busy)
+        self.cancel_action.setEnabled(busy)
+
+    def _on_preview(self) -> None:
+        frame = self.session.take_preview()
+        if frame is None or not self.session.busy:
+            return
+        self.canvas.set_image(frame.image)
+        rate = frame.step / frame.elapsed if frame.elapsed > 0 else 0.0
+        eta = (frame.total - frame.step) / rate if rate else 0.0
+        self.canvas.set_status(f"Step {frame.step}/{frame.total} · {rate:.2f} it/s · "
+                               f"ETA {eta:.0f} s")  # fmt: skip
+        self.progress.setRange(0, frame.total)
+        self.progress.setValue(frame.step)
+
+    def _on_finished(self, result) -> None:
+        total = result.timings.get("total", 0.0)
+        self.canvas.set_status(f"Done in {total:.1f} s · seed {result.request.seed}")
+        self.progress.setValue(self.progress.maximum())
+        self.prompt_panel.set_last_seed(result.request.seed)
+        self.statusBar().showMessage(f"Finished (seed {result.request.seed}).", 8000)
+        if result.warnings:
+            self.message_bar.show_message("\n".join(result.warnings), error=False)
+
+    def _on_history_added(self, entry: HistoryEntry) -> None:
+        index = len(self.session.history) - 1
+        self.gallery.add_entry(index, entry)  # selecting it shows it on the canvas
+        self.show_entry(index)
+
+    def _on_cancelled(self, result) -> None:
+        self.canvas.set_status("Cancelled")
+        self.progress.setValue(0)
+        self.statusBar().showMessage("Cancelled.", 8000)
+
+    def _on_failed(self, message: str) -> None:
+        self.canvas.set_status("")
+        self.progress.setValue(0)
+        self.show_error(message)
+
+    def show_error(self, message: str, actions=()) -> None:
+        self.last_error = message
+        self.message_bar.show_message(message, error=True, actions=actions)
+        self.statusBar().showMessage(message.splitlines()[0], 10000)
+
+    # ---- models -------------------------------------------------------------------------------
+    def _load_model(self, model: str) -> None:
+        self.progress.setRange(0, 100)
+        self.progress.setFormat("loading %p%")
+        self.model_label.setText("Loading model…")
+        self.session.load(model, self.settings.memory.cpu_offload)
+
+    def _on_model_chosen(self, model: str) -> None:
+        self._refresh_controlnets()
+        self._load_model(model)
+
+    def _on_loading(self, fraction: float, message: str) -> None:
+        if not self.session.busy:
+            self.progress.setRange(0, 100)
+            self.progress.setFormat("loading %p%")
+            self.progress.setValue(int(fraction * 100))
+        self.statusBar().showMessage(message)
+
+    def _on_loaded(self, summary) -> None:
+        self.model_label.setText(f"{summary.path.name} · {summary.family_label}")
+        self.model_label.setToolTip(str(summary.path))
+        self.prompt_panel.set_native_size(summary.native_size)
+        if not self.session.busy:
+            self.progress.setValue(100)
+        self.statusBar().showMessage(f"{summary.path.name} ready.", 5000)
+        self._refresh_controlnets()
+
+    def _on_load_failed(self, message: str) -> None:
+        self.model_label.setText("No model loaded")
+        self.progress.setValue(0)
+        help_text = NO_MODEL_HELP if "model" in message.lower() else ""
+        self.show_error(
+            message + help_text,
+            actions=[("Choose model…", self.prompt_panel.browse_model.showMenu),
+                     ("Settings…", self.open_settings)],
+        )  # fmt: skip
+
+    def _on_catalog(self, catalog) -> None:
+        self.sampler_panel.set_samplers(catalog.samplers, catalog.default_sampler)
+        if catalog.tokenizer is not None:
+            self.prompt_panel.set_tokenizer(catalog.tokenizer)
+
+    def _on_models_found(self, discovery) -> None:
+        self._discovery = discovery
+        self.prompt_panel.set_models(discovery.bases(), self.prompt_panel.current_model())
+        self._refresh_controlnets()
+
+    def _refresh_controlnets(self) -> None:
+        if self._discovery is None:
+            return
+        family = None
+        loaded = self.session.loaded_model
+        chosen = self.prompt_panel.current_model()
+        for info in self._discovery.bases():
+            if str(info.path) == chosen:
+                family = info.family
+        if family is None and loaded is not None:
+            from pipelines.types import ModelFamily
+
+            family = ModelFamily(loaded.family)
+        self.control_panel.set_controlnets(self._discovery.controlnets(family))
+
+    # ---- history and export -------------------------------------------------------------------
+    def show_entry(self, index: int) -> None:
+        entry = self.session.history[index]
+        self.shown_index = index
+        self.canvas.set_image(entry.image)
+        maps = entry.result.condition_maps
+        self.canvas.set_condition(pil_to_qimage(maps[0]) if maps else None)
+
+    def _refresh_overlay(self) -> None:
+        if self.shown_index is None:
+            self.canvas.set_condition(self.control_panel.overlay_image())
+
+    def reuse_settings(self, index: int) -> None:
+        self.apply_request(self.session.history[index].request)
+        self.statusBar().showMessage("Settings restored from the history.", 5000)
+
+    def _shown_entry(self) -> int | None:
+        if self.shown_index is None:
+            self.statusBar().showMessage("No finished image to save yet.", 5000)
+        return self.shown_index
+
+    def save_entry(self, index: int, path: Path | None = None) -> Path | None:
+        from pipelines.export import next_free_path, write_png
+
+        entry = self.session.history[index]
+        try:
+            if path is None:
+                folder = Path(self.settings.output_folder)
+                folder.mkdir(parents=True, exist_ok=True)
+                path = next_free_path(folder, self.settings.file_pattern, entry.request)
+                written = write_png(entry.result.image, entry.request, path)
+            else:  # chosen in a dialog that already asked before replacing a file
+                written = write_png(entry.result.image, entry.request, path, overwrite=True)
+        except (StudioError, OSError) as error:
+            self.show_error(f"Could not save the image: {error}")
+            return None
+        self.saved[index] = written
+        self.statusBar().showMessage(f"Saved {written}", 8000)
+        return written
+
+    def save_shown(self) -> Path | None:
+        index = self._shown_entry()
+        return None if index is None else self.save_entry(index)
+
+    def save_shown_as(self) -> None:
+        index = self._shown_entry()
+        if index is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save image", self.settings.output_folder, "PNG images (*.png)"
+        )
+        if path:
+            self.save_entry(index, Path(path if path.lower().endswith(".png") else path + ".png"))
+
+    def save_all(self) -> list[Path]:
+        written = []
+        for index in range(len(self.session.history)):
+            if index not in self.saved:
+                path = self.save_entry(index)
+                if path is None:
+                    break
+                written.append(path)
+        self.statusBar().showMessage(f"Saved {len(written)} image(s) to "
+                                     f"{self.settings.output_folder}.", 8000)  # fmt: skip
+        return written
+
+    def copy_entry(self, index: int) -> None:
+        QGuiApplication.clipboard().setImage(self.session.history[index].image)
+        self.statusBar().showMessage("Image copied to the clipboard.", 4000)
+
+    def copy_shown(self) -> None:
+        index = self._shown_entry()
+        if index is not None:
+            self.copy_entry(index)
+
+    # ---- restoring settings from PNG files ----------------------------------------------------
+    def open_png(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load settings from a PNG", "", "PNG (*.png)")
+        if path:
+            self.restore_from_files([path])
+
+    def restore_from_files(self, paths: list[str]) -> bool:
+        from pipelines.export import read_request
+
+        for path in paths:
+            try:
+                request = read_request(path)
+            except StudioError as error:
+                self.show_error(str(error))
+                continue
+            # The memory options are this machine's settings, not the image's.
+            self.apply_request(replace(request, memory=self.settings.memory))
+            self.message_bar.show_message(f"Settings restored from {Path(path).name}.", error=False)
+            return True
+        return False
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        files = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if files:
+            event.acceptProposedAction()
+            self.restore_from_files(files)
+
+    # ---- settings and closing -----------------------------------------------------------------
+    def open_settings(self) -> SettingsDialog:
+        dialog = SettingsDialog(self.settings, self)
+        dialog.accepted.connect(self._settings_changed)
+        dialog.open()
+        return dialog
+
+    def _settings_changed(self) -> None:
+        self.session.configure(self.settings.engine_config())
+        self.session.discover()
+        self._load_model(self.prompt_panel.current_model())
+
+    def save_state(self) -> None:
+        s = self.settings
+        try:
+            s.last_request = self.current_request().to_dict()
+        except (StudioError, ValueError, ValidationError) as error:
+            log.warning("panel values not saved: %s", error)
+        s.random_seed = self.prompt_panel.random_seed.isChecked()
+        s.set_window_state("geometry", self.saveGeometry())
+        s.set_window_state("splitter", self.splitter.saveState())
+        s.sync()
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        if not self._closed:
+            self._closed = True
+            self.save_state()
+            self.session.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,86 @@
+"""Cancelling mid-run and failing runs leave the window usable, with the panels' values intact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+
+
+def click_generate(qtbot, window):
+    qtbot.mouseClick(window.prompt_panel.generate_button, Qt.MouseButton.LeftButton)
+
+
+def test_cancel_mid_run_ends_cancelled_and_a_new_run_works(qtbot, window):
+    window.prompt_panel.prompt.setPlainText("long run")
+    window.prompt_panel.steps.setValue(150)
+    # Press Esc's action as soon as the first preview arrives: the run is certainly under way.
+    window.session.worker.preview_ready.connect(window.cancel_action.trigger)
+    with qtbot.waitSignal(window.session.cancelled, timeout=30_000) as blocker:
+        click_generate(qtbot, window)
+    window.session.worker.preview_ready.disconnect(window.cancel_action.trigger)
+
+    assert blocker.args[0].cancelled and blocker.args[0].image is None
+    assert "Cancelled" in window.canvas.status_text
+    assert window.session.history == []
+    assert window.prompt_panel.generate_button.isEnabled()
+
+    window.prompt_panel.steps.setValue(3)
+    with qtbot.waitSignal(window.session.finished, timeout=30_000) as blocker:
+        click_generate(qtbot, window)
+    assert blocker.args[0].request.steps == 3
+    assert len(window.session.history) == 1
+
+
+def test_missing_model_shows_message_and_the_app_keeps_working(qtbot, window, sd1_folder, tmp_path):
+    window.prompt_panel.prompt.setPlainText("keep me")
+    window.prompt_panel.set_model(str(tmp_path / "no-such-model.safetensors"))
+    with qtbot.waitSignal(window.session.failed, timeout=30_000):
+        click_generate(qtbot, window)
+
+    assert window.message_bar.isVisible()
+    assert "not found" in window.message_bar.text()
+    assert window.prompt_panel.prompt.toPlainText() == "keep me"  # panels keep their values
+    assert window.prompt_panel.steps.value() == 4
+
+    window.prompt_panel.set_model(str(sd1_folder))
+    with qtbot.waitSignal(window.session.finished, timeout=30_000):
+        click_generate(qtbot, window)
+    assert len(window.session.history) == 1
+    assert not window.message_bar.isVisible()  # the next run clears the old message
+
+
+def test_bad_condition_image_is_reported(qtbot, window, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    unit = window.control_panel.units[0]
+
+    unit.set_image(str(bad))
+
+    assert window.message_bar.isVisible() and "broken.png" in window.message_bar.text()
+    assert unit.image_path is None and not unit.enabled.isChecked()
+
+
+def test_no_model_configured_says_how_to_choose_one(qtbot, make_window, settings_path):
+    from studio.settings import StudioSettings
+
+    settings = StudioSettings(settings_path)  # fresh: no model, no folders
+    window = make_window(settings, wait_for_model=False)
+    qtbot.waitUntil(lambda: window.message_bar.isVisible(), timeout=60_000)
+
+    text = window.message_bar.text()
+    assert "Model folders" in text and ".safetensors" in text
+    assert window.model_label.text() == "No model loaded"
+    assert Path(settings.path).parent == settings_path.parent  # the user's settings untouched
+
+
+def test_closing_during_a_run_cancels_and_stops_the_thread(qtbot, window):
+    window.prompt_panel.steps.setValue(150)
+    with qtbot.waitSignal(window.session.worker.preview_ready, timeout=30_000):
+        click_generate(qtbot, window)
+    assert window.session.busy
+
+    window.close()  # returns only once the worker thread has stopped
+
+    assert not window.session.thread.isRunning()
+    assert window.session.history == []
