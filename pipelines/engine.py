@@ -211,7 +211,7 @@ class Engine:
             self._controlnets[path] = (controlnet.to(self.device), family)
         return self._controlnets[path][0]
 
-    def _pipeline_for(self, loaded: LoadedModel, controlnet_paths: tuple[Path, ...]):
+    def pipeline_for(self, loaded: LoadedModel, controlnet_paths: tuple[Path, ...]):
         if not controlnet_paths:
             return loaded.pipeline
         key = (loaded.path, controlnet_paths)
@@ -265,7 +265,7 @@ class Engine:
         request = replace(request, width=request.width or width, height=request.height or height)
         return request.resolve_seed()
 
-    def _check_controls(self, loaded: LoadedModel, units: tuple[ControlUnit, ...]) -> list[Path]:
+    def check_controls(self, loaded: LoadedModel, units: tuple[ControlUnit, ...]) -> list[Path]:
         paths = []
         for unit in units:
             path = Path(unit.model).expanduser()
@@ -287,7 +287,7 @@ class Engine:
         request = self.prepare(request, on_progress)
         loaded = self._loaded
         units = request.active_controls
-        controlnet_paths = tuple(self._check_controls(loaded, units))
+        controlnet_paths = tuple(self.check_controls(loaded, units))
         maps = [
             prepare_condition(
                 u,
@@ -298,9 +298,9 @@ class Engine:
             )
             for u in units
         ]
-        pipe = self._pipeline_for(loaded, controlnet_paths)
-        self._apply_memory_options(pipe, request)
-        notes = self._prompt_warnings(pipe, request)
+        pipe = self.pipeline_for(loaded, controlnet_paths)
+        self.apply_memory_options(pipe, request)
+        notes = self.prompt_warnings(pipe, request)
         spec = get_sampler(request.sampler)
         pipe.scheduler = spec.make(loaded.scheduler_config, seed=request.seed)
         tracker = _StepTracker(
@@ -321,7 +321,7 @@ class Engine:
                 warnings=tuple(notes),
             )
         except torch.cuda.OutOfMemoryError as error:
-            self._recover_memory()
+            self.recover_memory()
             raise OutOfMemoryError(
                 f"The GPU ran out of memory at {request.width}x{request.height}. Lower the size, or "
                 "switch on attention slicing, VAE tiling or CPU offload in Settings."
@@ -337,12 +337,12 @@ class Engine:
             latents=tracker.final_latents,
         )
 
-    def _recover_memory(self) -> None:
+    def recover_memory(self) -> None:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _apply_memory_options(self, pipe, request: GenerationRequest) -> None:
+    def apply_memory_options(self, pipe, request: GenerationRequest) -> None:
         if request.memory.attention_slicing:
             pipe.enable_attention_slicing()
         else:
@@ -352,7 +352,7 @@ class Engine:
         else:
             pipe.vae.disable_tiling()
 
-    def _prompt_warnings(self, pipe, request: GenerationRequest) -> list[str]:
+    def prompt_warnings(self, pipe, request: GenerationRequest) -> list[str]:
         warnings = []
         for label, text in (
             ("prompt", request.prompt),

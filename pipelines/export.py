@@ -19,11 +19,11 @@ import os
 import re
 import secrets
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
@@ -374,9 +374,12 @@ def _savable(image: Image.Image) -> Image.Image:
     return image.convert("RGBA" if "A" in image.getbands() else "RGB")
 
 
-def _check_target(path: Path, overwrite: bool, make_folder: bool) -> None:
-    if path.suffix.lower() != ".png":
-        raise ExportError(f"Cannot save {path.name!r}: the file name must end in .png.")
+def _check_target(
+    path: Path, overwrite: bool, make_folder: bool, suffixes: tuple[str, ...] = (".png",)
+) -> None:
+    if path.suffix.lower() not in suffixes:
+        names = " or ".join(suffixes)
+        raise ExportError(f"Cannot save {path.name!r}: the file name must end in {names}.")
     folder = path.parent
     if not folder.exists():
         if not make_folder:
@@ -419,31 +422,28 @@ def _publish(temp: Path, path: Path, overwrite: bool) -> None:
         os.unlink(temp)
 
 
-def write_png(
-    image: Image.Image,
-    request: GenerationRequest,
+def write_atomically(
     path: str | os.PathLike[str],
+    save: Callable[[BinaryIO], None],
     *,
     overwrite: bool = False,
-    extra: Mapping[str, Any] | None = None,
     make_folder: bool = False,
+    suffixes: tuple[str, ...] = (".png",),
 ) -> Path:
-    """Save ``image`` as a PNG carrying ``request``; returns the path written.
+    """Run ``save(handle)`` into a hidden temporary file beside ``path``, then move it into place.
 
-    Written to a hidden temporary file in the same folder and renamed into place, so a crash or a
-    full disk never leaves a half-written image under the final name. Existing files are refused
-    unless ``overwrite`` is true; a missing folder is created only with ``make_folder`` (and only
-    the last level).
+    A crash or a full disk never leaves a half-written file under the final name. Existing files
+    are refused unless ``overwrite`` is true; a missing folder is created only with ``make_folder``
+    (and only the last level). Every failure is an :class:`ExportError`.
     """
     path = Path(path)
-    info = _png_info(request, extra)  # before touching the disk: a bad `extra` is a bug
-    _check_target(path, overwrite, make_folder)
+    _check_target(path, overwrite, make_folder, suffixes)
     temp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp")
     try:
         # os.open with 0o666 lets the umask decide the final permissions, unlike mkstemp's 0o600.
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as handle:
-            _savable(image).save(handle, format="PNG", pnginfo=info)
+            save(handle)
             handle.flush()
             os.fsync(handle.fileno())
         _publish(temp, path, overwrite)
@@ -460,6 +460,25 @@ def write_png(
         temp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_png(
+    image: Image.Image,
+    request: GenerationRequest,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    extra: Mapping[str, Any] | None = None,
+    make_folder: bool = False,
+) -> Path:
+    """Save ``image`` as a PNG carrying ``request`` (atomically, see :func:`write_atomically`)."""
+    info = _png_info(request, extra)  # before touching the disk: a bad `extra` is a bug
+    return write_atomically(
+        path,
+        lambda handle: _savable(image).save(handle, format="PNG", pnginfo=info),
+        overwrite=overwrite,
+        make_folder=make_folder,
+    )
 
 
 def _read_text_chunks(path: Path) -> dict[str, str]:

@@ -433,8 +433,8 @@ def test_a_file_appearing_between_check_and_rename_is_not_overwritten(tmp_path, 
     target = tmp_path / "race.png"
     real_check = export._check_target
 
-    def check_then_someone_else_writes(path, overwrite, make_folder):
-        real_check(path, overwrite, make_folder)
+    def check_then_someone_else_writes(path, *args):
+        real_check(path, *args)
         path.write_bytes(b"someone else's file")
 
     monkeypatch.setattr(export, "_check_target", check_then_someone_else_writes)

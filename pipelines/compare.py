@@ -1,0 +1,571 @@
+"""Several samplers on one request, step by step: the core of the "compare samplers" view.
+
+Every column starts from the same initial noise (the request's seed), so the only difference between
+columns is the sampler (and, when asked for, its step count). Columns that the batch can carry run in
+*lockstep*: one UNet (and ControlNet) call per step for all of them, each sample with its own
+timestep, after which each column's own scheduler instance steps its own slice. A lockstep column
+gives the same image as :meth:`Engine.run <pipelines.engine.Engine.run>` with that sampler (up to
+float rounding from the larger batch); the rest run one after another through ``Engine.run``.
+
+Lockstep needs a sampler that evaluates the model exactly once per step (multi-step solvers included):
+Heun, DPM2, DPM2 a, DPM++ SDE (two evaluations per step) and PNDM (one warm-up evaluation) run on
+their own. SDXL models run every column on its own for now: their extra conditioning (pooled text
+embeddings, size ids) is not replicated here.
+
+Memory: the step history keeps one downscaled RGB preview per completed step, long side at most
+:data:`HISTORY_SIDE` (256 px). 8 samplers x 50 steps x 256 x 256 x 3 bytes = 78.6 MB, well under the
+200 MB a comparison may hold.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipelines.conditions import prepare_condition
+from pipelines.denoised import denoised_estimate
+from pipelines.errors import OutOfMemoryError, ValidationError
+from pipelines.samplers import SamplerSpec, get_sampler
+from pipelines.types import GenerationRequest, ModelFamily, PreviewMode, StepPreview
+
+log = logging.getLogger(__name__)
+
+HISTORY_SIDE = 256
+MAX_COLUMNS = 8
+
+CompareStepCallback = Callable[[int, StepPreview], None]
+SamplerEntry = str | tuple[str, int]
+AlignMode = Literal["step", "evaluations"]
+
+
+@dataclass
+class CompareColumn:
+    """One sampler's run. The lists hold one entry per completed step, in step order."""
+
+    sampler: str
+    steps: int
+    request: GenerationRequest  # the shared request with this column's sampler and steps
+    previews: list[np.ndarray] = field(default_factory=list)  # uint8 HxWx3, long side <= history
+    evaluations: list[int] = field(default_factory=list)  # model evaluations spent so far
+    elapsed: list[float] = field(default_factory=list)  # seconds since the column started
+    image: Image.Image | None = None  # the final image; None when cancelled or not reached
+    cancelled: bool = False
+    planned_evaluations: int = 0  # model evaluations of the whole run (Heun 10 steps: 19)
+    lockstep: bool = False  # ran batched with other columns (its elapsed times are shared)
+    latents: torch.Tensor | None = None  # final latents (CPU, float32), for tests and re-decoding
+
+    @property
+    def total_evaluations(self) -> int:
+        return self.evaluations[-1] if self.evaluations else 0
+
+    @property
+    def seconds(self) -> float:
+        return self.elapsed[-1] if self.elapsed else 0.0
+
+    @property
+    def completed(self) -> int:
+        return len(self.previews)
+
+
+@dataclass
+class CompareResult:
+    request: GenerationRequest  # the shared request, seed and size resolved
+    columns: list[CompareColumn]
+    initial_noise: torch.Tensor  # (1, C, H/8, W/8), CPU float32: every column starts here
+    cancelled: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    condition_maps: tuple[Any, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def max_steps(self) -> int:
+        return max((c.completed for c in self.columns), default=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a comparison
+
+
+def compare(
+    engine,
+    request: GenerationRequest,
+    samplers: Sequence[SamplerEntry],
+    on_step: CompareStepCallback | None = None,
+    cancel: threading.Event | None = None,
+    *,
+    history_side: int = HISTORY_SIDE,
+    on_progress: Callable[[float, str], None] | None = None,
+) -> CompareResult:
+    """Run ``request`` once per sampler entry (a name, or ``(name, steps)``) from the same noise.
+
+    ``on_step(column_index, preview)`` is called after every completed step of every column, from
+    the calling thread. Setting ``cancel`` stops all columns within one step; the result then has
+    ``cancelled`` set and keeps every preview made so far.
+    """
+    entries = _entries(samplers, request.steps)
+    request = engine.prepare(request, on_progress)
+    columns = [
+        CompareColumn(name, steps, replace(request, sampler=name, steps=steps))
+        for name, steps in entries
+    ]
+    loaded = engine.loaded
+    for column in columns:
+        column.request.validate()
+        spec = get_sampler(column.sampler)
+        column.planned_evaluations = spec.total_evaluations(column.steps, loaded.scheduler_config)
+    noise = engine.initial_noise(request, loaded.pipeline.unet.config.in_channels)
+    cancel = cancel or threading.Event()
+    run = _Comparison(engine, request, columns, noise, on_step, cancel, history_side)
+    started = time.perf_counter()
+    run.execute()
+    return CompareResult(
+        request=request,
+        columns=columns,
+        initial_noise=noise,
+        cancelled=any(c.cancelled for c in columns),
+        timings={"total": time.perf_counter() - started},
+        condition_maps=tuple(run.maps),
+        warnings=tuple(run.warnings),
+    )
+
+
+def _entries(samplers: Sequence[SamplerEntry], default_steps: int) -> list[tuple[str, int]]:
+    entries = []
+    for entry in samplers:
+        name, steps = (entry, default_steps) if isinstance(entry, str) else entry
+        get_sampler(name)  # unknown names are refused before anything runs
+        entries.append((name, int(steps)))
+    if not entries:
+        raise ValidationError("Choose at least one sampler to compare.")
+    if len(entries) > MAX_COLUMNS:
+        raise ValidationError(f"At most {MAX_COLUMNS} samplers can be compared at once.")
+    return entries
+
+
+def lockstep_capable(spec: SamplerSpec, steps: int, base_config: Any) -> bool:
+    """True when the sampler evaluates the model exactly once per step at this step count."""
+    if spec.evaluations_per_step != 1:
+        return False
+    scheduler = spec.make(base_config)
+    scheduler.set_timesteps(steps)
+    return len(scheduler.timesteps) == steps
+
+
+def _batchable_model(engine) -> bool:
+    loaded = engine.loaded
+    config = loaded.pipeline.unet.config
+    # SDXL's added conditioning and guidance-embedding (LCM) UNets take inputs not replicated here.
+    return (
+        loaded.family is ModelFamily.SD1
+        and config.time_cond_proj_dim is None
+        and config.addition_embed_type is None
+    )
+
+
+class _Comparison:
+    """The state of one comparison: which columns run together, and the shared inputs."""
+
+    def __init__(self, engine, request, columns, noise, on_step, cancel, history_side) -> None:
+        self.engine = engine
+        self.request = request
+        self.columns = columns
+        self.noise = noise
+        self.on_step = on_step
+        self.cancel = cancel
+        self.history_side = history_side
+        self.maps: list[Image.Image] = []
+        self.warnings: list[str] = []
+        # The comparison is about watching the steps: a request without previews still gets them.
+        self.mode = (
+            PreviewMode.APPROXIMATE if request.preview is PreviewMode.NONE else request.preview
+        )
+
+    def jobs(self) -> list[list[int]]:
+        """Column indices to run together, in the order of each job's first column."""
+        if not _batchable_model(self.engine):
+            return [[i] for i in range(len(self.columns))]
+        config = self.engine.loaded.scheduler_config
+        groups: dict[int, list[int]] = {}
+        jobs: list[list[int]] = []
+        for index, column in enumerate(self.columns):
+            if lockstep_capable(get_sampler(column.sampler), column.steps, config):
+                if column.steps not in groups:
+                    groups[column.steps] = []
+                    jobs.append(groups[column.steps])
+                groups[column.steps].append(index)
+            else:
+                jobs.append([index])
+        return jobs
+
+    def execute(self) -> None:
+        jobs = self.jobs()
+        if any(len(job) > 1 for job in jobs):
+            self._prepare_shared()
+        for job in jobs:
+            if self.cancel.is_set():
+                for index in job:
+                    self.columns[index].cancelled = True
+                continue
+            if len(job) == 1:
+                self._run_single(job[0])
+            else:
+                self._run_lockstep(job)
+
+    # ---- shared inputs ----------------------------------------------------------------------
+    def _prepare_shared(self) -> None:
+        engine, request = self.engine, self.request
+        units = request.active_controls
+        paths = tuple(engine.check_controls(engine.loaded, units))
+        self.maps = [
+            prepare_condition(
+                u,
+                request.width,
+                request.height,
+                engine.settings.annotator_folders,
+                device=engine.device.type,
+            )
+            for u in units
+        ]
+        self.pipe = engine.pipeline_for(engine.loaded, paths)
+        engine.apply_memory_options(self.pipe, request)
+        self.warnings = engine.prompt_warnings(self.pipe, request)
+
+    # ---- one column through the engine --------------------------------------------------------
+    def _run_single(self, index: int) -> None:
+        column = self.columns[index]
+
+        def on_step(preview: StepPreview) -> None:
+            self._record(index, preview)
+
+        result = self.engine.run(
+            replace(column.request, preview=self.mode), on_step=on_step, cancel=self.cancel
+        )
+        column.cancelled = result.cancelled
+        column.image = result.image
+        column.latents = result.latents
+        if not self.maps:
+            self.maps = list(result.condition_maps)
+        self.warnings = self.warnings or list(result.warnings)
+
+    def _record(self, index: int, preview: StepPreview) -> None:
+        column = self.columns[index]
+        column.previews.append(downscale(preview.image, self.history_side))
+        column.evaluations.append(preview.evaluations)
+        column.elapsed.append(preview.elapsed)
+        if self.on_step is not None:
+            self.on_step(index, preview)
+
+    # ---- several columns, one batched model call per step ---------------------------------------
+    def _run_lockstep(self, job: list[int]) -> None:
+        try:
+            with torch.inference_mode():
+                _Lockstep(self, job).run()
+        except torch.cuda.OutOfMemoryError as error:
+            self.engine.recover_memory()
+            request = self.request
+            raise OutOfMemoryError(
+                f"The GPU ran out of memory comparing {len(job)} samplers at {request.width}x"
+                f"{request.height}. Compare fewer samplers at once, lower the size, or switch on "
+                "attention slicing or VAE tiling in Settings."
+            ) from error
+        finally:
+            self.pipe.maybe_free_model_hooks()
+
+
+@dataclass
+class _Track:
+    """One lockstep column's own scheduler and latents."""
+
+    index: int
+    scheduler: Any
+    timesteps: torch.Tensor
+    latents: torch.Tensor
+    step_kwargs: dict[str, Any]
+
+
+class _Lockstep:
+    """Replicates the diffusers SD 1.x (ControlNet) denoising loop for a batch of schedulers.
+
+    Each track does exactly what the pipeline does for one image: latents scaled by its scheduler's
+    ``init_noise_sigma``, ``scale_model_input`` and ``step`` with the pipeline's extra arguments
+    (``eta``, a generator seeded as :class:`~pipelines.engine.Engine` seeds it), guidance per sample.
+    The model batch is ``[uncond x n, cond x n]``.
+    """
+
+    def __init__(self, comparison: _Comparison, job: list[int]) -> None:
+        self.comparison = comparison
+        self.job = job
+        self.pipe = comparison.pipe
+        self.request = comparison.request
+        self.steps = comparison.columns[job[0]].steps
+        self.device = self.pipe._execution_device
+        self.guided = self.request.cfg_scale > 1.0  # the pipelines' do_classifier_free_guidance
+
+    def run(self) -> None:
+        tracks = [self._track(index) for index in self.job]
+        embeds = self._prompt_embeds(len(tracks))
+        control = self._control_images(len(tracks))
+        started = time.perf_counter()
+        columns = self.comparison.columns
+        for index in self.job:
+            columns[index].lockstep = True
+        for i in range(self.steps):
+            if self._cancelled():
+                return
+            predictions = self._predict(tracks, i, embeds, control)
+            for track, prediction in zip(tracks, predictions):
+                self._step(track, i, prediction, time.perf_counter() - started)
+            if self._cancelled():
+                return
+        for track in tracks:
+            self._finish(track)
+
+    def _cancelled(self) -> bool:
+        if not self.comparison.cancel.is_set():
+            return False
+        for index in self.job:
+            self.comparison.columns[index].cancelled = True
+        return True
+
+    def _track(self, index: int) -> _Track:
+        column = self.comparison.columns[index]
+        engine = self.comparison.engine
+        scheduler = get_sampler(column.sampler).make(
+            engine.loaded.scheduler_config, seed=self.request.seed
+        )
+        scheduler.set_timesteps(self.steps, device=self.device)
+        parameters = set(inspect.signature(scheduler.step).parameters)
+        step_kwargs: dict[str, Any] = {}
+        if "eta" in parameters:
+            step_kwargs["eta"] = 0.0
+        if "generator" in parameters:
+            # The same separate noise stream as Engine.run, so a lockstep column equals its run.
+            step_kwargs["generator"] = torch.Generator("cpu").manual_seed(self.request.seed + 1)
+        noise = self.comparison.noise.to(self.device, engine.dtype)
+        return _Track(
+            index=index,
+            scheduler=scheduler,
+            timesteps=scheduler.timesteps,
+            latents=noise * scheduler.init_noise_sigma,
+            step_kwargs=step_kwargs,
+        )
+
+    def _prompt_embeds(self, count: int) -> torch.Tensor:
+        positive, negative = self.pipe.encode_prompt(
+            self.request.prompt,
+            self.device,
+            1,
+            self.guided,
+            self.request.negative_prompt or None,
+        )
+        if self.guided:
+            return torch.cat([negative] * count + [positive] * count)
+        return torch.cat([positive] * count)
+
+    # ---- ControlNet inputs, as StableDiffusionControlNetPipeline prepares them -----------------
+    def _control_images(self, count: int) -> list[torch.Tensor] | None:
+        units = self.request.active_controls
+        if not units:
+            return None
+        controlnet = self.pipe.controlnet
+        return [
+            self.pipe.prepare_image(
+                image=condition,
+                width=self.request.width,
+                height=self.request.height,
+                batch_size=count,
+                num_images_per_prompt=1,
+                device=self.device,
+                dtype=controlnet.dtype,
+                do_classifier_free_guidance=self.guided,
+                guess_mode=self._guess_mode,
+            )
+            for condition in self.comparison.maps
+        ]
+
+    @property
+    def _guess_mode(self) -> bool:
+        controlnet = self.pipe.controlnet
+        first = controlnet.nets[0] if hasattr(controlnet, "nets") else controlnet
+        return bool(first.config.global_pool_conditions)
+
+    def _control_scales(self, i: int) -> list[float]:
+        # diffusers' controlnet_keep: a unit acts on step i only when the whole step lies in its
+        # [start, end] window.
+        total = self.steps
+        return [
+            unit.strength * (1.0 - float(i / total < unit.start or (i + 1) / total > unit.end))
+            for unit in self.request.active_controls
+        ]
+
+    def _residuals(self, model_input, timesteps, embeds, control, i) -> dict[str, Any]:
+        scales = self._control_scales(i)
+        if control is None or not any(scales):
+            # A residual scaled by 0 adds exactly nothing: skipping the ControlNet changes no value.
+            return {}
+        guess = self._guess_mode and self.guided
+        if guess:  # the ControlNet sees the conditional half only; the unconditional gets zeros
+            half = model_input.shape[0] // 2
+            model_input, timesteps, embeds = model_input[half:], timesteps[half:], embeds[half:]
+        multi = hasattr(self.pipe.controlnet, "nets")
+        down, mid = self.pipe.controlnet(
+            model_input,
+            timesteps,
+            encoder_hidden_states=embeds,
+            controlnet_cond=control if multi else control[0],
+            conditioning_scale=scales if multi else scales[0],
+            guess_mode=self._guess_mode,
+            return_dict=False,
+        )
+        if guess:
+            down = [torch.cat([torch.zeros_like(d), d]) for d in down]
+            mid = torch.cat([torch.zeros_like(mid), mid])
+        return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+
+    # ---- one step -----------------------------------------------------------------------------
+    def _predict(self, tracks, i, embeds, control) -> list[torch.Tensor]:
+        scaled = [
+            t.scheduler.scale_model_input(t.latents, t.timesteps[i]) for t in tracks
+        ]  # per column: each scheduler scales by its own noise level
+        copies = 2 if self.guided else 1
+        model_input = torch.cat(scaled * copies)
+        # The UNet embeds timesteps in float32 whatever their dtype: one float vector serves all.
+        timesteps = torch.stack([t.timesteps[i].float() for t in tracks] * copies)
+        timesteps = timesteps.to(model_input.device)
+        residuals = self._residuals(model_input, timesteps, embeds, control, i)
+        output = self.pipe.unet(
+            model_input, timesteps, encoder_hidden_states=embeds, return_dict=False, **residuals
+        )[0]
+        count = len(tracks)
+        if not self.guided:
+            return [output[k : k + 1] for k in range(count)]
+        uncond, text = output.chunk(2)
+        scale = self.request.cfg_scale
+        return [
+            uncond[k : k + 1] + scale * (text[k : k + 1] - uncond[k : k + 1]) for k in range(count)
+        ]
+
+    def _step(self, track: _Track, i: int, prediction: torch.Tensor, elapsed: float) -> None:
+        scheduler = track.scheduler
+        timestep = track.timesteps[i]
+        step_index = getattr(scheduler, "step_index", None)
+        sample = track.latents
+        output = scheduler.step(
+            prediction, timestep, sample, **track.step_kwargs, return_dict=False
+        )
+        track.latents = output[0]
+        denoised = denoised_estimate(scheduler, prediction, timestep, sample, step_index, output)
+        column = self.comparison.columns[track.index]
+        image = self.comparison.engine.loaded.previews.decode(denoised, self.comparison.mode)
+        preview = StepPreview(
+            step=i + 1,
+            total=self.steps,
+            sampler=column.sampler,
+            image=image,
+            elapsed=elapsed,
+            evaluations=i + 1,
+        )
+        self.comparison._record(track.index, preview)
+
+    def _finish(self, track: _Track) -> None:
+        column = self.comparison.columns[track.index]
+        column.latents = track.latents.detach().float().cpu()
+        vae = self.pipe.vae
+        decoded = vae.decode(track.latents / vae.config.scaling_factor, return_dict=False)[0]
+        column.image = self.pipe.image_processor.postprocess(
+            decoded, output_type="pil", do_denormalize=[True]
+        )[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# History, alignment and differences
+
+
+def downscale(image: np.ndarray, side: int = HISTORY_SIDE) -> np.ndarray:
+    """``image`` with its long side at most ``side`` pixels (a copy: the caller may keep it)."""
+    height, width = image.shape[:2]
+    scale = side / max(height, width)
+    if scale >= 1:
+        return np.array(image, dtype=np.uint8, copy=True)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(image).resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def align_steps(
+    columns: Sequence[CompareColumn], position: float | int, mode: AlignMode = "step"
+) -> list[int]:
+    """Each column's history index to show for a slider ``position``.
+
+    - ``mode="step"``: an ``int`` is a step index (0-based) shared by all columns; a ``float`` in
+      [0, 1] is a fraction of each column's own steps.
+    - ``mode="evaluations"``: an ``int`` is a number of model evaluations spent, the same for all
+      columns (Heun's step 10 of 10, 19 evaluations, lines up with Euler's step 19 of 20); a
+      ``float`` in [0, 1] is a fraction of each column's own total evaluations.
+
+    A column shows its last step within the position, its first step when none is, its last step
+    past its end, and ``-1`` when it has no history at all.
+    """
+    if mode not in ("step", "evaluations"):
+        raise ValueError(f"mode must be 'step' or 'evaluations', not {mode!r}")
+    fraction = isinstance(position, float)
+    if fraction and not 0.0 <= position <= 1.0:
+        raise ValueError(f"a fractional position must lie in [0, 1], not {position}")
+    return [_aligned_index(c, position, mode, fraction) for c in columns]
+
+
+def _aligned_index(column: CompareColumn, position, mode: AlignMode, fraction: bool) -> int:
+    count = len(column.previews)
+    if count == 0:
+        return -1
+    if mode == "step":
+        # A fraction counts the column's planned steps, so a cancelled column does not stretch.
+        index = math.ceil(position * column.steps) - 1 if fraction else int(position)
+        return min(max(index, 0), count - 1)
+    spent = column.evaluations[:count]
+    if fraction:
+        limit = position * (column.planned_evaluations or spent[-1]) + 1e-9
+    else:
+        limit = position
+    reached = [k for k, value in enumerate(spent) if value <= limit]
+    return reached[-1] if reached else 0
+
+
+# A perceptual dark-to-bright scale (black, purple, red, orange, pale yellow), as in "inferno".
+_SCALE_COLOURS = np.array(
+    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32
+)
+
+
+def difference(
+    a: np.ndarray, b: np.ndarray, scale_max: float | None = None
+) -> tuple[np.ndarray, float]:
+    """Per-pixel absolute difference of two uint8 RGB images, through a colour scale.
+
+    The difference is the mean over the channels (0-255). It maps to the scale's top colour at
+    ``scale_max``, which is the largest difference in the pair unless given (give one to compare
+    several pairs on the same scale). Returns the coloured uint8 RGB image and the scale's max.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {a.shape} and {b.shape}")
+    delta = np.abs(a.astype(np.int16) - b.astype(np.int16)).astype(np.float32)
+    if delta.ndim == 3:
+        delta = delta.mean(axis=2)
+    top = float(delta.max()) if scale_max is None else float(scale_max)
+    top = max(top, 1.0)  # identical images: an all-black map rather than a division by zero
+    position = np.clip(delta / top, 0.0, 1.0) * (len(_SCALE_COLOURS) - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, len(_SCALE_COLOURS) - 1)
+    weight = (position - low)[..., None]
+    colours = _SCALE_COLOURS[low] * (1 - weight) + _SCALE_COLOURS[high] * weight
+    return np.round(colours).astype(np.uint8), top
