@@ -1,4 +1,4 @@
-"""Command line: ``diffusion-studio generate|models|info``.
+"""Command line: ``diffusion-studio generate|compare|models|info``.
 
 Errors the user can fix (bad sizes, missing files, unknown samplers) print one line on stderr and
 exit with status 2; no traceback.
@@ -60,6 +60,17 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_request_options(gen)
     gen.add_argument("--out", required=True, type=Path, help="PNG file to write")
     gen.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+    comparison = sub.add_parser("compare", help="run several samplers on one request, side by side")
+    _add_request_options(comparison)
+    comparison.add_argument(
+        "--samplers", required=True, metavar="NAMES",
+        help='comma-separated, e.g. "Euler,DDIM,DPM++ 2M Karras"; NAME:STEPS sets its own steps',
+    )  # fmt: skip
+    comparison.add_argument("--out", required=True, type=Path, help="labelled grid PNG to write")
+    comparison.add_argument("--animation", type=Path, help="animated .webp or .gif of the steps")
+    comparison.add_argument("--columns", type=Path, help="folder for each sampler's final image")
+    comparison.add_argument("--overwrite", action="store_true", help="replace existing files")
 
     models = sub.add_parser("models", help="list the models found and where the studio looked")
     models.add_argument("--model-dir", action="append", type=Path, default=[])
@@ -194,6 +205,55 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def parse_samplers(text: str) -> list[str | tuple[str, int]]:
+    entries: list[str | tuple[str, int]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, steps = item.rpartition(":")
+        if sep:
+            try:
+                entries.append((name.strip(), int(steps)))
+            except ValueError:
+                raise ValidationError(f"{item!r}: use NAME or NAME:STEPS.") from None
+        else:
+            entries.append(item)
+    if len(entries) < 2:
+        raise ValidationError("Name at least two samplers to compare, separated by commas.")
+    return entries
+
+
+def cmd_compare(args) -> int:
+    from pipelines.compare import compare
+    from pipelines.grids import save_animation, save_columns, save_grid
+
+    engine = _engine(args)
+    request = build_request(args, engine)
+    request.validate()
+    samplers = parse_samplers(args.samplers)
+    for target in (args.out, args.animation):
+        if target is not None and target.exists() and not args.overwrite:
+            raise StudioError(f"{target} exists; pass --overwrite to replace it.")
+    total = sum(entry[1] if isinstance(entry, tuple) else request.steps for entry in samplers)
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="step", file=sys.stderr) as bar:
+        result = compare(engine, request, samplers, on_step=lambda column, preview: bar.update(1))
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    written = [save_grid(result, args.out, overwrite=args.overwrite)]
+    if args.animation:
+        written.append(save_animation(result, args.animation, overwrite=args.overwrite))
+    if args.columns:
+        written += save_columns(result, args.columns, overwrite=args.overwrite)
+    for column in result.columns:
+        mode = "batched" if column.lockstep else "alone"
+        print(f"{column.sampler:22s} {column.steps:3d} steps {column.total_evaluations:4d} "
+              f"evaluations {column.seconds:7.2f} s ({mode})")  # fmt: skip
+    print("wrote " + ", ".join(str(p) for p in written) + f" (seed {result.request.seed})")
+    return 0
+
+
 def cmd_models(args) -> int:
     from pipelines.engine import default_model_path
     from pipelines.models import discover_models
@@ -225,7 +285,12 @@ def cmd_info(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    handler = {"generate": cmd_generate, "models": cmd_models, "info": cmd_info}[args.command]
+    handler = {
+        "generate": cmd_generate,
+        "compare": cmd_compare,
+        "models": cmd_models,
+        "info": cmd_info,
+    }[args.command]
     try:
         return handler(args)
     except StudioError as error:

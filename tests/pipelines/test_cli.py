@@ -116,3 +116,32 @@ def test_info_prints_parameters(sd1_folder, tmp_path, capsys):
     text = capsys.readouterr().out
     assert text.startswith("a dog\nNegative prompt: blurry\nSteps: 2, Sampler: Euler")
     assert cli.main(["info", str(tmp_path / "missing.png")]) == 2
+
+
+def test_compare_writes_grid_animation_and_columns(sd1_folder, tmp_path, capsys):
+    from PIL import Image as PILImage
+
+    grid, animation, columns = tmp_path / "grid.png", tmp_path / "steps.gif", tmp_path / "cols"
+    code = cli.main(
+        ["compare", "--prompt", "a cat", "--model", str(sd1_folder), "--steps", "3", "--seed", "9",
+         "--samplers", "Euler, DDIM, Heun:2", "--out", str(grid), "--animation", str(animation),
+         "--columns", str(columns)]
+    )  # fmt: skip
+    assert code == 0
+    request = read_request(grid)
+    assert (request.prompt, request.seed, request.steps) == ("a cat", 9, 3)
+    with PILImage.open(animation) as frames:
+        assert frames.n_frames == 3  # one frame per step index of the longest column
+    assert len(list(columns.glob("*.png"))) == 3
+    out = capsys.readouterr().out
+    assert "Euler" in out and "DDIM" in out and "Heun" in out
+
+
+@pytest.mark.parametrize(
+    ("samplers", "message"),
+    [("Euler", "at least two"), ("Euler,Nope", "Unknown sampler"), ("Euler,DDIM:x", "NAME:STEPS")],
+)
+def test_compare_bad_samplers_exit_2(sd1_folder, tmp_path, capsys, samplers, message):
+    code = cli.main(["compare", "--prompt", "x", "--model", str(sd1_folder), "--samplers", samplers,
+                     "--out", str(tmp_path / "g.png")])  # fmt: skip
+    assert code == 2 and message in capsys.readouterr().err
