@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import OutOfMemoryError, ValidationError
 from pipelines.samplers import SamplerSpec, get_sampler
@@ -226,16 +225,7 @@ class _Comparison:
         engine, request = self.engine, self.request
         units = request.active_controls
         paths = tuple(engine.check_controls(engine.loaded, units))
-        self.maps = [
-            prepare_condition(
-                u,
-                request.width,
-                request.height,
-                engine.settings.annotator_folders,
-                device=engine.device.type,
-            )
-            for u in units
-        ]
+        self.maps = engine.condition_maps(request)
         self.pipe = engine.pipeline_for(engine.loaded, paths)
         engine.apply_memory_options(self.pipe, request)
         self.warnings = engine.prompt_warnings(self.pipe, request)

@@ -288,16 +288,7 @@ class Engine:
         loaded = self._loaded
         units = request.active_controls
         controlnet_paths = tuple(self.check_controls(loaded, units))
-        maps = [
-            prepare_condition(
-                u,
-                request.width,
-                request.height,
-                self.settings.annotator_folders,
-                device=self.device.type,
-            )
-            for u in units
-        ]
+        maps = self.condition_maps(request)
         pipe = self.pipeline_for(loaded, controlnet_paths)
         self.apply_memory_options(pipe, request)
         notes = self.prompt_warnings(pipe, request)
@@ -336,6 +327,19 @@ class Engine:
             warnings=tuple(notes),
             latents=tracker.final_latents,
         )
+
+    def condition_maps(self, request: GenerationRequest) -> list:
+        """The exact images the active ControlNets receive, at the request's (resolved) size."""
+        return [
+            prepare_condition(
+                unit,
+                request.width,
+                request.height,
+                self.settings.annotator_folders,
+                device=self.device.type,
+            )
+            for unit in request.active_controls
+        ]
 
     def recover_memory(self) -> None:
         gc.collect()

@@ -48,3 +48,17 @@ def engine():
     from pipelines.engine import Engine
 
     return Engine()
+
+
+@pytest.fixture(scope="session")
+def condition_image(tmp_path_factory):
+    """A 64x64 edge map (a white cross on black) for the tiny ControlNets."""
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("maps") / "edges.png"
+    image = Image.new("RGB", (64, 64))
+    for x in range(8, 56):
+        image.putpixel((x, 32), (255, 255, 255))
+        image.putpixel((32, x), (255, 255, 255))
+    image.save(path)
+    return path

@@ -32,17 +32,6 @@ def base_request(sd1_folder) -> GenerationRequest:
 
 
 @pytest.fixture(scope="module")
-def condition_image(tmp_path_factory):
-    path = tmp_path_factory.mktemp("maps") / "edges.png"
-    image = Image.new("RGB", (64, 64))
-    for x in range(8, 56):
-        image.putpixel((x, 32), (255, 255, 255))
-        image.putpixel((32, x), (255, 255, 255))
-    image.save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def finished(engine, sd1_folder):
     """One comparison shared by the tests that only read its result."""
     request = GenerationRequest(prompt="a red circle", model=str(sd1_folder), seed=7, steps=4)

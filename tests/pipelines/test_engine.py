@@ -28,17 +28,6 @@ def request_for(sd1_folder):
     return make
 
 
-@pytest.fixture(scope="module")
-def condition_image(tmp_path_factory):
-    path = tmp_path_factory.mktemp("maps") / "edges.png"
-    image = Image.new("RGB", (64, 64))
-    for x in range(8, 56):
-        image.putpixel((x, 32), (255, 255, 255))
-        image.putpixel((32, x), (255, 255, 255))
-    image.save(path)
-    return path
-
-
 def pixels(result) -> np.ndarray:
     return np.asarray(result.image, dtype=np.int16)
 
