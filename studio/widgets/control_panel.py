@@ -1,12 +1,13 @@
 """ControlNet panel: up to three control units, each with its condition map, model and strengths.
 
-Painting condition maps and editing poses belong to a separate editor; each unit keeps a clearly
-marked (disabled) button where it will open.
+Each unit's "Paint / pose…" button (or a double-click on its thumbnail) opens the condition editor;
+the map it saves becomes the unit's image as a ready map.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QMimeData, Qt, Signal
@@ -30,6 +31,7 @@ from PySide6.QtWidgets import (
 from pipelines.errors import StudioError
 from pipelines.types import MAX_CONTROL_UNITS, ControlKind, ControlUnit, ResizeMode
 from studio.qt_image import pil_to_qimage, qimage_to_pil
+from studio.widgets.map_store import maps_folder, save_map
 
 THUMBNAIL = 144
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp);;All files (*)"
@@ -45,12 +47,55 @@ RESIZE_TIPS = {
     ResizeMode.STRETCH: "Stretch: ignore the aspect ratio.",
 }
 MODEL_ROLE = Qt.ItemDataRole.UserRole
+DEFAULT_EDITOR_SIZE = (512, 512)
+
+
+@dataclass
+class EditorContext:
+    """What the condition editor needs from the rest of the window: the generation size, where
+    annotator weights are, and pictures to use as a source (newest results first)."""
+
+    size: Callable[[], tuple[int, int]] = lambda: DEFAULT_EDITOR_SIZE
+    annotator_folders: Callable[[], Sequence[str]] = lambda: ()
+    sources: Callable[[], Sequence[tuple[str, object]]] = lambda: ()
+
+
+def window_context(window: QWidget) -> EditorContext:
+    """The context read from a main window that has a prompt panel, settings and a session.
+
+    Duck-typed so that the panel works in any window (and alone in tests) without importing it.
+    """
+    context = EditorContext()
+    prompt = getattr(window, "prompt_panel", None)
+    if prompt is not None and hasattr(prompt, "width_box"):
+        # The boxes show the effective size, the model's native one included once it is known.
+        def size() -> tuple[int, int]:
+            return _snap8(prompt.width_box.value()), _snap8(prompt.height_box.value())
+
+        context.size = size
+    settings = getattr(window, "settings", None)
+    if settings is not None and hasattr(settings, "annotator_folders"):
+        context.annotator_folders = lambda: settings.annotator_folders
+    session = getattr(window, "session", None)
+    if session is not None and hasattr(session, "history"):
+
+        def sources() -> list[tuple[str, object]]:
+            entries = list(enumerate(session.history, 1))[::-1]
+            return [(f"Result {n} · seed {e.request.seed}", e.result.image) for n, e in entries]
+
+        context.sources = sources
+    return context
+
+
+def _snap8(value: int) -> int:
+    return max(8, int(value) // 8 * 8)
 
 
 class ThumbnailLabel(QLabel):
     """The condition map's thumbnail; accepts dropped image files and image data."""
 
     dropped = Signal(object)  # QMimeData
+    double_clicked = Signal()
 
     def __init__(self) -> None:
         super().__init__("Drop an image here\nor use Import / Paste")
@@ -59,7 +104,11 @@ class ThumbnailLabel(QLabel):
         self.setAcceptDrops(True)
         self.setWordWrap(True)
         self.setStyleSheet("QLabel { border: 1px dashed palette(mid); color: palette(mid); }")
-        self.setToolTip("The condition map the ControlNet will receive. Drop an image here.")
+        self.setToolTip("The condition map the ControlNet will receive. Drop an image here; "
+                        "double-click to paint or pose it.")  # fmt: skip
+
+    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+        self.double_clicked.emit()
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802
         if event.mimeData().hasUrls() or event.mimeData().hasImage():
@@ -81,6 +130,9 @@ class ControlUnitWidget(QWidget):
         self.image_path: str | None = None
         self._source = None  # PIL image of image_path, for the live preprocessor preview
         self.map_image: QImage | None = None
+        self.editor = None  # this unit's ConditionEditor, kept (hidden) between uses
+        self._editor_key: tuple | None = None
+        self.context: Callable[[], EditorContext] = EditorContext
 
         self.enabled = QCheckBox(f"Use control unit {number}")
         self.enabled.setToolTip("Apply this ControlNet to the next run.")
@@ -104,6 +156,7 @@ class ControlUnitWidget(QWidget):
 
         self.thumbnail = ThumbnailLabel()
         self.thumbnail.dropped.connect(self.import_mime)
+        self.thumbnail.double_clicked.connect(self.open_editor)
         self.import_button = QPushButton("Import…")
         self.import_button.setToolTip("Open a condition map or a photo to preprocess (Ctrl+O).")
         self.import_button.clicked.connect(self.import_dialog)
@@ -114,9 +167,9 @@ class ControlUnitWidget(QWidget):
         self.clear_button.setToolTip("Remove the condition image.")
         self.clear_button.clicked.connect(lambda: self.set_image(None))
         self.edit_button = QPushButton("Paint / pose…")
-        self.edit_button.setEnabled(False)
-        self.edit_button.setToolTip("Painting maps and editing poses come with the condition "
-                                    "editor (planned).")  # fmt: skip
+        self.edit_button.setToolTip("Open the condition editor: paint edges or depth, edit a pose "
+                                    "skeleton, detect from a photo, at the generation size.")  # fmt: skip
+        self.edit_button.clicked.connect(self.open_editor)
 
         self.preprocess = QCheckBox("Run preprocessor")
         self.preprocess.setToolTip("Treat the image as a photo and turn it into a condition map "
@@ -236,11 +289,55 @@ class ControlUnitWidget(QWidget):
 
     def _store(self, image: QImage) -> Path:
         # ControlUnit.image is a path (it goes into the PNG metadata), so pasted images get a file.
-        folder = self.data_folder / "conditions"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"pasted-{time.strftime('%Y%m%d-%H%M%S')}-{self.number}.png"
-        qimage_to_pil(image).save(path)
-        return path
+        return save_map(qimage_to_pil(image), maps_folder(self.data_folder), "pasted")
+
+    # ---- condition editor ---------------------------------------------------------------------
+    def open_editor(self):
+        """Open this unit's editor on the map the ControlNet would receive now.
+
+        A closed editor is kept, hidden, with its undo history: reopening it (after Cancel, Esc
+        or "Use map") continues where the user left off. It is rebuilt only when what it shows
+        no longer matches the unit: another image, kind, preprocessing or generation size.
+        """
+        from studio.widgets.condition_editor import ConditionEditor
+
+        context = self.context()
+        width, height = context.size()
+        key = (self._editor_state(), (width, height))
+        if self.editor is not None and self._editor_key != key:
+            self.editor.deleteLater()
+            self.editor = None
+        if self.editor is None:
+            unit = self.unit() or ControlUnit(self.kind_value(), "")
+            self.editor = ConditionEditor.for_unit(
+                unit, width, height, maps_folder(self.data_folder),
+                annotator_folders=context.annotator_folders(), sources=context.sources,
+                parent=self,
+            )  # fmt: skip
+            self.editor.setWindowTitle(f"Unit {self.number}: {self.editor.windowTitle()}")
+            self.editor.map_saved.connect(self.use_edited_map)
+            self._editor_key = key
+        else:  # the settings may have gained an annotator folder meanwhile
+            self.editor.set_annotator_folders(context.annotator_folders())
+        self.editor.show()  # not modal: the prompt and the other units stay usable
+        self.editor.raise_()
+        self.editor.activateWindow()
+        return self.editor
+
+    def _editor_state(self) -> tuple:
+        canny = (self.canny_low.value(), self.canny_high.value())
+        return (self.image_path, self.kind_value(), self.preprocess.isChecked(),
+                self.resize_mode.currentData(), canny if self.preprocess.isChecked() else None)  # fmt: skip
+
+    def use_edited_map(self, path: str) -> None:
+        # The editor's PNG is the exact map at the generation size: no preprocessor runs on it.
+        self.preprocess.blockSignals(True)
+        self.preprocess.setChecked(False)
+        self.preprocess.blockSignals(False)
+        self._update_canny_enabled()
+        self.set_image(path)
+        if self.editor is not None:  # it shows exactly this map: keep it and its history
+            self._editor_key = (self._editor_state(), self._editor_key[1])
 
     def set_image(self, path: str | None) -> None:
         if path is None:
@@ -339,7 +436,9 @@ class ControlPanel(QWidget):
         self.tabs = QTabWidget()
         self.tabs.setToolTip("Up to three ControlNets can steer one image together.")
         self.units = [ControlUnitWidget(i + 1, data_folder) for i in range(MAX_CONTROL_UNITS)]
+        self.editor_context: EditorContext | None = None  # None: ask the window (window_context)
         for unit in self.units:
+            unit.context = self._context
             self.tabs.addTab(unit, f"Unit {unit.number}")
             unit.problem.connect(self.problem)
             unit.changed.connect(self._update_titles)
@@ -347,6 +446,14 @@ class ControlPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.tabs)
+
+    def set_editor_context(self, context: EditorContext | None) -> None:
+        self.editor_context = context
+
+    def _context(self) -> EditorContext:
+        if self.editor_context is not None:
+            return self.editor_context
+        return window_context(self.window())
 
     def _update_titles(self) -> None:
         for i, unit in enumerate(self.units):
