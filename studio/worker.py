@@ -54,6 +54,18 @@ class PreviewFrame:
     elapsed: float
 
 
+@dataclass(frozen=True)
+class CompareFrame:
+    """The newest preview of one comparison column."""
+
+    column: int
+    image: QImage
+    step: int
+    total: int
+    evaluations: int
+    elapsed: float
+
+
 def readable_error(error: BaseException) -> str:
     if isinstance(error, StudioError):
         return str(error)
@@ -73,6 +85,8 @@ class GenerationWorker(QObject):
     finished = Signal(object)  # GenerationResult
     cancelled = Signal(object)  # GenerationResult with cancelled=True
     failed = Signal(str)  # the run failed
+    compare_step = Signal()  # newest previews wait in take_compare_frames(), one per column
+    compare_finished = Signal(object)  # pipelines.compare.CompareResult
     notice = Signal(str)  # a problem outside a run (discovery, start-up)
 
     def __init__(self) -> None:
@@ -81,6 +95,7 @@ class GenerationWorker(QObject):
         self._engine = None
         self._lock = threading.Lock()
         self._latest: PreviewFrame | None = None
+        self._compare_latest: dict[int, CompareFrame] = {}
 
     # ---- previews: keep only the newest -------------------------------------------------------
     def take_preview(self) -> PreviewFrame | None:
@@ -101,6 +116,24 @@ class GenerationWorker(QObject):
         # newer one instead: stale frames are replaced, never queued.
         if not waiting:
             self.preview_ready.emit()
+
+    def take_compare_frames(self) -> dict[int, CompareFrame]:
+        """Called from the GUI thread: the newest waiting frame of each column (maybe none)."""
+        with self._lock:
+            frames, self._compare_latest = self._compare_latest, {}
+        return frames
+
+    def _on_compare_step(self, column: int, preview) -> None:
+        if preview.image is None:
+            return
+        frame = CompareFrame(column, array_to_qimage(preview.image), preview.step, preview.total,
+                             preview.evaluations, preview.elapsed)  # fmt: skip
+        with self._lock:
+            waiting = bool(self._compare_latest)
+            self._compare_latest[column] = frame
+        # As for single runs: a frame not fetched yet is replaced by the newer one of its column.
+        if not waiting:
+            self.compare_step.emit()
 
     # ---- engine -------------------------------------------------------------------------------
     def _get_engine(self):
@@ -195,16 +228,49 @@ class GenerationWorker(QObject):
             result = engine.run(
                 request, on_step=self._on_step, cancel=cancel, on_progress=self.loading.emit
             )
-            if engine.loaded is not already and engine.loaded is not None:
-                loaded = engine.loaded
-                self.loaded.emit(
-                    ModelSummary(
-                        loaded.path, loaded.family.value, loaded.family.label, loaded.native_size
-                    )
-                )
+            self._report_loaded(engine, already)
         except Exception as error:
             if not isinstance(error, StudioError):
                 log.exception("generation failed")
             self.failed.emit(readable_error(error))
             return
         (self.cancelled if result.cancelled else self.finished).emit(result)
+
+    def _report_loaded(self, engine, already) -> None:
+        loaded = engine.loaded
+        if loaded is not already and loaded is not None:
+            self.loaded.emit(
+                ModelSummary(loaded.path, loaded.family.value, loaded.family.label,
+                             loaded.native_size)
+            )  # fmt: skip
+
+    @Slot(object, object, object)
+    def compare(self, request, samplers, cancel: threading.Event) -> None:
+        """Run ``request`` through several samplers (see :func:`pipelines.compare.compare`)."""
+        with self._lock:
+            self._compare_latest = {}
+        try:
+            from pipelines.compare import CompareResult, compare
+
+            if cancel.is_set():  # cancelled while waiting in the queue
+                self.cancelled.emit(
+                    CompareResult(request=request, columns=[], initial_noise=None, cancelled=True)
+                )
+                return
+            engine = self._get_engine()
+            already = engine.loaded
+            result = compare(
+                engine,
+                request,
+                list(samplers),
+                on_step=self._on_compare_step,
+                cancel=cancel,
+                on_progress=self.loading.emit,
+            )
+            self._report_loaded(engine, already)
+        except Exception as error:
+            if not isinstance(error, StudioError):
+                log.exception("sampler comparison failed")
+            self.failed.emit(readable_error(error))
+            return
+        (self.cancelled if result.cancelled else self.compare_finished).emit(result)

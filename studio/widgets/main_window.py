@@ -25,10 +25,12 @@ from PySide6.QtWidgets import (
 
 from pipelines.errors import StudioError, ValidationError
 from pipelines.types import GenerationRequest
+from studio.about import show_about
 from studio.qt_image import pil_to_qimage
 from studio.session import HistoryEntry, Session
 from studio.settings import StudioSettings
 from studio.widgets.canvas import Canvas
+from studio.widgets.compare_view import CompareView
 from studio.widgets.control_panel import ControlPanel
 from studio.widgets.gallery import Gallery
 from studio.widgets.prompt_panel import PromptPanel
@@ -103,6 +105,7 @@ class MainWindow(QMainWindow):
         self.sampler_panel = SamplerPanel()
         self.canvas = Canvas()
         self.gallery = Gallery()
+        self.compare_view = CompareView(self.session, settings)
         self.message_bar = MessageBar()
         self._build_layout()
         self._build_actions()
@@ -129,7 +132,12 @@ class MainWindow(QMainWindow):
         self.view_bar = QToolBar()
         column.addWidget(self.view_bar)
         column.addWidget(self.message_bar)
-        column.addWidget(self.canvas, 1)
+        self.centre_tabs = QTabWidget()
+        self.centre_tabs.addTab(self.canvas, "Image")
+        self.centre_tabs.addTab(self.compare_view, "Compare samplers")
+        self.centre_tabs.setTabToolTip(0, "The live preview and the finished image.")
+        self.centre_tabs.setTabToolTip(1, "Several samplers side by side, step by step.")
+        column.addWidget(self.centre_tabs, 1)
         column.addWidget(self.gallery)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
@@ -157,6 +165,10 @@ class MainWindow(QMainWindow):
         self.generate_action = a("Generate", self.generate, ["Ctrl+Return", "Ctrl+Enter"],
                                  "Generate an image (Ctrl+Enter)")  # fmt: skip
         self.cancel_action = a("Cancel", self.cancel, "Esc", "Stop the run (Esc)")
+        self.compare_action = a("Compare samplers", self.compare,
+                                ["Ctrl+Shift+Return", "Ctrl+Shift+Enter"],
+                                "Run the samplers ticked in the Sampler panel's compare mode "
+                                "side by side (Ctrl+Shift+Enter)")  # fmt: skip
         self.save_action = a("Save image", self.save_shown, QKeySequence.StandardKey.Save,
                              "Save the shown image to the output folder (Ctrl+S)")  # fmt: skip
         self.save_as_action = a("Save image as…", self.save_shown_as, "Ctrl+Shift+S",
@@ -186,6 +198,7 @@ class MainWindow(QMainWindow):
             file_menu.addSeparator() if action is None else file_menu.addAction(action)
         run_menu = self.menuBar().addMenu("&Generate")
         run_menu.addAction(self.generate_action)
+        run_menu.addAction(self.compare_action)
         run_menu.addAction(self.cancel_action)
         view_menu = self.menuBar().addMenu("&View")
         for action in (self.fit_action, self.actual_action, self.overlay_action):
@@ -194,6 +207,9 @@ class MainWindow(QMainWindow):
         self.view_bar.addSeparator()
         self.view_bar.addAction(self.save_action)
         self.view_bar.addAction(self.copy_action)
+        help_menu = self.menuBar().addMenu("&Help")
+        self.about_action = help_menu.addAction("About Diffusion Studio")
+        self.about_action.triggered.connect(lambda: show_about(self))
 
     def _build_status_bar(self) -> None:
         self.progress = QProgressBar()
@@ -223,6 +239,15 @@ class MainWindow(QMainWindow):
         self.gallery.files_dropped.connect(self.restore_from_files)
         self.session.busy_changed.connect(self._on_busy)
         self.session.history_added.connect(self._on_history_added)
+        self.sampler_panel.compare_clicked.connect(self.compare)
+        self.compare_view.problem.connect(lambda text: self.show_error(text))
+        self.compare_view.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.session.compare_finished.connect(
+            lambda result: self.prompt_panel.set_last_seed(result.request.seed)
+        )
+        self.session.compare_cancelled.connect(
+            lambda _result: self.statusBar().showMessage("Comparison cancelled.", 8000)
+        )
         w.catalog_ready.connect(self._on_catalog)
         w.models_found.connect(self._on_models_found)
         w.loading.connect(self._on_loading)
@@ -288,8 +313,28 @@ class MainWindow(QMainWindow):
         self.progress.setValue(0)
         self.progress.setFormat("step %v / %m")
         self.canvas.set_status("Starting…")
+        self.centre_tabs.setCurrentWidget(self.canvas)
         self.statusBar().showMessage("Generating…")
         self.session.generate(request)
+
+    def compare(self) -> None:
+        """Run the current settings through the samplers ticked in the sampler panel."""
+        if self.session.busy:
+            return
+        self.sampler_panel.set_compare_mode(True)
+        if not self.sampler_panel.compare_ready():
+            self.show_error(self.sampler_panel.compare_count.text())
+            return
+        try:
+            request = self.current_request()
+        except (StudioError, ValueError) as error:
+            self.show_error(str(error))
+            return
+        self.message_bar.hide()
+        self.last_error = ""
+        self.centre_tabs.setCurrentWidget(self.compare_view)
+        self.statusBar().showMessage("Comparing samplers…")
+        self.session.compare(request, self.sampler_panel.compare_entries())
 
     def cancel(self) -> None:
         if self.session.busy:
@@ -299,6 +344,8 @@ class MainWindow(QMainWindow):
     def _on_busy(self, busy: bool) -> None:
         self.prompt_panel.set_busy(busy)
         self.generate_action.setEnabled(not busy)
+        self.compare_action.setEnabled(not busy)
+        self.sampler_panel.set_busy(busy)
         self.cancel_action.setEnabled(busy)
 
     def _on_preview(self) -> None:
@@ -409,6 +456,7 @@ class MainWindow(QMainWindow):
         entry = self.session.history[index]
         self.shown_index = index
         self.canvas.set_image(entry.image)
+        self.centre_tabs.setCurrentWidget(self.canvas)
         maps = entry.result.condition_maps
         self.canvas.set_condition(pil_to_qimage(maps[0]) if maps else None)
 

@@ -1,15 +1,25 @@
-"""Sampler panel: the core's sampler registry with descriptions, steps, and the preview decoder."""
+"""Sampler panel: the core's sampler registry with descriptions, steps, and the preview decoder.
+
+Compare mode swaps the single choice for a checkable table: 2-8 samplers, each with its own step
+count or the shared one, run side by side by :func:`pipelines.compare.compare`.
+"""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QFormLayout,
+    QHeaderView,
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QPushButton,
     QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -26,9 +36,15 @@ PREVIEW_CHOICES = (
     (PreviewMode.NONE, "No previews", "Only show the final image (fastest)."),
 )  # fmt: skip
 
+# pipelines.compare.MAX_COLUMNS; not imported so that the window opens before torch is loaded.
+COMPARE_MIN, COMPARE_MAX = 2, 8
+DEFAULT_COMPARISON = ("Euler", "DPM++ 2M Karras")
+SHARED_STEPS = "shared"  # the steps spin box's text for "the Steps value below"
+
 
 class SamplerPanel(QWidget):
     steps_changed = Signal(int)
+    compare_clicked = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -47,15 +63,132 @@ class SamplerPanel(QWidget):
             self.preview.addItem(label, mode.value)
             self.preview.setItemData(self.preview.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.preview.setToolTip("How the live preview is decoded at every step.")
+        self._build_compare()
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self.compare_mode)
         layout.addWidget(self.samplers, 1)
         layout.addWidget(self.description)
+        layout.addWidget(self.compare_table, 1)
+        layout.addWidget(self.compare_count)
+        layout.addWidget(self.compare_button)
         form = QFormLayout()
         form.addRow("Steps", self.steps)
         form.addRow("Preview", self.preview)
         layout.addLayout(form)
+        self._set_compare_mode(False)
+
+    # ---- compare mode -------------------------------------------------------------------------
+    def _build_compare(self) -> None:
+        self._busy = False
+        self.compare_mode = QCheckBox("Compare samplers")
+        self.compare_mode.setToolTip(
+            f"Run the same prompt, seed, size and controls through {COMPARE_MIN}–{COMPARE_MAX} "
+            "samplers and watch them denoise side by side."
+        )
+        self.compare_mode.toggled.connect(self._set_compare_mode)
+        self.compare_table = QTableWidget(0, 2)
+        self.compare_table.setHorizontalHeaderLabels(["Sampler", "Steps"])
+        self.compare_table.verticalHeader().hide()
+        header = self.compare_table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.compare_table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.compare_table.setToolTip(
+            f"Tick {COMPARE_MIN}–{COMPARE_MAX} samplers to compare. Steps: “{SHARED_STEPS}” uses "
+            "the Steps value below; another number gives that sampler its own step count."
+        )
+        self.compare_table.itemChanged.connect(self._update_compare_count)
+        self.compare_count = QLabel()
+        self.compare_count.setToolTip(
+            f"How many samplers are ticked; a comparison needs {COMPARE_MIN} to {COMPARE_MAX}."
+        )
+        self.compare_button = QPushButton("Compare")
+        self.compare_button.setToolTip(
+            "Run the ticked samplers side by side from the same noise (Ctrl+Shift+Enter)."
+        )
+        self.compare_button.clicked.connect(self.compare_clicked)
+
+    def _set_compare_mode(self, on: bool) -> None:
+        for widget in (self.compare_table, self.compare_count, self.compare_button):
+            widget.setVisible(on)
+        for widget in (self.samplers, self.description):
+            widget.setVisible(not on)
+        if on != self.compare_mode.isChecked():
+            self.compare_mode.setChecked(on)
+
+    def set_compare_mode(self, on: bool) -> None:
+        self._set_compare_mode(on)
+
+    def _fill_compare_table(self, samplers) -> None:
+        chosen = self.compare_entries() or list(DEFAULT_COMPARISON)
+        self.compare_table.blockSignals(True)
+        self.compare_table.setRowCount(0)
+        for info in samplers:
+            row = self.compare_table.rowCount()
+            self.compare_table.insertRow(row)
+            item = QTableWidgetItem(info.name)
+            item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Unchecked)
+            cost = "" if info.evaluations_per_step == 1 else (
+                f" Costs {info.evaluations_per_step} model evaluations per step."
+            )  # fmt: skip
+            item.setToolTip(info.description + cost)
+            self.compare_table.setItem(row, 0, item)
+            spin = QSpinBox(minimum=0, maximum=MAX_STEPS, value=0)
+            spin.setSpecialValueText(SHARED_STEPS)
+            spin.setToolTip(
+                f"Steps for {info.name}: “{SHARED_STEPS}” (0) uses the Steps value below."
+            )
+            self.compare_table.setCellWidget(row, 1, spin)
+        self.compare_table.blockSignals(False)
+        self.set_compare_entries(chosen)
+
+    def _rows(self):
+        for row in range(self.compare_table.rowCount()):
+            yield self.compare_table.item(row, 0), self.compare_table.cellWidget(row, 1)
+
+    def compare_entries(self) -> list[str | tuple[str, int]]:
+        """The ticked samplers in table order: a name, or (name, steps) with its own steps."""
+        entries: list[str | tuple[str, int]] = []
+        for item, spin in self._rows():
+            if item.checkState() == Qt.CheckState.Checked:
+                steps = spin.value()
+                entries.append((item.text(), steps) if steps else item.text())
+        return entries
+
+    def set_compare_entries(self, entries) -> None:
+        wanted = {}
+        for entry in entries:
+            name, steps = (entry, 0) if isinstance(entry, str) else entry
+            wanted[name] = steps
+        self.compare_table.blockSignals(True)
+        for item, spin in self._rows():
+            checked = item.text() in wanted
+            state = Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked
+            item.setCheckState(state)
+            spin.setValue(wanted.get(item.text(), 0) or 0)
+        self.compare_table.blockSignals(False)
+        self._update_compare_count()
+
+    def compare_ready(self) -> bool:
+        return COMPARE_MIN <= len(self.compare_entries()) <= COMPARE_MAX
+
+    def _update_compare_count(self, _item=None) -> None:
+        count = len(self.compare_entries())
+        if count < COMPARE_MIN:
+            text = f"{count} ticked: tick at least {COMPARE_MIN}."
+        elif count > COMPARE_MAX:
+            text = f"{count} ticked: at most {COMPARE_MAX} can be compared."
+        else:
+            text = f"{count} samplers ticked."
+        self.compare_count.setText(text)
+        self.compare_button.setEnabled(self.compare_ready() and not self._busy)
+
+    def set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        self._update_compare_count()
 
     def set_samplers(self, samplers, default: str) -> None:
         """Fill from the worker's catalog (name, description, evaluations per step)."""
@@ -68,6 +201,7 @@ class SamplerPanel(QWidget):
             item.setData(Qt.ItemDataRole.UserRole, info.description + cost)
             self.samplers.addItem(item)
         self.set_sampler(wanted if self._find(wanted) else default)
+        self._fill_compare_table(samplers)
 
     def _find(self, name: str) -> QListWidgetItem | None:
         matches = self.samplers.findItems(name, Qt.MatchFlag.MatchExactly)

@@ -1,0 +1,765 @@
+"""The sampler comparison view: one column per sampler, scrubbed together by one step slider.
+
+While a comparison runs, each column shows its newest preview as it arrives. A finished (or
+cancelled) comparison keeps every step's preview (:class:`pipelines.compare.CompareResult`), and
+the slider shows the same moment of every run: the same step index, the same fraction of each
+run, or the same number of model evaluations spent (where Heun's step 2 lines up with Euler's
+step 4). The difference view colours each column's distance from a reference column or from its
+own final image, all on one scale.
+
+The core modules (:mod:`pipelines.compare`, :mod:`pipelines.grids`) import torch; they are imported
+only once a comparison exists, when the worker has long loaded it, so the window opens fast.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from PySide6.QtCore import QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QFont, QImage, QKeySequence, QPainter, QShortcut
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pipelines.errors import StudioError
+from studio.qt_image import array_to_qimage
+
+ALIGN_MODES = (
+    ("step", "Step index",
+     "Every column shows the same step number; a shorter run holds its last step."),
+    ("fraction", "Fraction of the run",
+     "Every column shows the same fraction of its own steps (step 5 of 10 beside step 10 of 20)."),
+    ("evaluations", "Model evaluations",
+     "Every column shows the step reached after the same number of model evaluations: a "
+     "2-evaluation sampler (Heun, DPM2) lines up with a 1-evaluation one by the work spent."),
+)  # fmt: skip
+OWN_FINAL = -1  # the reference combo's value for "each column's own final image"
+MAX_PER_ROW = 4
+PLAY_INTERVAL_MS = 250
+GRID_PATTERN = "{date}-compare-{index:03d}-{seed}.png"
+
+
+def _per_row(count: int) -> int:
+    if count <= MAX_PER_ROW:
+        return max(count, 1)
+    rows = math.ceil(count / MAX_PER_ROW)
+    return math.ceil(count / rows)  # 5 columns as 3 + 2, like the exported grid
+
+
+def _free_path(path: Path) -> Path:
+    candidate, counter = path, 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{counter}{path.suffix}")
+        counter += 1
+    return candidate
+
+
+class ImageArea(QWidget):
+    """Paints one image scaled to fit, keeping its aspect; pixels stay sharp when magnified."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.image: QImage | None = None
+        self.placeholder = "Waiting for the first step…"
+        self.setMinimumSize(64, 64)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def set_image(self, image: QImage | None) -> None:
+        self.image = image
+        self.update()
+
+    def image_rect(self) -> QRectF:
+        if self.image is None or self.image.isNull():
+            return QRectF()
+        scale = min(self.width() / self.image.width(), self.height() / self.image.height())
+        w, h = self.image.width() * scale, self.image.height() * scale
+        return QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(24, 24, 26))
+        if self.image is None or self.image.isNull():
+            painter.setPen(QColor(150, 150, 150))
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.placeholder)
+        else:
+            target = self.image_rect()
+            painter.setRenderHint(
+                QPainter.RenderHint.SmoothPixmapTransform, target.width() < self.image.width()
+            )
+            painter.drawImage(target, self.image)
+        painter.end()
+
+
+class ColumnView(QWidget):
+    """One sampler: its name, the picture at the chosen step, and step · evaluations · time."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.title = QLabel()
+        font = QFont(self.title.font())
+        font.setBold(True)
+        self.title.setFont(font)
+        self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.image_area = ImageArea()
+        self.info = QLabel()
+        self.info.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.setSpacing(2)
+        layout.addWidget(self.title)
+        layout.addWidget(self.image_area, 1)
+        layout.addWidget(self.info)
+
+    @property
+    def image(self) -> QImage | None:
+        return self.image_area.image
+
+    def set_content(self, image: QImage | None, title: str, info: str, tip: str = "") -> None:
+        self.image_area.set_image(image)
+        self.title.setText(title)
+        self.info.setText(info)
+        self.setToolTip(tip or title)
+
+
+class ScaleLegend(QWidget):
+    """The difference view's colour scale, from identical (0) to the largest difference shown."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.scale_max = 1.0
+        self._ramp: QImage | None = None
+        self.setFixedHeight(34)
+        self.setToolTip(
+            "Colour scale of the difference view: the mean absolute difference over the red, "
+            "green and blue channels (0–255), from black (identical) to pale yellow (the largest "
+            "difference shown in any column)."
+        )
+
+    def set_scale(self, scale_max: float) -> None:
+        self.scale_max = scale_max
+        self.update()
+
+    def _ramp_image(self) -> QImage:
+        if self._ramp is None:
+            from pipelines.compare import difference
+
+            ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)
+            coloured, _ = difference(ramp, np.zeros_like(ramp), scale_max=255)
+            self._ramp = array_to_qimage(coloured)
+        return self._ramp
+
+    def paintEvent(self, event) -> None:  # noqa: N802
+        painter = QPainter(self)
+        metrics = painter.fontMetrics()
+        bar = QRectF(8, 2, max(1, self.width() - 16), 14)
+        painter.drawImage(bar, self._ramp_image())
+        painter.setPen(self.palette().windowText().color())
+        baseline = bar.bottom() + metrics.ascent() + 2
+        painter.drawText(int(bar.left()), int(baseline), "0 (identical)")
+        top = f"{self.scale_max:.0f} (largest difference shown, of 255)"
+        painter.drawText(int(bar.right() - metrics.horizontalAdvance(top)), int(baseline), top)
+        painter.end()
+
+
+class CompareView(QWidget):
+    """Shows live and finished comparisons from ``session``; exports into ``settings``' folder."""
+
+    problem = Signal(str)  # an export failed: the window shows the message
+    message = Signal(str)  # a status line (file written, comparison done)
+
+    def __init__(self, session, settings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.settings = settings
+        self.result = None  # the CompareResult shown (finished or cancelled); None while live
+        self.columns: list[ColumnView] = []
+        self._live: list[tuple[str, int]] | None = None  # (sampler, steps) of the running columns
+        self._live_steps: dict[int, int] = {}
+        self._finals: dict[int, np.ndarray] = {}  # final images at preview size, per column
+        self.scale_max = 0.0  # the difference view's current scale (0 when it is off)
+        self.play_timer = QTimer(self)
+        self.play_timer.setInterval(PLAY_INTERVAL_MS)
+        self.play_timer.timeout.connect(self._play_tick)
+        self._build()
+        self._connect()
+        self._show_empty()
+
+    # ---- construction -------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.history_combo = QComboBox()
+        self.history_combo.setToolTip(
+            "Finished comparisons of this session (the last ten): choose one to reopen it."
+        )
+        self.history_combo.setMinimumContentsLength(18)
+        self.history_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.align_combo = QComboBox()
+        for mode, label, tip in ALIGN_MODES:
+            self.align_combo.addItem(label, mode)
+            self.align_combo.setItemData(
+                self.align_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole
+            )
+        self.align_combo.setToolTip(
+            "How the slider lines the columns up: by step index, by fraction of each run, or by "
+            "model evaluations spent."
+        )
+        self.difference_check = QCheckBox("Difference")
+        self.difference_check.setToolTip(
+            "Show each column's absolute difference from the reference instead of its picture."
+        )
+        self.reference_combo = QComboBox()
+        self.reference_combo.setToolTip(
+            "The reference of the difference view: one column at the same aligned moment, or "
+            "each column's own final image (how far each step still is from where it ends)."
+        )
+        self.final_check = QCheckBox("Final images")
+        self.final_check.setToolTip(
+            "Show each column's final decoded image instead of the step preview (the slider "
+            "then has no effect)."
+        )
+        self.status = QLabel()
+        self.status.setToolTip("What the comparison is doing.")
+
+        self.reference_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Comparison"))
+        top.addWidget(self.history_combo, 1)
+        top.addWidget(self.status)
+        view_row = QHBoxLayout()
+        view_row.addWidget(QLabel("Align by"))
+        view_row.addWidget(self.align_combo)
+        view_row.addSpacing(12)
+        view_row.addWidget(self.difference_check)
+        view_row.addWidget(self.reference_combo)
+        view_row.addSpacing(12)
+        view_row.addWidget(self.final_check)
+        view_row.addStretch(1)
+
+        self.grid_widget = QWidget()
+        self.grid = QGridLayout(self.grid_widget)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(6)
+        self.legend = ScaleLegend()
+
+        self.back_button = QToolButton()
+        self.back_button.setText("◀")
+        self.back_button.setToolTip("One step back (Left).")
+        self.play_button = QPushButton("▶ Play")
+        self.play_button.setCheckable(True)
+        self.play_button.setToolTip("Play the steps of every column together (Space).")
+        self.forward_button = QToolButton()
+        self.forward_button.setText("▶")
+        self.forward_button.setToolTip("One step forward (Right).")
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setToolTip(
+            "Scrub all columns together (Left/Right: one step, Home/End: first/last, Space: "
+            "play/pause)."
+        )
+        self.position_label = QLabel()
+        self.position_label.setMinimumWidth(140)
+        self.position_label.setToolTip("The slider's position in the chosen alignment.")
+        scrub = QHBoxLayout()
+        for widget in (self.back_button, self.play_button, self.forward_button):
+            scrub.addWidget(widget)
+        scrub.addWidget(self.slider, 1)
+        scrub.addWidget(self.position_label)
+
+        self.save_grid_button = QPushButton("Save grid…")
+        self.save_grid_button.setToolTip(
+            "Save the final images side by side, labelled, as one PNG carrying the shared settings."
+        )
+        self.save_animation_button = QPushButton("Save animation…")
+        self.save_animation_button.setToolTip(
+            "Save the whole grid over the steps as an animated WebP or GIF."
+        )
+        self.save_columns_button = QPushButton("Save columns…")
+        self.save_columns_button.setToolTip(
+            "Save each column's final image as its own PNG (with that column's settings) into a "
+            "new folder inside the chosen one."
+        )
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setToolTip("Steps completed over all columns of the running comparison.")
+        bottom = QHBoxLayout()
+        for widget in (
+            self.save_grid_button,
+            self.save_animation_button,
+            self.save_columns_button,
+        ):
+            bottom.addWidget(widget)
+        bottom.addStretch(1)
+        bottom.addWidget(self.progress)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(top)
+        layout.addLayout(view_row)
+        layout.addWidget(self.grid_widget, 1)
+        layout.addWidget(self.legend)
+        layout.addLayout(scrub)
+        layout.addLayout(bottom)
+
+        def key(sequence, slot) -> None:
+            shortcut = QShortcut(QKeySequence(sequence), self)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(slot)
+
+        key(Qt.Key.Key_Left, self.step_back)
+        key(Qt.Key.Key_Right, self.step_forward)
+        key(Qt.Key.Key_Space, self.toggle_play)
+        key(Qt.Key.Key_Home, lambda: self.slider.setValue(self.slider.minimum()))
+        key(Qt.Key.Key_End, lambda: self.slider.setValue(self.slider.maximum()))
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+    def _connect(self) -> None:
+        s = self.session
+        s.compare_started.connect(self._on_started)
+        s.compare_step.connect(self._on_step)
+        s.compare_finished.connect(self._on_finished)
+        s.compare_cancelled.connect(self._on_cancelled)
+        s.comparison_added.connect(self._refresh_history)
+        s.failed.connect(self._on_failed)
+        self.history_combo.activated.connect(self.show_comparison)
+        self.align_combo.currentIndexChanged.connect(self._on_align_changed)
+        self.difference_check.toggled.connect(self.refresh)
+        self.reference_combo.currentIndexChanged.connect(self.refresh)
+        self.final_check.toggled.connect(self.refresh)
+        self.slider.valueChanged.connect(self.refresh)
+        self.back_button.clicked.connect(self.step_back)
+        self.forward_button.clicked.connect(self.step_forward)
+        self.play_button.clicked.connect(lambda _=False: self.toggle_play())
+        self.save_grid_button.clicked.connect(lambda: self.save_grid())
+        self.save_animation_button.clicked.connect(lambda: self.save_animation())
+        self.save_columns_button.clicked.connect(lambda: self.save_columns())
+
+    def _set_columns(self, count: int) -> None:
+        while self.grid.count():
+            widget = self.grid.takeAt(0).widget()
+            if widget is not None:
+                widget.deleteLater()
+        self.columns = [ColumnView() for _ in range(count)]
+        per_row = _per_row(count)
+        for position, column in enumerate(self.columns):
+            self.grid.addWidget(column, position // per_row, position % per_row)
+
+    def _set_controls(self) -> None:
+        shown = self.result is not None and self._live is None
+        has_steps = shown and self.result.max_steps > 0
+        for widget in (self.slider, self.back_button, self.forward_button, self.play_button):
+            widget.setEnabled(has_steps)
+        for widget in (self.align_combo, self.difference_check, self.final_check):
+            widget.setEnabled(has_steps)
+        self.reference_combo.setEnabled(has_steps and self.difference_check.isChecked())
+        finished = [c for c in self.result.columns if c.image is not None] if shown else []
+        self.save_grid_button.setEnabled(shown and bool(self.result.columns))
+        self.save_animation_button.setEnabled(has_steps)
+        self.save_columns_button.setEnabled(bool(finished))
+        self.history_combo.setEnabled(self._live is None and self.history_combo.count() > 0)
+        self.progress.setVisible(self._live is not None)
+
+    def _show_empty(self) -> None:
+        self._set_columns(0)
+        self.status.setText(
+            "Tick samplers in the Sampler panel's compare mode, then Compare (Ctrl+Shift+Enter)."
+        )
+        self.position_label.setText("")
+        self.legend.hide()
+        self._set_controls()
+
+    # ---- a running comparison -----------------------------------------------------------------
+    def _on_started(self, request, entries) -> None:
+        self.stop()
+        self.result = None
+        self._finals = {}
+        self._live = list(entries)
+        self._live_steps = {}
+        self._set_columns(len(entries))
+        for column, (sampler, steps) in zip(self.columns, self._live):
+            column.set_content(None, sampler, f"0/{steps} steps", f"{sampler}, {steps} steps")
+        self.progress.setRange(0, sum(steps for _, steps in self._live))
+        self.progress.setValue(0)
+        self.progress.setFormat("%v / %m steps")
+        self.status.setText(f"Comparing {len(entries)} samplers…")
+        self.position_label.setText("live")
+        self.legend.hide()
+        self._set_controls()
+
+    def _on_step(self) -> None:
+        frames = self.session.take_compare_frames()
+        if self._live is None:
+            return  # a late frame of a run already over
+        for index, frame in frames.items():
+            if not 0 <= index < len(self.columns):
+                continue
+            sampler = self._live[index][0]
+            info = (f"step {frame.step}/{frame.total} · {frame.evaluations} evals · "
+                    f"{frame.elapsed:.2f} s")  # fmt: skip
+            self.columns[index].set_content(frame.image, sampler, info)
+            self._live_steps[index] = frame.step
+        self.progress.setValue(sum(self._live_steps.values()))
+
+    def _on_finished(self, result) -> None:
+        self._live = None
+        self.show_result(result)
+        seconds = result.timings.get("total", 0.0)
+        self.status.setText(f"Done in {seconds:.1f} s · seed {result.request.seed}")
+        self.message.emit(f"Comparison finished (seed {result.request.seed}).")
+
+    def _on_cancelled(self, result) -> None:
+        self._live = None
+        if result.columns and result.max_steps:
+            self.show_result(result)  # the steps made before the cancel stay viewable
+        else:
+            self._show_empty()
+        self.status.setText("Cancelled: every column stopped.")
+
+    def _on_failed(self, message: str) -> None:
+        if self._live is None:
+            return
+        self._live = None
+        self._show_empty()
+        self.status.setText("The comparison failed (see the message above).")
+
+    @property
+    def live(self) -> bool:
+        return self._live is not None
+
+    # ---- history ------------------------------------------------------------------------------
+    def _refresh_history(self, newest=None) -> None:
+        self.history_combo.blockSignals(True)
+        self.history_combo.clear()
+        for entry in self.session.comparisons:
+            self.history_combo.addItem(entry.title)
+            self.history_combo.setItemData(
+                self.history_combo.count() - 1, entry.title, Qt.ItemDataRole.ToolTipRole
+            )
+        self.history_combo.setCurrentIndex(self.history_combo.count() - 1)
+        self.history_combo.blockSignals(False)
+        self._set_controls()
+
+    def show_comparison(self, index: int) -> None:
+        """Reopen the comparison at ``index`` of the session's comparison history."""
+        if self._live is not None or not 0 <= index < len(self.session.comparisons):
+            return
+        self.history_combo.setCurrentIndex(index)
+        entry = self.session.comparisons[index]
+        self.show_result(entry.result)
+        self.status.setText(f"Comparison {entry.title}")
+
+    # ---- a comparison with its step history ---------------------------------------------------
+    def show_result(self, result) -> None:
+        self.stop()
+        self.result = result
+        self._finals = {}
+        self._set_columns(len(result.columns))
+        self.reference_combo.blockSignals(True)
+        previous = self.reference_combo.currentData()
+        self.reference_combo.clear()
+        self.reference_combo.addItem("Own final image", OWN_FINAL)
+        for number, column in enumerate(result.columns):
+            self.reference_combo.addItem(f"vs {number + 1}. {column.sampler}", number)
+        found = self.reference_combo.findData(previous if previous is not None else OWN_FINAL)
+        self.reference_combo.setCurrentIndex(max(0, found))
+        self.reference_combo.blockSignals(False)
+        self._configure_slider(None)
+        self._set_controls()
+        self.refresh()
+
+    @property
+    def align_mode(self) -> str:
+        return self.align_combo.currentData()
+
+    def set_align_mode(self, mode: str) -> None:
+        self.align_combo.setCurrentIndex(max(0, self.align_combo.findData(mode)))
+
+    def _slider_top(self) -> int:
+        columns = self.result.columns if self.result is not None else []
+        if self.align_mode == "evaluations":
+            return max((c.total_evaluations for c in columns), default=1)
+        return max((c.completed for c in columns), default=1)
+
+    def _configure_slider(self, fraction: float | None) -> None:
+        """Set the slider's range for the alignment mode, at ``fraction`` of it (None: the end)."""
+        top = max(1, self._slider_top())
+        self.slider.blockSignals(True)
+        self.slider.setRange(1, top)
+        self.slider.setPageStep(max(1, top // 10))
+        value = top if fraction is None else 1 + round(fraction * (top - 1))
+        self.slider.setValue(value)
+        self.slider.blockSignals(False)
+
+    def _on_align_changed(self) -> None:
+        if self.result is None:
+            return
+        span = self.slider.maximum() - self.slider.minimum()
+        fraction = (self.slider.value() - self.slider.minimum()) / span if span else 1.0
+        self._configure_slider(fraction)
+        self.refresh()
+
+    def shown_indices(self) -> list[int]:
+        """Each column's step-history index at the slider's position (-1: no steps)."""
+        if self.result is None:
+            return []
+        from pipelines.compare import align_steps
+
+        value, mode = self.slider.value(), self.align_mode
+        if mode == "step":
+            return align_steps(self.result.columns, value - 1, "step")
+        if mode == "fraction":
+            return align_steps(self.result.columns, value / self.slider.maximum(), "step")
+        return align_steps(self.result.columns, value, "evaluations")
+
+    def _position_text(self) -> str:
+        value, top = self.slider.value(), self.slider.maximum()
+        if self.align_mode == "step":
+            return f"step {value} / {top}"
+        if self.align_mode == "fraction":
+            return f"{100 * value / top:.0f} % of each run"
+        return f"{value} / {top} evaluations"
+
+    def _final_array(self, index: int, size: tuple[int, int]) -> np.ndarray | None:
+        """Column ``index``'s final image at ``size`` (w, h); its last preview when cancelled."""
+        if index not in self._finals:
+            column = self.result.columns[index]
+            if column.image is not None:
+                image = column.image.convert("RGB")
+            elif column.previews:
+                image = Image.fromarray(column.previews[-1])
+            else:
+                return None
+            if image.size != size:
+                image = image.resize(size, Image.Resampling.BILINEAR)
+            self._finals[index] = np.asarray(image, dtype=np.uint8)
+        return self._finals[index]
+
+    def _pictures(self, indices: list[int]) -> list[np.ndarray | None]:
+        columns = self.result.columns
+        size = None
+        for column, index in zip(columns, indices):
+            if index >= 0:
+                height, width = column.previews[index].shape[:2]
+                size = (width, height)
+                break
+        if size is None:
+            size = (self.result.request.width or 64, self.result.request.height or 64)
+        if self.final_check.isChecked():
+            return [self._final_array(i, size) for i in range(len(columns))]
+        return [c.previews[k] if k >= 0 else None for c, k in zip(columns, indices)]
+
+    def _differences(self, pictures: list[np.ndarray | None]) -> list[np.ndarray | None]:
+        from pipelines.compare import difference
+
+        reference = self.reference_combo.currentData()
+        pairs = []
+        for index, picture in enumerate(pictures):
+            if picture is None:
+                pairs.append(None)
+                continue
+            size = (picture.shape[1], picture.shape[0])
+            if reference is None or reference == OWN_FINAL:
+                other = self._final_array(index, size)
+            else:
+                other = pictures[reference]
+            if other is not None and other.shape != picture.shape:
+                other = np.asarray(Image.fromarray(other).resize(size, Image.Resampling.BILINEAR))
+            pairs.append(None if other is None else (picture, other))
+        # One scale for every column, so equal colours mean equal differences across the grid.
+        tops = [difference(a, b)[1] for a, b in filter(None, pairs)]
+        self.scale_max = max(tops, default=1.0)
+        return [None if p is None else difference(*p, scale_max=self.scale_max)[0] for p in pairs]
+
+    def refresh(self, *_args) -> None:
+        """Repaint every column for the slider, alignment and difference settings."""
+        if self.result is None or self._live is not None:
+            return
+        self._set_controls()
+        indices = self.shown_indices()
+        pictures = self._pictures(indices)
+        showing_difference = self.difference_check.isChecked()
+        shown = self._differences(pictures) if showing_difference else pictures
+        reference = self.reference_combo.currentData()
+        final = self.final_check.isChecked()
+        for number, (view, column, index, picture) in enumerate(
+            zip(self.columns, self.result.columns, indices, shown)
+        ):
+            title = column.sampler + (" (cancelled)" if column.cancelled else "")
+            if showing_difference and reference == number:
+                title += " · reference"
+            if final:
+                info = (f"final · {column.completed}/{column.steps} steps · "
+                        f"{column.total_evaluations} evals · {column.seconds:.2f} s")  # fmt: skip
+            elif index < 0:
+                info = "no steps"
+            else:
+                info = (f"step {index + 1}/{column.steps} · {column.evaluations[index]} evals · "
+                        f"{column.elapsed[index]:.2f} s")  # fmt: skip
+            view.set_content(
+                None if picture is None else array_to_qimage(picture), title, info,
+                self._column_tip(column),
+            )  # fmt: skip
+        if showing_difference:
+            self.legend.set_scale(self.scale_max)
+        else:
+            self.scale_max = 0.0
+        self.legend.setVisible(showing_difference)
+        self.position_label.setText("final images" if final else self._position_text())
+
+    @staticmethod
+    def _column_tip(column) -> str:
+        tip = (f"{column.sampler}: {column.completed}/{column.steps} steps, "
+               f"{column.total_evaluations}/{column.planned_evaluations} model evaluations, "
+               f"{column.seconds:.2f} s")  # fmt: skip
+        if column.lockstep:
+            tip += "\nRan batched with the other one-evaluation samplers: their times are shared."
+        if column.cancelled:
+            tip += "\nCancelled before the end."
+        return tip
+
+    # ---- scrubbing ----------------------------------------------------------------------------
+    def step_forward(self) -> None:
+        self.slider.setValue(self.slider.value() + 1)
+
+    def step_back(self) -> None:
+        self.slider.setValue(self.slider.value() - 1)
+
+    @property
+    def playing(self) -> bool:
+        return self.play_timer.isActive()
+
+    def toggle_play(self) -> None:
+        if self.playing:
+            self.stop()
+            return
+        if self.result is None or self._live is not None or not self.slider.isEnabled():
+            self.play_button.setChecked(False)
+            return
+        if self.slider.value() >= self.slider.maximum():
+            self.slider.setValue(self.slider.minimum())
+        self.play_timer.start()
+        self.play_button.setChecked(True)
+        self.play_button.setText("⏸ Pause")
+
+    def stop(self) -> None:
+        self.play_timer.stop()
+        self.play_button.setChecked(False)
+        self.play_button.setText("▶ Play")
+
+    def _play_tick(self) -> None:
+        if self.slider.value() >= self.slider.maximum():
+            self.stop()
+        else:
+            self.step_forward()
+
+    # ---- export -------------------------------------------------------------------------------
+    def _exportable(self):
+        if self.result is None or self._live is not None:
+            self.message.emit("No finished comparison to save yet.")
+            return None
+        return self.result
+
+    def _default_path(self, suffix: str) -> Path:
+        from pipelines.export import next_free_path
+
+        folder = Path(self.settings.output_folder)
+        path = next_free_path(folder, GRID_PATTERN, self.result.request)
+        return _free_path(path.with_suffix(suffix))
+
+    def _ask_path(self, title: str, suffix: str, filters: str) -> Path | None:
+        path, chosen = QFileDialog.getSaveFileName(
+            self, title, str(self._default_path(suffix)), filters
+        )
+        if not path:
+            return None
+        path = Path(path)
+        if not path.suffix:  # the filter's suffix when none was typed
+            path = path.with_suffix(
+                ".gif" if "*.gif" in chosen and "webp" not in chosen else suffix
+            )
+        return path
+
+    def _write(self, what: str, write, path: Path, overwrite: bool):
+        try:
+            if not overwrite:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            written = write(path, overwrite)
+        except (StudioError, OSError) as error:
+            self.problem.emit(f"Could not save the {what}: {error}")
+            return None
+        self.message.emit(f"Saved {written}")
+        return written
+
+    def save_grid(self, path: str | Path | None = None) -> Path | None:
+        """Write the labelled grid PNG: to ``path`` (never replacing a file) or a chosen one."""
+        result = self._exportable()
+        if result is None:
+            return None
+        from pipelines.grids import save_grid
+
+        overwrite = path is None  # the file dialog already asked before replacing
+        if path is None:
+            path = self._ask_path("Save comparison grid", ".png", "PNG images (*.png)")
+            if path is None:
+                return None
+        return self._write(
+            "grid", lambda p, o: save_grid(result, p, overwrite=o), Path(path), overwrite
+        )
+
+    def save_animation(self, path: str | Path | None = None) -> Path | None:
+        """Write the grid over the steps as an animated WebP or GIF (by the suffix)."""
+        result = self._exportable()
+        if result is None:
+            return None
+        from pipelines.grids import save_animation
+
+        overwrite = path is None
+        if path is None:
+            path = self._ask_path(
+                "Save comparison animation", ".webp", "Animated WebP (*.webp);;GIF (*.gif)"
+            )
+            if path is None:
+                return None
+        return self._write(
+            "animation",
+            lambda p, o: save_animation(result, p, duration_ms=PLAY_INTERVAL_MS, overwrite=o),
+            Path(path),
+            overwrite,
+        )
+
+    def save_columns(self, folder: str | Path | None = None) -> list[Path]:
+        """Each column's final image into a new folder inside ``folder`` (or a chosen one)."""
+        result = self._exportable()
+        if result is None:
+            return []
+        from pipelines.grids import save_columns
+
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(
+                self, "Save each column's image into a new folder in…", self.settings.output_folder
+            )
+            if not folder:
+                return []
+        target = _free_path(Path(folder) / f"compare-{result.request.seed}")
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            written = save_columns(result, target)
+        except (StudioError, OSError) as error:
+            self.problem.emit(f"Could not save the columns: {error}")
+            return []
+        self.message.emit(f"Saved {len(written)} image(s) to {target}")
+        return written

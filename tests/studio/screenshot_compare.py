@@ -1,0 +1,77 @@
+"""Regenerate docs/compare.png: the window after a sampler comparison with tiny models.
+
+QT_QPA_PLATFORM=offscreen python -m tests.studio.screenshot_compare [docs/compare.png]
+"""
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtWidgets import QApplication
+
+from pipelines.types import GenerationRequest
+from studio.settings import StudioSettings
+from studio.theme import apply_dark_theme
+from studio.widgets.main_window import MainWindow
+from tests.tiny_models import save_sd1
+
+
+def main() -> None:
+    target = sys.argv[1] if len(sys.argv) > 1 else "docs/compare.png"
+    work = Path(tempfile.mkdtemp(prefix="studio-compare-shot-"))
+    model = save_sd1(work / "models" / "tiny-sd1")
+    app = QApplication.instance() or QApplication([])
+    apply_dark_theme(app)
+    settings = StudioSettings(work / "settings.ini")
+    settings.model_folders = [str(work / "models")]
+    settings.output_folder = str(work / "out")
+    settings.last_request = GenerationRequest(
+        prompt="a lighthouse on a cliff at dusk, oil painting",
+        negative_prompt="blurry",
+        model=str(model),
+        seed=7,
+        steps=12,
+        width=64,
+        height=64,
+    ).to_dict()
+    window = MainWindow(settings)
+    window.resize(1400, 860)
+    window.show()
+
+    def wait(predicate, timeout_ms=120_000):
+        loop, timer = QEventLoop(), QTimer()
+        timer.timeout.connect(lambda: predicate() and loop.quit())
+        timer.start(50)
+        QTimer.singleShot(timeout_ms, loop.quit)
+        loop.exec()
+        timer.stop()
+
+    wait(
+        lambda: (
+            window.session.loaded_model is not None
+            and window.sampler_panel.compare_table.rowCount() > 0
+        )
+    )
+    window.side_tabs.setCurrentWidget(window.sampler_panel)
+    window.sampler_panel.set_compare_mode(True)
+    window.sampler_panel.set_compare_entries(["Euler", "Euler a", "Heun", ("DPM++ 2M Karras", 8)])
+    window.compare()
+    wait(lambda: bool(window.session.comparisons))
+    view = window.compare_view
+    view.set_align_mode("evaluations")
+    view.slider.setValue(8)
+    wait(lambda: False, 300)
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    window.grab().save(target)
+    view.difference_check.setChecked(True)
+    wait(lambda: False, 300)
+    window.grab().save(str(Path(target).with_name("compare-difference.png")))
+    window.close()
+    print("wrote", target)
+
+
+if __name__ == "__main__":
+    main()
