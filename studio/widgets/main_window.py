@@ -119,7 +119,10 @@ class MainWindow(QMainWindow):
         left = QScrollArea()
         left.setWidget(self.prompt_panel)
         left.setWidgetResizable(True)
-        left.setMinimumWidth(260)
+        # The panel scrolls vertically only: never let the splitter squeeze it into clipping.
+        left.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scrollbar = left.verticalScrollBar().sizeHint().width()
+        left.setMinimumWidth(max(260, self.prompt_panel.minimumSizeHint().width() + scrollbar + 4))
         right = QTabWidget()
         right.addTab(self.control_panel, "ControlNet")
         right.addTab(self.sampler_panel, "Sampler")
