@@ -13,7 +13,8 @@ _CHECKOUT = Path(__file__).resolve().parent.parent / "resources"
 def resource_root() -> Path:
     # In a checkout the folder sits beside the packages; a wheel installs it as the package
     # ``diffusion_studio_resources`` (see pyproject.toml), since a bare top-level "resources" would clash.
-    if _CHECKOUT.is_dir():
+    # Checked by its content: another package could install an unrelated top-level "resources".
+    if (_CHECKOUT / "configs").is_dir():
         return _CHECKOUT
     spec = importlib.util.find_spec("diffusion_studio_resources")
     if spec is None or not spec.submodule_search_locations:

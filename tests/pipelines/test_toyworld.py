@@ -1,0 +1,177 @@
+"""The toy world: a deterministic generator, its condition maps, the metrics, and (when the trained
+weights are in resources/models) the bundled default model end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.conditions import canny_map, render_pose
+from pipelines.engine import default_model_path
+from pipelines.toyworld import evaluate, world
+
+TRAINED = (default_model_path() / "model_index.json").exists()
+needs_weights = pytest.mark.skipif(not TRAINED, reason="the toy-world weights are not exported")
+
+
+def _same(a: Image.Image, b: Image.Image) -> bool:
+    return np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("seed", [0, 7, 12345])
+def test_same_seed_same_sample(seed):
+    a, b = world.make_sample(seed), world.make_sample(seed)
+    assert a.caption == b.caption and a.kind == b.kind
+    for name in ("image", "canny", "pose", "depth"):
+        assert _same(getattr(a, name), getattr(b, name)), name
+    assert a.image.size == (world.SIZE, world.SIZE)
+
+
+def test_different_seeds_differ_and_cover_every_kind():
+    samples = [world.make_sample(seed) for seed in range(40)]
+    assert len({s.caption for s in samples}) > 30
+    assert {s.kind for s in samples} == {"shapes", "person", "solid"}
+
+
+def test_caption_says_what_is_drawn():
+    sample = world.make_sample(3, kind="shapes")
+    for spec in sample.shapes:
+        assert f"{spec.size} {spec.colour} {spec.shape}" in sample.caption
+        assert world.position_phrase(spec.position) in sample.caption
+    assert sample.caption.endswith(f"{sample.background} background")
+    image = np.asarray(sample.image)
+    assert tuple(image[0, 0]) == world.COLOURS[sample.background]
+
+
+@pytest.mark.parametrize("kind", ["shapes", "person", "solid"])
+def test_maps_come_from_the_core(kind):
+    sample = world.make_sample(21, kind=kind)
+    assert _same(sample.canny, canny_map(sample.image, world.CANNY_LOW, world.CANNY_HIGH))
+    assert _same(sample.pose, render_pose(sample.people, world.SIZE, world.SIZE))
+    assert np.asarray(sample.canny).any()
+    if kind == "person":
+        assert len(sample.people) == 1 and np.asarray(sample.pose).any()
+    else:
+        assert not np.asarray(sample.pose).any()
+
+
+def test_depth_is_bright_where_near():
+    sample = world.make_sample(5, kind="solid")
+    import cv2
+
+    depth = np.asarray(sample.depth)[..., 0].astype(int)
+    kernel = np.ones((3, 3), np.uint8)
+    inside = cv2.erode(sample.mask.astype(np.uint8), kernel).astype(bool)
+    outside = ~cv2.dilate(sample.mask.astype(np.uint8), kernel).astype(bool)
+    assert depth[outside].max() == 0  # the background is far
+    assert depth[inside].min() > 100
+    if sample.subject == "sphere":  # the middle of a sphere is nearer than its rim
+        ys, xs = np.nonzero(sample.mask)
+        centre = depth[int(ys.mean()), int(xs.mean())]
+        assert centre >= np.percentile(depth[sample.mask], 90)
+
+
+def test_the_metrics_score_the_world_itself_as_right():
+    checks = evaluate.classifier_check(40)
+    assert checks["background_colour"] == 1.0 and checks["position"] == 1.0
+    assert checks["shape_colour"] == 1.0 and checks["shape_class"] >= 0.95
+    sample = evaluate.held_out("person", 1)[0]
+    assert evaluate.skeleton_coverage(np.asarray(sample.image), sample.people) > 0.95
+    edges = np.asarray(evaluate.held_out("shapes", 1)[0].canny)[..., 0] > 0
+    assert evaluate.edge_f1(edges, edges) == 1.0
+    assert evaluate.edge_f1(np.roll(edges, 1, axis=1), edges) == 1.0  # within the 2 px tolerance
+    assert evaluate.edge_f1(np.zeros_like(edges), edges) == 0.0
+
+
+def test_held_out_samples_are_not_training_samples():
+    from pipelines.toyworld import train
+
+    assert evaluate.HELD_OUT_SEED_BASE == train.HELD_OUT_SEED_BASE
+    assert train.TRAIN_SAMPLES < train.POSE_SEED_BASE
+    assert train.POSE_SEED_BASE + train.POSE_SAMPLES < evaluate.HELD_OUT_SEED_BASE
+
+
+# ---- the bundled model ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def generate():
+    return evaluate.Generator(model="", steps=20)
+
+
+@needs_weights
+def test_discovery_sees_the_bundled_model_and_its_controlnets():
+    from pipelines.engine import Engine
+    from pipelines.models import discover_models
+    from pipelines.types import ControlKind, ModelFamily
+
+    found = discover_models([default_model_path().parent], include_hf_cache=False)
+    bases = [b for b in found.bases() if b.path == default_model_path()]
+    assert bases and bases[0].family is ModelFamily.SD1
+    engine = Engine()
+    for kind in (ControlKind.CANNY, ControlKind.POSE, ControlKind.DEPTH):
+        path = engine.default_controlnet("", kind)
+        assert path.name == f"toy-world-controlnet-{kind.value}"
+
+
+@needs_weights
+def test_bundled_size_budget():
+    folder = default_model_path().parent
+    total = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert total <= 40 * 1024 * 1024
+
+
+@needs_weights
+def test_default_model_runs_at_its_native_size(generate):
+    from pipelines.types import GenerationRequest
+
+    result = generate.engine.run(GenerationRequest(prompt="a red circle", seed=1, steps=4))
+    assert result.request.model == ""
+    assert result.image.size == (world.SIZE, world.SIZE)
+    assert generate.engine.loaded.native_size == (world.SIZE, world.SIZE)
+
+
+@needs_weights
+def test_the_prompt_picks_the_background_colour(generate):
+    samples = evaluate.held_out("shapes", 4, single_shape=True)
+    right = sum(
+        evaluate.score_prompt(generate(s.caption, s.seed), s).background_colour for s in samples
+    )
+    assert right >= 3
+
+
+@needs_weights
+def test_canny_control_draws_the_edges(generate):
+    samples = evaluate.held_out("shapes", 3, single_shape=True, start=500)
+    with_control, without = [], []
+    for s in samples:
+        target = np.asarray(s.canny)[..., 0] > 0
+        plain = generate(s.caption, s.seed)
+        steered = generate(s.caption, s.seed, ("canny", s.canny))
+        without.append(evaluate.edge_f1(evaluate.canny_edges(plain), target))
+        with_control.append(evaluate.edge_f1(evaluate.canny_edges(steered), target))
+    assert np.mean(with_control) > np.mean(without) + 0.1
+
+
+@needs_weights
+def test_pose_control_puts_the_figure_on_the_skeleton(generate):
+    samples = evaluate.held_out("person", 3, start=500)
+    coverage = [
+        evaluate.skeleton_coverage(generate(s.caption, s.seed, ("pose", s.pose)), s.people)
+        for s in samples
+    ]
+    assert np.mean(coverage) >= 0.3
+
+
+@needs_weights
+def test_depth_control_puts_the_solid_in_the_near_region(generate):
+    samples = evaluate.held_out("solid", 3, start=500)
+    overlaps = [
+        evaluate.iou(
+            evaluate.foreground(generate(s.caption, s.seed, ("depth", s.depth))),
+            evaluate.near_region(s.depth),
+        )
+        for s in samples
+    ]
+    assert np.mean(overlaps) >= 0.3
