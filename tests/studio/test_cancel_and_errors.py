@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import Qt
 
 
@@ -61,9 +62,25 @@ def test_bad_condition_image_is_reported(qtbot, window, tmp_path):
     assert unit.image_path is None and not unit.enabled.isChecked()
 
 
-def test_no_model_configured_says_how_to_choose_one(qtbot, make_window, settings_path):
+def test_fresh_window_opens_on_the_bundled_model(qtbot, make_window, settings_path):
+    from pipelines.engine import default_model_path
     from studio.settings import StudioSettings
 
+    if not default_model_path().exists():
+        pytest.skip("the bundled model is not installed")
+    window = make_window(StudioSettings(settings_path))  # fresh: no model, no folders
+    assert window.session.loaded_model.path == default_model_path()
+    assert "toy-world" in window.model_label.text()
+
+
+def test_no_model_configured_says_how_to_choose_one(
+    qtbot, make_window, settings_path, tmp_path, monkeypatch
+):
+    import pipelines.engine
+    from studio.settings import StudioSettings
+
+    # As on an install without the bundled model.
+    monkeypatch.setattr(pipelines.engine, "default_model_path", lambda: tmp_path / "no-model")
     settings = StudioSettings(settings_path)  # fresh: no model, no folders
     window = make_window(settings, wait_for_model=False)
     qtbot.waitUntil(lambda: window.message_bar.isVisible(), timeout=60_000)
