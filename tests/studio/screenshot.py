@@ -18,6 +18,7 @@ def main(target: str = "docs/screenshot.png") -> None:
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
+    from pipelines.engine import default_model_path
     from pipelines.types import ControlKind, ControlUnit, GenerationRequest
     from studio.settings import StudioSettings
     from studio.theme import apply_dark_theme
@@ -25,22 +26,32 @@ def main(target: str = "docs/screenshot.png") -> None:
     from tests.tiny_models import save_controlnet, save_sd1
 
     work = Path(tempfile.mkdtemp(prefix="studio-shot-"))
-    model = save_sd1(work / "models" / "tiny-sd1")
-    controlnet = save_controlnet(work / "models" / "tiny-controlnet-canny", "sd1")
     condition = work / "photo.png"
-    image = Image.new("RGB", (64, 64), "white")
-    ImageDraw.Draw(image).ellipse((10, 10, 54, 54), outline="black", width=4)
-    image.save(condition)
+    if default_model_path().exists():
+        # The bundled model with its pose ControlNet, on a pose map from its own world.
+        from pipelines.toyworld.world import make_sample
+
+        sample = make_sample(11, kind="person")
+        sample.pose.save(condition)
+        model = ""
+        controlnet = default_model_path().with_name("toy-world-controlnet-pose")
+        prompt, kind, preprocess = sample.caption, ControlKind.POSE, False
+    else:
+        model = str(save_sd1(work / "models" / "tiny-sd1"))
+        controlnet = save_controlnet(work / "models" / "tiny-controlnet-canny", "sd1")
+        image = Image.new("RGB", (64, 64), "white")
+        ImageDraw.Draw(image).ellipse((10, 10, 54, 54), outline="black", width=4)
+        image.save(condition)
+        prompt, kind, preprocess = "a lighthouse on a cliff at dusk", ControlKind.CANNY, True
 
     app = QApplication.instance() or QApplication([])
     apply_dark_theme(app)
     settings = StudioSettings(work / "settings.ini")
     settings.model_folders = [str(work / "models")]
     settings.output_folder = str(work / "out")
-    unit = ControlUnit(ControlKind.CANNY, str(controlnet), str(condition), preprocess=True)
+    unit = ControlUnit(kind, str(controlnet), str(condition), preprocess=preprocess)
     settings.last_request = GenerationRequest(
-        prompt="a lighthouse on a cliff at dusk, oil painting", negative_prompt="blurry",
-        model=str(model), seed=7, steps=12, width=64, height=64, controls=(unit,),
+        prompt=prompt, model=model, seed=7, steps=20, width=64, height=64, controls=(unit,),
     ).to_dict()  # fmt: skip
     window = MainWindow(settings)
     window.resize(1400, 860)
