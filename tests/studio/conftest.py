@@ -66,3 +66,20 @@ def wait_ready(qtbot, window, timeout: int = 60_000) -> None:
 @pytest.fixture
 def window(make_window, studio_settings):
     return make_window(studio_settings)
+
+
+@pytest.fixture
+def no_user_annotators(tmp_path_factory, monkeypatch):
+    # The default annotator places (HF cache, ~/ComfyUI, ...) must not find a developer's weights.
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf-cache"))
+
+
+@pytest.fixture(scope="session")
+def pose_renderer_imported():
+    # A pose editor imports controlnet-aux in a background thread; done here first, on the main
+    # thread, that import is a no-op and its warnings do not leak into other tests' reports.
+    from pipelines.conditions import render_pose
+
+    render_pose([], 8, 8)

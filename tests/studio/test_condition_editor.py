@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 from PySide6.QtCore import QPointF, Qt
 
-from pipelines.conditions import prepare_condition, render_pose
+from pipelines.conditions import prepare_condition
 from pipelines.types import ControlKind, ControlUnit, ResizeMode
 from studio.widgets.condition_editor import ConditionEditor, canny_at_size
 from studio.widgets.control_panel import ControlPanel, EditorContext
@@ -18,19 +18,7 @@ from studio.widgets.control_panel import ControlPanel, EditorContext
 W, H = 64, 48
 
 
-@pytest.fixture(autouse=True)
-def no_user_annotators(tmp_path_factory, monkeypatch):
-    # The default annotator places (HF cache, ~/ComfyUI, ...) must not find a developer's weights.
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf-cache"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def pose_renderer_imported():
-    # A pose editor imports controlnet-aux in a background thread; done here first, on the main
-    # thread, that import is a no-op and its warnings do not leak into other tests' reports.
-    render_pose([], 8, 8)
+pytestmark = pytest.mark.usefixtures("no_user_annotators", "pose_renderer_imported")
 
 
 @pytest.fixture

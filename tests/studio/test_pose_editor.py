@@ -27,18 +27,7 @@ from tests.studio.test_condition_editor import drag, photo
 W, H = 160, 120
 
 
-@pytest.fixture(autouse=True)
-def no_user_annotators(tmp_path_factory, monkeypatch):
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf-cache"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def pose_renderer_imported():
-    # A pose editor imports controlnet-aux in a background thread; done here first, on the main
-    # thread, that import is a no-op and its warnings do not leak into other tests' reports.
-    render_pose([], 8, 8)
+pytestmark = pytest.mark.usefixtures("no_user_annotators", "pose_renderer_imported")
 
 
 @pytest.fixture
