@@ -602,6 +602,18 @@ def _pipeline_class(family: ModelFamily) -> type:
     return StableDiffusionXLPipeline if family == ModelFamily.SDXL else StableDiffusionPipeline
 
 
+def _open_for_loading(
+    path: Path | str, allow_pickle: bool
+) -> tuple[Path, ModelFamily, dict[str, Any] | None]:
+    """What both loaders check before any weights are read: the path, pickle opt-in, the family."""
+    path = _resolve(Path(path))
+    set_offline_environment()
+    if path.is_file():
+        _check_loadable_file(path, allow_pickle)
+    family, header = _family_for_loading(path)
+    return path, family, header
+
+
 def load_base_pipeline(
     path: Path | str,
     *,
@@ -611,11 +623,7 @@ def load_base_pipeline(
     config_folder: Path | str | None = None,
 ) -> tuple[Any, ModelFamily]:
     """Load an SD 1.x or SDXL text-to-image pipeline from a diffusers folder or a single file."""
-    path = _resolve(Path(path))
-    set_offline_environment()
-    if path.is_file():
-        _check_loadable_file(path, allow_pickle)
-    family, header = _family_for_loading(path)
+    path, family, header = _open_for_loading(path, allow_pickle)
     if (
         path.is_dir()
         and (path / "config.json").exists()
@@ -675,11 +683,7 @@ def load_controlnet(
 ) -> tuple[Any, ModelFamily]:
     from diffusers import ControlNetModel
 
-    path = _resolve(Path(path))
-    set_offline_environment()
-    if path.is_file():
-        _check_loadable_file(path, allow_pickle)
-    family, header = _family_for_loading(path)
+    path, family, header = _open_for_loading(path, allow_pickle)
     if path.is_dir() and (path / "model_index.json").exists():
         raise ModelFormatError(f"{path} is a full pipeline, not a ControlNet.")
     if header is not None and not _is_controlnet_keys(header):
@@ -691,7 +695,7 @@ def load_controlnet(
                     path,
                     torch_dtype=dtype,
                     local_files_only=True,
-                    use_safetensors=any(path.glob("*.safetensors")),
+                    use_safetensors=_folder_has_safetensors(path),
                 )
             else:
                 config = Path(config_folder) if config_folder else config_folder_for(family, True)
