@@ -13,9 +13,20 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 
+def wait(predicate, timeout_ms: int = 120_000) -> None:
+    """Run the event loop until ``predicate()`` holds or the time is up."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop, timer = QEventLoop(), QTimer()
+    timer.timeout.connect(lambda: predicate() and loop.quit())
+    timer.start(50)
+    QTimer.singleShot(timeout_ms, loop.quit)
+    loop.exec()
+    timer.stop()
+
+
 def main(target: str = "docs/screenshot.png") -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
     from pipelines.engine import default_model_path
@@ -56,14 +67,6 @@ def main(target: str = "docs/screenshot.png") -> None:
     window = MainWindow(settings)
     window.resize(1400, 860)
     window.show()
-
-    def wait(predicate, timeout_ms=120_000):
-        loop, timer = QEventLoop(), QTimer()
-        timer.timeout.connect(lambda: predicate() and loop.quit())
-        timer.start(50)
-        QTimer.singleShot(timeout_ms, loop.quit)
-        loop.exec()
-        timer.stop()
 
     wait(lambda: window.session.loaded_model is not None)
     window.generate()

@@ -9,13 +9,13 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-from PySide6.QtCore import QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
 
 from pipelines.types import GenerationRequest
 from studio.settings import StudioSettings
 from studio.theme import apply_dark_theme
 from studio.widgets.main_window import MainWindow
+from tests.studio.screenshot import wait
 from tests.tiny_models import save_sd1
 
 
@@ -40,14 +40,6 @@ def main() -> None:
     window = MainWindow(settings)
     window.resize(1400, 860)
     window.show()
-
-    def wait(predicate, timeout_ms=120_000):
-        loop, timer = QEventLoop(), QTimer()
-        timer.timeout.connect(lambda: predicate() and loop.quit())
-        timer.start(50)
-        QTimer.singleShot(timeout_ms, loop.quit)
-        loop.exec()
-        timer.stop()
 
     wait(
         lambda: (
