@@ -245,12 +245,8 @@ class MainWindow(QMainWindow):
         self.sampler_panel.compare_clicked.connect(self.compare)
         self.compare_view.problem.connect(lambda text: self.show_error(text))
         self.compare_view.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
-        self.session.compare_finished.connect(
-            lambda result: self.prompt_panel.set_last_seed(result.request.seed)
-        )
-        self.session.compare_cancelled.connect(
-            lambda _result: self.statusBar().showMessage("Comparison cancelled.", 8000)
-        )
+        self.session.compare_finished.connect(self._on_compare_finished)
+        self.session.compare_cancelled.connect(self._on_compare_cancelled)
         w.catalog_ready.connect(self._on_catalog)
         w.models_found.connect(self._on_models_found)
         w.loading.connect(self._on_loading)
@@ -337,6 +333,8 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         self.centre_tabs.setCurrentWidget(self.compare_view)
         self.statusBar().showMessage("Comparing samplers…")
+        # The compare view counts each column's steps; this bar only says the studio is busy.
+        self._set_progress_text("comparing", busy=True)
         self.session.compare(request, self.sampler_panel.compare_entries())
 
     def cancel(self) -> None:
@@ -382,8 +380,23 @@ class MainWindow(QMainWindow):
         self.progress.setValue(0)
         self.statusBar().showMessage("Cancelled.", 8000)
 
+    def _on_compare_finished(self, result) -> None:
+        self.prompt_panel.set_last_seed(result.request.seed)
+        self._set_progress_text("comparison done")
+
+    def _on_compare_cancelled(self, _result) -> None:
+        self._set_progress_text("cancelled")
+        self.statusBar().showMessage("Comparison cancelled.", 8000)
+
+    def _set_progress_text(self, text: str, busy: bool = False) -> None:
+        self.progress.setRange(0, 0 if busy else 1)
+        self.progress.setValue(0 if busy or text == "cancelled" else 1)
+        self.progress.setFormat(text)
+
     def _on_failed(self, message: str) -> None:
         self.canvas.set_status("")
+        if self.progress.maximum() == 0:
+            self._set_progress_text("failed")
         self.progress.setValue(0)
         self.show_error(message)
 

@@ -359,7 +359,7 @@ def test_comparison_in_the_window_fills_columns_and_lands_in_history(qtbot, wind
     from pipelines.compare import CompareResult as Result
 
     steps = []
-    window.session.compare_step.connect(lambda: steps.append(1))
+    window.session.compare_step.connect(lambda: steps.append(window.progress.format()))
     window.prompt_panel.prompt.setPlainText("a red cube")
     window.sampler_panel.set_compare_mode(True)
     window.sampler_panel.set_compare_entries(["Euler", ("Heun", 2)])
@@ -370,6 +370,7 @@ def test_comparison_in_the_window_fills_columns_and_lands_in_history(qtbot, wind
 
     assert isinstance(result, Result) and not result.cancelled
     assert steps, "no live column previews reached the window"
+    assert set(steps) == {"comparing"}
     assert [(c.sampler, c.steps, c.completed) for c in result.columns] == [
         ("Euler", 4, 4),
         ("Heun", 2, 2),
@@ -381,6 +382,9 @@ def test_comparison_in_the_window_fills_columns_and_lands_in_history(qtbot, wind
     assert all(c.image is not None for c in view.columns)
     assert len(window.session.comparisons) == 1 and view.history_combo.count() == 1
     assert window.sampler_panel.compare_button.isEnabled() and not window.session.busy
+    # The status bar's bar tells of the comparison, not of the model loaded before it.
+    assert window.progress.format() == "comparison done"
+    assert window.progress.value() == window.progress.maximum()
 
     # A single generation afterwards shows on the image tab; the comparison can be reopened.
     with qtbot.waitSignal(window.session.finished, timeout=60_000):
@@ -407,6 +411,7 @@ def test_cancel_stops_every_column(qtbot, window):
     assert all(c.image is None and c.completed < 150 for c in result.columns)
     assert window.session.comparisons == [] and not window.session.busy
     assert "Cancelled" in window.compare_view.status.text()
+    assert window.progress.format() == "cancelled" and window.progress.maximum() > 0
     assert not window.compare_view.live
 
     window.prompt_panel.steps.setValue(2)
