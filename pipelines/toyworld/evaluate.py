@@ -81,8 +81,21 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == best
 
 
+# How much of each ideal shape's smallest enclosing circle, rectangle and triangle it fills.
+SHAPE_FILLS = {
+    "circle": (1.0, 0.785, 0.605),
+    "square": (0.64, 1.0, 0.5),
+    "triangle": (0.41, 0.5, 1.0),
+}
+
+
 def classify_shape(mask: np.ndarray) -> str | None:
-    """circle / square / triangle / star / ring from a binary mask of one shape."""
+    """circle / square / triangle / star / ring from a binary mask of one shape.
+
+    A ring has a hole, a star is far from convex; the other three are told apart by how well
+    their smallest enclosing circle, rectangle and triangle fit them (nearest ideal). Comparing
+    all three fits keeps a triangle with rounded corners, as a 64 px model draws it, a triangle.
+    """
     mask = mask.astype(np.uint8)
     if mask.sum() < 6:
         return None
@@ -111,12 +124,14 @@ def classify_shape(mask: np.ndarray) -> str | None:
     if solidity < 0.8:
         return "star"
     (_, _), radius = cv2.minEnclosingCircle(outer)
-    fill = area / (math.pi * radius * radius)  # circle 1, square 0.64, triangle 0.4
-    if fill > 0.8:
-        return "circle"
-    if fill > 0.53:
-        return "square"
-    return "triangle"
+    width, height = cv2.minAreaRect(outer)[1]
+    triangle_area, _ = cv2.minEnclosingTriangle(outer.astype(np.float32))
+    fills = (
+        area / (math.pi * radius * radius),
+        area / max(width * height, 1e-6),
+        area / max(triangle_area, 1e-6),
+    )
+    return min(SHAPE_FILLS, key=lambda n: sum((a - b) ** 2 for a, b in zip(fills, SHAPE_FILLS[n])))
 
 
 def in_region(mask: np.ndarray, position: str) -> bool:

@@ -84,6 +84,35 @@ def test_the_metrics_score_the_world_itself_as_right():
     assert evaluate.edge_f1(np.zeros_like(edges), edges) == 0.0
 
 
+def test_the_shape_classifier_tells_every_shape_apart_even_blurred():
+    from PIL import ImageFilter
+
+    samples = evaluate.held_out("shapes", 60, single_shape=True)
+    for radius, least in ((0.0, 0.98), (1.0, 0.9)):
+        found = [
+            evaluate.classify_shape(
+                evaluate.largest_component(
+                    evaluate.foreground(
+                        np.asarray(s.image.filter(ImageFilter.GaussianBlur(radius)))
+                    )
+                )
+            )
+            for s in samples
+        ]
+        right = [f == s.shapes[0].shape for f, s in zip(found, samples)]
+        assert np.mean(right) >= least, (
+            radius,
+            list(zip(found, [s.shapes[0].shape for s in samples])),
+        )
+    # Each class is found, not only the commonest.
+    assert {s.shapes[0].shape for s in samples} == set(world.SHAPES)
+    # A blank picture is no shape; a thin line is no circle.
+    assert evaluate.classify_shape(np.zeros((64, 64), bool)) is None
+    line = np.zeros((64, 64), bool)
+    line[30, 10:50] = True
+    assert evaluate.classify_shape(line) != "circle"
+
+
 def test_held_out_samples_are_not_training_samples():
     from pipelines.toyworld import train
 
