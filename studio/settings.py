@@ -187,6 +187,22 @@ class StudioSettings:
     def random_seed(self, value: bool) -> None:
         self._store.setValue("session/random_seed", bool(value))
 
+    @property
+    def comparison(self) -> tuple[bool, list]:
+        """(compare mode on, the ticked samplers as names or [name, steps])."""
+        data = self._json("session/comparison", None)
+        if not isinstance(data, dict) or not isinstance(data.get("samplers"), list):
+            return False, []
+        samplers = [
+            e if isinstance(e, str) else (str(e[0]), int(e[1]))
+            for e in data["samplers"]
+            if isinstance(e, str) or (isinstance(e, list) and len(e) == 2 and isinstance(e[1], int))
+        ]
+        return bool(data.get("mode", False)), samplers
+
+    def set_comparison(self, mode: bool, samplers: list) -> None:
+        self._set_json("session/comparison", {"mode": bool(mode), "samplers": list(samplers)})
+
     def window_state(self, name: str) -> QByteArray | None:
         value = self._get(f"window/{name}")
         return value if isinstance(value, QByteArray) and not value.isEmpty() else None

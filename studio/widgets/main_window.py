@@ -273,6 +273,10 @@ class MainWindow(QMainWindow):
                 log.warning("last session's settings not restored: %s", error)
         if s.random_seed is not None:
             self.prompt_panel.random_seed.setChecked(s.random_seed)
+        compare_mode, samplers = s.comparison
+        if samplers:
+            self.sampler_panel.set_compare_entries(samplers)
+        self.sampler_panel.set_compare_mode(compare_mode)
 
     def _start_background(self) -> None:
         # Runs after the window is shown: imports, discovery and loading happen in the worker.
@@ -593,6 +597,8 @@ class MainWindow(QMainWindow):
         except (StudioError, ValueError, ValidationError) as error:
             log.warning("panel values not saved: %s", error)
         s.random_seed = self.prompt_panel.random_seed.isChecked()
+        panel = self.sampler_panel
+        s.set_comparison(panel.compare_mode.isChecked(), panel.wanted_comparison())
         s.set_window_state("geometry", self.saveGeometry())
         s.set_window_state("splitter", self.splitter.saveState())
         s.sync()

@@ -49,6 +49,7 @@ class SamplerPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._wanted = "Euler"  # kept until the registry arrives from the worker
+        self._wanted_comparison: list = list(DEFAULT_COMPARISON)  # likewise, for the table
         self.samplers = QListWidget()
         self.samplers.setToolTip("The sampler (scheduler) that walks from noise to the image.")
         self.samplers.currentItemChanged.connect(self._show_description)
@@ -122,7 +123,7 @@ class SamplerPanel(QWidget):
         self._set_compare_mode(on)
 
     def _fill_compare_table(self, samplers) -> None:
-        chosen = self.compare_entries() or list(DEFAULT_COMPARISON)
+        chosen = self.compare_entries() or self._wanted_comparison
         self.compare_table.blockSignals(True)
         self.compare_table.setRowCount(0)
         for info in samplers:
@@ -159,6 +160,8 @@ class SamplerPanel(QWidget):
         return entries
 
     def set_compare_entries(self, entries) -> None:
+        """Tick these samplers (names, or (name, steps)); before the catalog arrives they wait."""
+        self._wanted_comparison = list(entries)
         wanted = {}
         for entry in entries:
             name, steps = (entry, 0) if isinstance(entry, str) else entry
@@ -171,6 +174,10 @@ class SamplerPanel(QWidget):
             spin.setValue(wanted.get(item.text(), 0) or 0)
         self.compare_table.blockSignals(False)
         self._update_compare_count()
+
+    def wanted_comparison(self) -> list:
+        """What to tick next time: the table once filled, else what is waiting for it."""
+        return self.compare_entries() if self.compare_table.rowCount() else self._wanted_comparison
 
     def compare_ready(self) -> bool:
         return COMPARE_MIN <= len(self.compare_entries()) <= COMPARE_MAX

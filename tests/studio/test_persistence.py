@@ -19,6 +19,8 @@ def test_settings_and_panel_values_survive_a_restart(qtbot, make_window, studio_
     first.prompt_panel.cfg.setValue(4.5)
     first.prompt_panel.seed.setText("1234")
     first.sampler_panel.set_sampler("Heun")
+    first.sampler_panel.set_compare_mode(True)
+    first.sampler_panel.set_compare_entries(["DDIM", ("Heun", 9), "Euler a"])
     first.resize(790, 640)  # within the offscreen screen (800 x 800)
     size = first.size()
     studio_settings.output_folder = "/somewhere/else"
@@ -35,6 +37,10 @@ def test_settings_and_panel_values_survive_a_restart(qtbot, make_window, studio_
     assert second.prompt_panel.cfg.value() == 4.5
     assert second.prompt_panel.seed_value() == 1234
     assert second.sampler_panel.sampler() == "Heun"
+    qtbot.waitUntil(lambda: second.sampler_panel.compare_table.rowCount() > 0, timeout=30_000)
+    assert second.sampler_panel.compare_mode.isChecked()
+    entries = second.sampler_panel.compare_entries()  # in the catalog's order
+    assert sorted(entries, key=str) == sorted(["DDIM", ("Heun", 9), "Euler a"], key=str)
     assert second.size() == size
     assert reopened.output_folder == "/somewhere/else"
     assert reopened.memory.attention_slicing
