@@ -36,9 +36,9 @@ DEFAULT_WORK_DIR = Path(
     )
 )
 KINDS = ("canny", "pose", "depth")
-DEFAULT_STEPS = {"vae": 600, "unet": 6000, "controlnet": 1500}
-BATCH = {"vae": 16, "unet": 32, "controlnet": 32}
-LR = {"vae": 2e-3, "unet": 6e-4, "controlnet": 1e-3}
+DEFAULT_STEPS = {"vae": 600, "decoder": 3000, "unet": 6000, "controlnet": 1500}
+BATCH = {"vae": 16, "decoder": 16, "unet": 32, "controlnet": 32}
+LR = {"vae": 2e-3, "decoder": 5e-4, "unet": 6e-4, "controlnet": 1e-3}
 TEXT_DIM = 64
 UNET_BLOCKS = (48, 96, 96)
 VAE_BLOCKS = (16, 32, 64, 64)
@@ -330,6 +330,58 @@ def report_vae(args) -> None:
     print(f"vae: held-out PSNR {psnr(recon, x):.1f} dB")
 
 
+def _edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
+
+
+def train_decoder(args) -> None:
+    """Sharpen the VAE's decoder with its encoder frozen.
+
+    The latents do not change, so the UNet and the ControlNets trained on them stay valid: this
+    stage can run beside (or after) them. An edge term is added to the pixel losses because a
+    small star or triangle spans two latent cells and a blurry decoder rounds it into a blob.
+    """
+    device = _device(args.device)
+    vae_state = require(args.work_dir, "vae")
+    vae = build_vae()
+    vae.load_state_dict(vae_state["ema"][0])
+    vae.requires_grad_(False)
+    state = load_checkpoint(checkpoint_path(args.work_dir, "decoder"))
+    decoder = torch.nn.ModuleList([vae.post_quant_conv, vae.decoder]).to(device)
+    decoder.requires_grad_(True)
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=args.lr, weight_decay=0.0)
+    ema = Ema([decoder], decay=0.995)
+    if state:
+        decoder.load_state_dict(state["modules"][0])
+        optimizer.load_state_dict(state["optimizer"])
+        ema.shadow = state["ema"]
+    data = build_dataset(args.samples)
+    moments = _latents(args, vae.to(device).eval(), device, "train", data)
+    images = data["images"]
+
+    def step_fn(generator):
+        index = torch.randint(0, len(images), (args.batch,), generator=generator)
+        z = _sample_latents(moments[index], generator).to(device)
+        recon = vae.decoder(vae.post_quant_conv(z))
+        x = to_model_range(images[index]).to(device)
+        edge_loss = sum(F.l1_loss(a, b) for a, b in zip(_edges(recon), _edges(x)))
+        return F.l1_loss(recon, x) + F.mse_loss(recon, x) + edge_loss
+
+    decoder.train()
+    _loop(args, "decoder", state, [decoder], optimizer, ema, step_fn,
+          lambda: {"vae_step": vae_state["step"]})  # fmt: skip
+
+
+def trained_vae(work_dir: Path):
+    """The VAE as exported: the ``vae`` stage, with the sharpened decoder when there is one."""
+    vae = build_vae()
+    vae.load_state_dict(require(work_dir, "vae")["ema"][0])
+    decoder = load_checkpoint(checkpoint_path(work_dir, "decoder"))
+    if decoder is not None:
+        torch.nn.ModuleList([vae.post_quant_conv, vae.decoder]).load_state_dict(decoder["ema"][0])
+    return vae
+
+
 def psnr(recon: torch.Tensor, x: torch.Tensor) -> float:
     mse = F.mse_loss((recon + 1) / 2, (x + 1) / 2).item()
     return 10 * math.log10(1 / max(mse, 1e-10))
@@ -354,7 +406,8 @@ def _frozen_vae(args, device):
 def _latents(args, vae, device, name: str, data: dict) -> torch.Tensor:
     """Encoded once per dataset and kept beside the checkpoints."""
     vae_step = require(args.work_dir, "vae")["step"]  # a retrained VAE needs new latents
-    path = args.work_dir / f"latents-{name}-{len(data['images'])}-vae{vae_step}.pt"
+    world_hash = world.fingerprint()
+    path = args.work_dir / f"latents-{name}-{len(data['images'])}-vae{vae_step}-{world_hash}.pt"
     if path.exists():
         return torch.load(path)
     moments = encode(vae, data["images"], device)
@@ -545,7 +598,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("stage", choices=("vae", "unet", "controlnet", "export", "all"))
+    parser.add_argument("stage", choices=("vae", "decoder", "unet", "controlnet", "export", "all"))
     parser.add_argument("--kind", choices=KINDS, help="which ControlNet (controlnet stage)")
     parser.add_argument("--steps", type=int, help="train up to this step (default per stage)")
     parser.add_argument("--batch", type=int)
@@ -564,7 +617,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.work_dir.mkdir(parents=True, exist_ok=True)
     stages = (
-        ["vae", "unet", *[f"controlnet-{k}" for k in KINDS], "export"]
+        ["vae", "unet", "decoder", *[f"controlnet-{k}" for k in KINDS], "export"]
         if args.stage == "all"
         else [f"controlnet-{args.kind}" if args.stage == "controlnet" else args.stage]
     )
@@ -580,7 +633,7 @@ def main(argv: list[str] | None = None) -> None:
             args.steps = given["steps"] or DEFAULT_STEPS[family]
             args.batch = given["batch"] or BATCH[family]
             args.lr = given["lr"] or LR[family]
-        {"vae": train_vae, "unet": train_unet, "controlnet": train_controlnet,
+        {"vae": train_vae, "decoder": train_decoder, "unet": train_unet, "controlnet": train_controlnet,
          "export": export}[family](args)  # fmt: skip
 
 

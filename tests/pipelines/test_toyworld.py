@@ -113,6 +113,14 @@ def test_the_shape_classifier_tells_every_shape_apart_even_blurred():
     assert evaluate.classify_shape(line) != "circle"
 
 
+def test_the_fingerprint_changes_with_the_drawing(monkeypatch):
+    # Latents encoded from an older world are cached under its fingerprint, never reused.
+    first = world.fingerprint(2)
+    assert world.fingerprint(2) == first
+    monkeypatch.setattr(world, "SIZES", {"small": 0.1, "large": 0.15})
+    assert world.fingerprint(2) != first
+
+
 def test_held_out_samples_are_not_training_samples():
     from pipelines.toyworld import train
 
