@@ -504,7 +504,7 @@ def train_controlnet(args) -> None:
         ema.shadow = state["ema"]
     vae = _frozen_vae(args, device)
     if kind == "pose":  # pose maps are black except on people
-        data = build_dataset(POSE_SAMPLES, POSE_SEED_BASE, kind="person", maps=("pose",))
+        data = build_dataset(args.pose_samples, POSE_SEED_BASE, kind="person", maps=("pose",))
         moments = _latents(args, vae, device, "pose", data)
     else:
         data = build_dataset(args.samples, maps=(kind,))
@@ -549,8 +549,7 @@ def export(args) -> None:
 
     out = Path(args.out)
     vae_state, base = require(args.work_dir, "vae"), require(args.work_dir, "unet")
-    vae, text_encoder, unet = build_vae(), build_text_encoder(), build_unet()
-    vae.load_state_dict(vae_state["ema"][0])
+    vae, text_encoder, unet = trained_vae(args.work_dir), build_text_encoder(), build_unet()
     vae.register_to_config(scaling_factor=base["scaling_factor"])
     text_encoder.load_state_dict(base["ema"][0])
     unet.load_state_dict(base["ema"][1])
@@ -568,6 +567,9 @@ def export(args) -> None:
     if kept is not None:
         card.write_text(kept)
     trained = {"vae": vae_state["step"], "unet": base["step"]}
+    decoder = load_checkpoint(checkpoint_path(args.work_dir, "decoder"))
+    if decoder is not None:
+        trained["decoder"] = decoder["step"]
     for kind in KINDS:
         state = load_checkpoint(checkpoint_path(args.work_dir, f"controlnet-{kind}"))
         target = out / f"toy-world-controlnet-{kind}"
@@ -604,6 +606,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--samples", type=int, default=TRAIN_SAMPLES, help="training images")
+    parser.add_argument(
+        "--pose-samples",
+        type=int,
+        default=POSE_SAMPLES,
+        help="person images for the pose ControlNet",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--minutes", type=float, help="stop (and save) after this long")
@@ -633,6 +641,7 @@ def main(argv: list[str] | None = None) -> None:
             args.steps = given["steps"] or DEFAULT_STEPS[family]
             args.batch = given["batch"] or BATCH[family]
             args.lr = given["lr"] or LR[family]
+        torch.manual_seed(args.seed)  # a stage started afresh starts from the same weights
         {"vae": train_vae, "decoder": train_decoder, "unet": train_unet, "controlnet": train_controlnet,
          "export": export}[family](args)  # fmt: skip
 
