@@ -1,4 +1,4 @@
-"""The only place that converts between numpy / PIL images and QImage.
+"""The only place that converts between numpy / PIL images and QImage, and paints one.
 
 QImage may be built and used in any thread (unlike QPixmap), so previews are converted in the
 worker and only the finished QImage crosses to the GUI thread.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from PySide6.QtGui import QImage
+from PySide6.QtCore import QRect, QRectF, Qt
+from PySide6.QtGui import QColor, QImage, QPainter
 
 
 def array_to_qimage(array: np.ndarray) -> QImage:
@@ -44,3 +45,22 @@ def qimage_to_array(image: QImage) -> np.ndarray:
 
 def qimage_to_pil(image: QImage) -> Image.Image:
     return Image.fromarray(qimage_to_array(image), "RGB")
+
+
+BACKDROP = QColor(24, 24, 26)
+
+
+def paint_image(
+    painter: QPainter, area: QRect, image: QImage | None, target: QRectF, smooth: bool,
+    placeholder: str,
+) -> bool:  # fmt: skip
+    """The dark backdrop over ``area``, then ``image`` in ``target`` (or the placeholder text
+    when there is none). True when an image was drawn."""
+    painter.fillRect(area, BACKDROP)
+    if image is None or image.isNull():
+        painter.setPen(QColor(150, 150, 150))
+        painter.drawText(area, Qt.AlignmentFlag.AlignCenter, placeholder)
+        return False
+    painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, smooth)
+    painter.drawImage(target, image)
+    return True

@@ -6,6 +6,8 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from studio.qt_image import paint_image
+
 MIN_ZOOM, MAX_ZOOM = 0.05, 32.0
 
 
@@ -92,16 +94,9 @@ class Canvas(QWidget):
     # ---- events -------------------------------------------------------------------------------
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
         painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor(24, 24, 26))
-        if self.image is None or self.image.isNull():
-            painter.setPen(QColor(150, 150, 150))
-            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.placeholder)
-        else:
-            target = self.image_rect()
-            # Nearest-neighbour when magnified, so single pixels stay visible at high zoom.
-            smooth = self.zoom < 1.0
-            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, smooth)
-            painter.drawImage(target, self.image)
+        target = self.image_rect()
+        # Nearest-neighbour when magnified, so single pixels stay visible at high zoom.
+        if paint_image(painter, self.rect(), self.image, target, self.zoom < 1.0, self.placeholder):
             if self.show_condition and self.condition is not None:
                 painter.setOpacity(0.5)
                 painter.drawImage(target, self.condition)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QKeySequence, QPainter, QShortcut
+from PySide6.QtGui import QFont, QImage, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from pipelines.errors import StudioError
-from studio.qt_image import array_to_qimage
+from studio.qt_image import array_to_qimage, paint_image
 
 ALIGN_MODES = (
     ("step", "Step index",
@@ -92,16 +92,9 @@ class ImageArea(QWidget):
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
         painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor(24, 24, 26))
-        if self.image is None or self.image.isNull():
-            painter.setPen(QColor(150, 150, 150))
-            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.placeholder)
-        else:
-            target = self.image_rect()
-            painter.setRenderHint(
-                QPainter.RenderHint.SmoothPixmapTransform, target.width() < self.image.width()
-            )
-            painter.drawImage(target, self.image)
+        target = self.image_rect()
+        smooth = self.image is not None and target.width() < self.image.width()
+        paint_image(painter, self.rect(), self.image, target, smooth, self.placeholder)
         painter.end()
 
 

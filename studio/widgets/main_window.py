@@ -302,16 +302,20 @@ class MainWindow(QMainWindow):
         self.control_panel.apply(request.controls)
 
     # ---- running ------------------------------------------------------------------------------
-    def generate(self) -> None:
-        if self.session.busy:
-            return
+    def _request_to_run(self) -> GenerationRequest | None:
+        """The panels' request, or None after showing why there is none."""
         try:
             request = self.current_request()
         except (StudioError, ValueError) as error:
             self.show_error(str(error))
-            return
+            return None
         self.message_bar.hide()
         self.last_error = ""
+        return request
+
+    def generate(self) -> None:
+        if self.session.busy or (request := self._request_to_run()) is None:
+            return
         self.progress.setRange(0, request.steps)
         self.progress.setValue(0)
         self.progress.setFormat("step %v / %m")
@@ -328,13 +332,8 @@ class MainWindow(QMainWindow):
         if not self.sampler_panel.compare_ready():
             self.show_error(self.sampler_panel.compare_count.text())
             return
-        try:
-            request = self.current_request()
-        except (StudioError, ValueError) as error:
-            self.show_error(str(error))
+        if (request := self._request_to_run()) is None:
             return
-        self.message_bar.hide()
-        self.last_error = ""
         self.centre_tabs.setCurrentWidget(self.compare_view)
         self.statusBar().showMessage("Comparing samplers…")
         # The compare view counts each column's steps; this bar only says the studio is busy.
