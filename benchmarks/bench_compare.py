@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from benchmarks.bench_engine import build_sd15, build_small
+from benchmarks.bench_engine import preset_arguments, preset_setup
 from pipelines.compare import compare
-from pipelines.engine import Engine, EngineSettings
+from pipelines.engine import Engine
 from pipelines.types import ControlKind, ControlUnit, GenerationRequest
 
 SAMPLERS = ["Euler", "DDIM", "DPM++ 2M Karras", "UniPC"]
@@ -61,23 +61,14 @@ def time_separate(engine: Engine, request: GenerationRequest) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=["small", "sd15"], default="small")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
+    preset_arguments(parser, rounds=3)
     parser.add_argument("--separate", action="store_true", help="also time 4 separate runs")
     parser.add_argument("--controlnet", action="store_true", help="with one ControlNet")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        build = build_small if args.preset == "small" else build_sd15
-        model, controlnet = build(Path(tmp))
-        engine = Engine(EngineSettings(device=args.device))
-        size = 256 if args.preset == "small" else 512
-        request = GenerationRequest(
-            prompt="a red circle", model=str(model), seed=1, steps=args.steps, width=size,
-            height=size,
-        )  # fmt: skip
+        engine, request, controlnet = preset_setup(args, Path(tmp))
+        size = request.width
         if args.controlnet:
             edges = Path(tmp) / "edges.png"
             Image.new("RGB", (size, size)).save(edges)

@@ -118,23 +118,34 @@ def _sync(engine: Engine) -> None:
         torch.cuda.synchronize()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def preset_arguments(parser: argparse.ArgumentParser, rounds: int) -> None:
+    """The options every engine benchmark shares: which model, where, how long."""
     parser.add_argument("--preset", choices=["small", "sd15"], default="small")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=rounds)
+
+
+def preset_setup(args, folder: Path) -> tuple[Engine, GenerationRequest, Path]:
+    """Build the preset's model in ``folder``: the engine, a request for it, its ControlNet."""
+    build = build_small if args.preset == "small" else build_sd15
+    model, controlnet = build(folder)
+    engine = Engine(EngineSettings(device=args.device))
+    size = 256 if args.preset == "small" else 512
+    request = GenerationRequest(
+        prompt="a red circle", model=str(model), seed=1, steps=args.steps, width=size, height=size
+    )
+    return engine, request, controlnet
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    preset_arguments(parser, rounds=5)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        build = build_small if args.preset == "small" else build_sd15
-        model, controlnet = build(Path(tmp))
-        engine = Engine(EngineSettings(device=args.device))
-        size = 256 if args.preset == "small" else 512
-        request = GenerationRequest(
-            prompt="a red circle", model=str(model), seed=1, steps=args.steps, width=size,
-            height=size,
-        )  # fmt: skip
+        engine, request, controlnet = preset_setup(args, Path(tmp))
+        size = request.width
         engine.run(replace(request, steps=2))  # load and warm up
         bare_call(engine, replace(request, steps=2))
         bare, ours, first = [], [], []
