@@ -113,6 +113,30 @@ def test_the_shape_classifier_tells_every_shape_apart_even_blurred():
     assert evaluate.classify_shape(line) != "circle"
 
 
+def test_the_evaluation_scores_a_perfect_control_and_a_blank_prompt_as_such(tmp_path):
+    """The evaluation's bookkeeping, with the world's own pictures standing in for a model that
+    follows its controls perfectly and ignores its prompts."""
+    seen = []
+
+    def generate(caption, seed, control=None):
+        # The evaluation draws some samples by kind: find the one this caption came from.
+        drawn = [world.make_sample(seed, kind=k) for k in (None, *world.KINDS)]
+        sample = next(d for d in drawn if d.caption == caption)
+        seen.append((sample.kind, control[0] if control else None))
+        if control is None:
+            return np.full_like(np.asarray(sample.image), 128)
+        return np.asarray(sample.image)
+
+    results = evaluate.evaluate(generate, 12, parts=("prompt", "canny", "depth"))
+    assert results["canny_f1"] == 1.0 and results["canny_f1_without_control"] == 0.0
+    kinds = {kind for kind, control in seen if control == "canny"}
+    assert kinds == {"shapes", "person", "solid"}  # every kind of scene is measured
+    assert all(results[f"canny_f1_{kind}"] == 1.0 for kind in kinds)
+    assert results["depth_iou"] > 0.8  # the solids themselves (their shaded rims blend in)
+    assert results["shape_class"] == 0.0 and results["position"] == 0.0  # grey pictures
+    assert "NOT met" in evaluate.format_results(results)
+
+
 def test_the_fingerprint_changes_with_the_drawing(monkeypatch):
     # Latents encoded from an older world are cached under its fingerprint, never reused.
     first = world.fingerprint(2)
