@@ -169,9 +169,9 @@ def checkpoint_path(work_dir: Path, stage: str) -> Path:
     return work_dir / f"{stage}.pt"
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
+def save_checkpoint(path: Path, state) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # a run killed mid-save keeps the previous checkpoint
 
@@ -411,7 +411,7 @@ def _latents(args, vae, device, name: str, data: dict) -> torch.Tensor:
     if path.exists():
         return torch.load(path)
     moments = encode(vae, data["images"], device)
-    torch.save(moments, path)
+    save_checkpoint(path, moments)  # atomically: two stages may encode the same data at once
     return moments
 
 
