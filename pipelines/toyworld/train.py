@@ -5,6 +5,7 @@
     python -m pipelines.toyworld.train controlnet --kind canny --steps 1500   # pose, depth
     python -m pipelines.toyworld.train export            # fp16 safetensors into resources/models
     python -m pipelines.toyworld.train all                # every stage with the default steps
+    python -m pipelines.toyworld.train status             # each stage's step and time so far
 
 Every stage keeps a checkpoint in ``--work-dir`` (saved every ``--save-every`` steps and at the
 end) and resumes from it: run the same command again, or with a larger ``--steps``, to continue.
@@ -590,6 +591,19 @@ def export(args) -> None:
 # ---- command line -----------------------------------------------------------------------------
 
 
+def status(work_dir: Path) -> str:
+    """Where each stage stands in ``work_dir``: its step and its training time so far."""
+    lines = [f"{work_dir}:"]
+    for stage in ("vae", "unet", "decoder", *[f"controlnet-{k}" for k in KINDS]):
+        state = load_checkpoint(checkpoint_path(work_dir, stage))
+        if state is None:
+            lines.append(f"  {stage:18s} not started")
+        else:
+            minutes = state.get("seconds", 0.0) / 60
+            lines.append(f"  {stage:18s} step {state['step']:6d}   {minutes:6.1f} min")
+    return "\n".join(lines)
+
+
 def _default_out() -> Path:
     return Path(__file__).resolve().parents[2] / "resources" / "models"
 
@@ -600,7 +614,9 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("stage", choices=("vae", "decoder", "unet", "controlnet", "export", "all"))
+    parser.add_argument(
+        "stage", choices=("vae", "decoder", "unet", "controlnet", "export", "all", "status")
+    )
     parser.add_argument("--kind", choices=KINDS, help="which ControlNet (controlnet stage)")
     parser.add_argument("--steps", type=int, help="train up to this step (default per stage)")
     parser.add_argument("--batch", type=int)
@@ -624,6 +640,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.work_dir.mkdir(parents=True, exist_ok=True)
+    if args.stage == "status":
+        print(status(args.work_dir))
+        return
     stages = (
         ["vae", "unet", "decoder", *[f"controlnet-{k}" for k in KINDS], "export"]
         if args.stage == "all"

@@ -53,6 +53,9 @@ def test_every_stage_then_export_gives_a_model_the_engine_runs(tmp_path):
     for stage in ("vae", "unet", "decoder", "controlnet-canny", "controlnet-pose",
                   "controlnet-depth"):  # fmt: skip
         assert train.load_checkpoint(train.checkpoint_path(work, stage))["step"] == 1, stage
+    report = train.status(work)
+    assert "controlnet-depth" in report and "not started" not in report
+    assert "not started" in train.status(tmp_path / "elsewhere")
     trained = json.loads((out / "toy-world" / "training.json").read_text())
     assert trained["decoder"] == 1 and trained["controlnet-pose"] == 1
 
