@@ -215,8 +215,13 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _lr(step: int, base: float, warmup: int = 100) -> float:
-    return base * min(1.0, (step + 1) / warmup)
+def _lr(step: int, base: float, warmup: int = 100, total: int = 0, decay: int = 0) -> float:
+    """Warm up over ``warmup`` steps; then, over the last ``decay`` steps before ``total``, cool
+    down linearly to a tenth: the last steps settle instead of jittering around a minimum."""
+    rate = base * min(1.0, (step + 1) / warmup)
+    if decay and step >= total - decay:
+        rate *= 1.0 - 0.9 * min(1.0, (step - (total - decay)) / decay)
+    return rate
 
 
 def _loop(
@@ -250,7 +255,7 @@ def _loop(
             break
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         for group in optimizer.param_groups:
-            group["lr"] = _lr(step, args.lr)
+            group["lr"] = _lr(step, args.lr, total=args.steps, decay=args.decay_steps)
         loss = step_fn(generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -627,6 +632,12 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=POSE_SAMPLES,
         help="person images for the pose ControlNet",
+    )
+    parser.add_argument(
+        "--decay-steps",
+        type=int,
+        default=0,
+        help="cool the learning rate down over the last N steps of --steps",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=200)

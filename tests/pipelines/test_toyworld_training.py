@@ -70,3 +70,11 @@ def test_every_stage_then_export_gives_a_model_the_engine_runs(tmp_path):
         GenerationRequest(prompt="a red circle", model=model, steps=2, seed=1, controls=(control,))
     )
     assert result.image.size == (train.world.SIZE, train.world.SIZE)
+
+
+def test_the_learning_rate_warms_up_then_cools_down_at_the_end():
+    assert train._lr(0, 1.0, warmup=10) == pytest.approx(0.1)
+    assert train._lr(50, 1.0, warmup=10, total=100, decay=20) == 1.0
+    assert train._lr(90, 1.0, warmup=10, total=100, decay=20) == pytest.approx(0.55)
+    assert train._lr(100, 1.0, warmup=10, total=100, decay=20) == pytest.approx(0.1)
+    assert train._lr(90, 1.0, warmup=10, total=100) == 1.0  # no cool-down unless asked
