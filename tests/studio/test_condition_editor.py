@@ -21,15 +21,20 @@ W, H = 64, 48
 pytestmark = pytest.mark.usefixtures("no_user_annotators", "pose_renderer_imported")
 
 
+def open_editor(qtbot, folder, kind, width: int, height: int, **kwargs) -> ConditionEditor:
+    """A shown editor, fitted to its view, that qtbot closes after the test."""
+    editor = ConditionEditor(kind, width, height, folder, **kwargs)
+    qtbot.addWidget(editor)
+    editor.show()
+    qtbot.waitExposed(editor)
+    editor.view.fit()
+    return editor
+
+
 @pytest.fixture
 def make_editor(qtbot, tmp_path):
     def make(kind=ControlKind.CANNY, width=W, height=H, **kwargs) -> ConditionEditor:
-        editor = ConditionEditor(kind, width, height, tmp_path / "maps", **kwargs)
-        qtbot.addWidget(editor)
-        editor.show()
-        qtbot.waitExposed(editor)
-        editor.view.fit()
-        return editor
+        return open_editor(qtbot, tmp_path / "maps", kind, width, height, **kwargs)
 
     return make
 

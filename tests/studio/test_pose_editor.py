@@ -22,7 +22,7 @@ from pipelines.types import ControlKind, ControlUnit
 from studio.widgets.condition_editor import ConditionEditor
 from studio.widgets.map_store import pose_sidecar
 from studio.widgets.pose_editor import mirrored, person_centre
-from tests.studio.test_condition_editor import drag, photo
+from tests.studio.test_condition_editor import drag, open_editor, photo
 
 W, H = 160, 120
 
@@ -33,12 +33,7 @@ pytestmark = pytest.mark.usefixtures("no_user_annotators", "pose_renderer_import
 @pytest.fixture
 def make_editor(qtbot, tmp_path):
     def make(width=W, height=H, **kwargs) -> ConditionEditor:
-        editor = ConditionEditor(ControlKind.POSE, width, height, tmp_path / "maps", **kwargs)
-        qtbot.addWidget(editor)
-        editor.show()
-        qtbot.waitExposed(editor)
-        editor.view.fit()
-        return editor
+        return open_editor(qtbot, tmp_path / "maps", ControlKind.POSE, width, height, **kwargs)
 
     return make
 
