@@ -348,12 +348,10 @@ def train_decoder(args) -> None:
     small star or triangle spans two latent cells and a blurry decoder rounds it into a blob.
     """
     device = _device(args.device)
-    vae_state = require(args.work_dir, "vae")
-    vae = build_vae()
-    vae.load_state_dict(vae_state["ema"][0])
-    vae.requires_grad_(False)
+    vae = _frozen_vae(args, device)
+    vae_step = require(args.work_dir, "vae")["step"]
     state = load_checkpoint(checkpoint_path(args.work_dir, "decoder"))
-    decoder = torch.nn.ModuleList([vae.post_quant_conv, vae.decoder]).to(device)
+    decoder = torch.nn.ModuleList([vae.post_quant_conv, vae.decoder])
     decoder.requires_grad_(True)
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=args.lr, weight_decay=0.0)
     ema = Ema([decoder], decay=0.995)
@@ -362,7 +360,7 @@ def train_decoder(args) -> None:
         optimizer.load_state_dict(state["optimizer"])
         ema.shadow = state["ema"]
     data = build_dataset(args.samples)
-    moments = _latents(args, vae.to(device).eval(), device, "train", data)
+    moments = _latents(args, vae, device, "train", data)
     images = data["images"]
 
     def step_fn(generator):
@@ -375,7 +373,7 @@ def train_decoder(args) -> None:
 
     decoder.train()
     _loop(args, "decoder", state, [decoder], optimizer, ema, step_fn,
-          lambda: {"vae_step": vae_state["step"]})  # fmt: skip
+          lambda: {"vae_step": vae_step})  # fmt: skip
 
 
 def trained_vae(work_dir: Path):
