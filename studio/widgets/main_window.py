@@ -385,15 +385,15 @@ class MainWindow(QMainWindow):
 
     def _on_compare_finished(self, result) -> None:
         self.prompt_panel.set_last_seed(result.request.seed)
-        self._set_progress_text("comparison done")
+        self._set_progress_text("comparison done", full=True)
 
     def _on_compare_cancelled(self, _result) -> None:
         self._set_progress_text("cancelled")
         self.statusBar().showMessage("Comparison cancelled.", 8000)
 
-    def _set_progress_text(self, text: str, busy: bool = False) -> None:
+    def _set_progress_text(self, text: str, busy: bool = False, full: bool = False) -> None:
         self.progress.setRange(0, 0 if busy else 1)
-        self.progress.setValue(0 if busy or text == "cancelled" else 1)
+        self.progress.setValue(1 if full else 0)
         self.progress.setFormat(text)
 
     def _on_failed(self, message: str) -> None:
