@@ -318,11 +318,9 @@ def evaluate(
             if save:
                 Image.fromarray(controlled).save(save / f"canny-{sample.seed}.png")
         every = [pair for pairs in f1.values() for pair in pairs]
-        results["canny_f1"] = float(np.mean([c for c, _ in every]))
-        results["canny_f1_without_control"] = float(np.mean([p for _, p in every]))
-        for kind, pairs in sorted(f1.items()):
-            results[f"canny_f1_{kind}"] = float(np.mean([c for c, _ in pairs]))
-            results[f"canny_f1_without_control_{kind}"] = float(np.mean([p for _, p in pairs]))
+        for suffix, pairs in [("", every), *((f"_{k}", v) for k, v in sorted(f1.items()))]:
+            results[f"canny_f1{suffix}"] = float(np.mean([c for c, _ in pairs]))
+            results[f"canny_f1_without_control{suffix}"] = float(np.mean([p for _, p in pairs]))
     if "depth" in parts:
         values = []
         for sample in tqdm(held_out("solid", count), desc="depth"):
