@@ -108,3 +108,19 @@ def test_dropping_a_png_without_settings_says_so(qtbot, window, tmp_path):
 
     assert "no generation settings" in window.message_bar.text()
     assert window.current_request() == before
+
+
+def test_each_test_writes_into_its_own_home_log_and_pictures_folders(tmp_path_factory):
+    import os
+    from pathlib import Path
+
+    from studio.logs import log_folder
+
+    temp_root = tmp_path_factory.getbasetemp()
+    home = Path(os.environ["HOME"])
+    assert home.is_relative_to(temp_root)
+    assert log_folder().is_relative_to(temp_root)
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        assert Path(os.environ[name]).is_relative_to(temp_root)
+    # The default output folder (~/Pictures/Diffusion Studio) follows HOME.
+    assert Path(StudioSettings().output_folder).is_relative_to(temp_root)
