@@ -103,6 +103,7 @@ class ImageMetadata:
     extra: dict[str, Any] = field(default_factory=dict)
     parameters: str | None = None  # the A1111 text as stored, if any
     from_json: bool = False  # False: rebuilt from the A1111 text, so paths and options are missing
+    warnings: tuple[str, ...] = ()  # the two records disagree, or the JSON one was unreadable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,6 +151,28 @@ def _unit_text(unit: ControlUnit) -> str:
     return ", ".join(f"{key}: {value}" for key, value in items)
 
 
+# A prompt line a reader could take for the negative prompt's start or for the settings line.
+_MARKER_LINE_RE = re.compile(r"^\s*Negative prompt:")
+
+
+def _looks_like_settings(line: str) -> bool:
+    return len(_PARAM_RE.findall(line)) >= 3 and bool(_CORE_KEYS & _parameter_pairs(line).keys())
+
+
+def _unambiguous(text: str) -> str:
+    """``text`` with each line that readers would take for structure written in lower case.
+
+    The CLIP tokenizers lower-case every prompt, so the model reads the same words, while every
+    reader of this format (ours, A1111's and those that copy it) matches these keys case-sensitively.
+    Lines split on carriage returns too, as :func:`split_parameters` does.
+    """
+    lines = re.split(r"(\r\n|\r|\n)", text)
+    for i in range(0, len(lines), 2):
+        if _MARKER_LINE_RE.match(lines[i]) or _looks_like_settings(lines[i]):
+            lines[i] = lines[i].lower()
+    return "".join(lines)
+
+
 def format_parameters(request: GenerationRequest) -> str:
     sampler = _SAMPLER_TO_A1111.get(request.sampler, request.sampler)
     # The combined "DPM++ 2M Karras" spelling is read by every A1111 version, the split one
@@ -169,9 +192,9 @@ def format_parameters(request: GenerationRequest) -> str:
         if unit.enabled:
             pairs.append((f"ControlNet {index}", _unit_text(unit)))
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in pairs)
-    text = request.prompt
+    text = _unambiguous(request.prompt)
     if request.negative_prompt:
-        text += f"\nNegative prompt: {request.negative_prompt}"
+        text += f"\nNegative prompt: {_unambiguous(request.negative_prompt)}"
     return f"{text}\n{line}"
 
 
@@ -506,25 +529,66 @@ def _read_text_chunks(path: Path) -> dict[str, str]:
         raise ImageReadError(f"{path.name} is damaged and cannot be read ({exc}).") from exc
 
 
-def _from_json(text: str) -> tuple[GenerationRequest, dict[str, Any]] | None:
+def _from_json(text: str) -> tuple[GenerationRequest, dict[str, Any]]:
     try:
         document = json.loads(text)
-        request = GenerationRequest.from_dict(document["request"])
-    except (ValueError, TypeError, KeyError, AttributeError, StudioError):
-        return None
+    except (ValueError, RecursionError) as exc:
+        raise ValidationError(f"it is not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(document, dict) or "request" not in document:
+        raise ValidationError("it holds no request")
+    request = GenerationRequest.from_dict(document["request"])
     extra = document.get("extra")
     return request, extra if isinstance(extra, dict) else {}
 
 
+# What the A1111 text carries, to compare it with the JSON record.
+_CARRIED = ("prompt", "negative_prompt", "steps", "cfg_scale", "seed", "width", "height", "sampler")
+
+
+def _disagreement(request: GenerationRequest, parameters: str) -> str | None:
+    try:
+        stored = parse_parameters(parameters)
+        expected = parse_parameters(format_parameters(request))
+    except StudioError as exc:
+        return f"its settings text cannot be read ({exc})"
+    differing = [
+        name.replace("_", " ")
+        for name in _CARRIED
+        if getattr(stored, name) != getattr(expected, name)
+    ]
+    if not differing:
+        return None
+    return "its settings text differs from its complete settings in " + ", ".join(differing)
+
+
 def read_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
+    """The settings a PNG carries. The JSON record is complete and authoritative; the A1111 text is
+    read only without it. A disagreement between the two, or a damaged JSON record, is reported
+    in :attr:`ImageMetadata.warnings`."""
     path = Path(path)
     chunks = _read_text_chunks(path)
     parameters = chunks.get(PARAMETERS_KEY)
+    warnings: list[str] = []
     if METADATA_KEY in chunks:
-        # A damaged or future-incompatible JSON chunk falls back to the A1111 text below.
-        stored = _from_json(chunks[METADATA_KEY])
-        if stored is not None:
-            return ImageMetadata(stored[0], stored[1], parameters, from_json=True)
+        try:
+            request, extra = _from_json(chunks[METADATA_KEY])
+        except StudioError as exc:
+            # A damaged or future-incompatible JSON record falls back to the A1111 text below.
+            warnings.append(
+                f"The complete settings stored in {path.name} are damaged ({exc}); "
+                "only the settings text was read, so file paths and options are missing."
+            )
+        else:
+            if parameters is not None:
+                problem = _disagreement(request, parameters)
+                if problem is not None:
+                    warnings.append(
+                        f"{path.name}: {problem}; the complete settings were used. "
+                        "Another program may have edited the text."
+                    )
+            return ImageMetadata(
+                request, extra, parameters, from_json=True, warnings=tuple(warnings)
+            )
     if parameters and parameters.strip():
         try:
             request = parse_parameters(parameters)
@@ -532,7 +596,9 @@ def read_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
             raise ImageReadError(
                 f"The settings stored in {path.name} cannot be read: {exc}"
             ) from exc
-        return ImageMetadata(request, {}, parameters, from_json=False)
+        return ImageMetadata(request, {}, parameters, from_json=False, warnings=tuple(warnings))
+    if warnings:
+        raise ImageReadError(warnings[0].split("; only")[0] + ".")
     raise ImageReadError(f"{path.name} carries no generation settings.")
 
 

@@ -713,3 +713,70 @@ def test_windows_reserved_names_are_avoided(tmp_path):
 def test_bad_patterns_are_export_errors(tmp_path, pattern):
     with pytest.raises(ExportError):
         next_free_path(tmp_path, pattern, GenerationRequest("p", seed=1), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "negative"),
+    [
+        ("a cat\nNegative prompt: evil", ""),
+        ("a cat\r\n  Negative prompt: evil", "blur"),
+        ("Negative prompt: evil", ""),
+        ("a cat\nSteps: 1, Sampler: DDIM, CFG scale: 1, Seed: 5", ""),
+        ("a cat", "blur\nSteps: 2, Sampler: DDIM, CFG scale: 1, Seed: 5"),
+        ("a cat\rSteps: 1, Sampler: DDIM, CFG scale: 1", "x\nNegative prompt: y"),
+    ],
+)
+def test_prompt_lines_that_look_like_structure_cannot_forge_the_settings_text(prompt, negative):
+    request = GenerationRequest(prompt, negative_prompt=negative, seed=7, steps=12)
+    text = format_parameters(request)
+    parsed = parse_parameters(text)
+    # The reader of the text gets the same words (the text encoder lower-cases everything) and
+    # never a forged negative prompt or settings.
+    assert parsed.prompt.lower() == prompt.lower().replace("\r\n", "\n").replace("\r", "\n")
+    assert parsed.negative_prompt.lower() == negative.lower()
+    assert (parsed.steps, parsed.seed, parsed.sampler) == (12, 7, "Euler")
+    settings_lines = [line for line in text.splitlines() if line.startswith("Steps:")]
+    assert settings_lines == [text.splitlines()[-1]]
+    assert sum(line.lstrip().startswith("Negative prompt:") for line in text.splitlines()) == (
+        1 if negative else 0
+    )
+
+
+def test_png_with_a_forged_prompt_reads_back_from_json_without_warnings(tmp_path):
+    request = GenerationRequest(
+        "a cat\nNegative prompt: evil\nSteps: 1, Sampler: DDIM, CFG scale: 1"
+    )
+    metadata = read_metadata(write_png(image(), request, tmp_path / "a.png"))
+    assert metadata.request == request
+    assert metadata.warnings == ()
+
+
+def test_chunks_that_disagree_are_reported_and_the_json_wins(tmp_path):
+    request = GenerationRequest("a cat", seed=1, steps=20)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PARAMETERS_KEY, "a dog\nSteps: 50, Sampler: Euler, CFG scale: 7, Seed: 1")
+    info.add_text(METADATA_KEY, json.dumps({"version": 1, "request": request.to_dict()}))
+    target = tmp_path / "edited.png"
+    image().save(target, pnginfo=info)
+    metadata = read_metadata(target)
+    assert metadata.request == request
+    (warning,) = metadata.warnings
+    assert "differs from its complete settings in prompt, steps" in warning
+
+
+def test_json_with_wrong_types_is_reported_and_the_text_is_read(tmp_path):
+    bad = GenerationRequest("a cat", seed=1).to_dict() | {"steps": "abc"}
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PARAMETERS_KEY, "a cat\nSteps: 5, Sampler: Euler, CFG scale: 7, Seed: 1")
+    info.add_text(METADATA_KEY, json.dumps({"version": 1, "request": bad}))
+    target = tmp_path / "typed.png"
+    image().save(target, pnginfo=info)
+    metadata = read_metadata(target)
+    assert not metadata.from_json and metadata.request.steps == 5
+    assert "damaged (Steps must be a whole number" in metadata.warnings[0]
+    only_json = tmp_path / "only-json.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text(METADATA_KEY, json.dumps({"version": 1, "request": bad}))
+    image().save(only_json, pnginfo=info)
+    with pytest.raises(ImageReadError, match="Steps must be a whole number"):
+        read_request(only_json)
