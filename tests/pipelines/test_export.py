@@ -15,6 +15,7 @@ from pipelines.export import (
     DEFAULT_FILE_PATTERN,
     METADATA_KEY,
     PARAMETERS_KEY,
+    check_file_pattern,
     file_name_part,
     format_parameters,
     model_display_name,
@@ -23,6 +24,7 @@ from pipelines.export import (
     read_metadata,
     read_request,
     split_parameters,
+    sweep_stale_temp_files,
     write_png,
 )
 from pipelines.types import (
@@ -35,6 +37,7 @@ from pipelines.types import (
 )
 
 NOW = datetime(2024, 5, 17, 9, 8, 7)
+NOW_TS = NOW.timestamp()
 
 
 def image(size: tuple[int, int] = (16, 12), mode: str = "RGB") -> Image.Image:
@@ -780,3 +783,91 @@ def test_json_with_wrong_types_is_reported_and_the_text_is_read(tmp_path):
     image().save(only_json, pnginfo=info)
     with pytest.raises(ImageReadError, match="Steps must be a whole number"):
         read_request(only_json)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("{index}\0.png", "control character"),
+        ("a\nb.png", "control character"),
+        ("{index:0>4000}.png", "wider than 40"),
+        ("{index:,>999999999}.png", "wider than 40"),
+        ("{index:{seed}}.png", "nested field"),
+        ("{prompt}" * 6 + ".png", "names of"),
+        ("x" * 600, "longer than 500"),
+        ("   ", "empty"),
+        ("{index.real}.png", "Unknown field"),
+        ("{prompt!z}.png", "cannot be filled in"),
+        ("{seed:d}.png", "cannot be filled in"),
+    ],
+)
+def test_file_name_patterns_that_cannot_give_a_name_are_refused_when_set(pattern, message):
+    with pytest.raises(ExportError, match=message):
+        check_file_pattern(pattern)
+    with pytest.raises(ExportError):
+        next_free_path("/nonexistent", pattern, GenerationRequest("p", seed=1), now=NOW)
+
+
+def test_usual_patterns_pass_the_check():
+    for pattern in (DEFAULT_FILE_PATTERN, "{index}", "{date}_{time}_{sampler}_{steps}_{seed}.png",
+                    "{index:04d}-{prompt:.10}.png"):  # fmt: skip
+        check_file_pattern(pattern)
+
+
+def test_a_nul_in_the_target_path_is_an_export_error(tmp_path):
+    with pytest.raises(ExportError, match="NUL"):
+        write_png(image(), GenerationRequest("p"), tmp_path / "a\0b.png")
+
+
+def test_read_only_file_system_reports_the_write_not_the_temp_cleanup(tmp_path, monkeypatch):
+    import errno
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(args[0]))
+
+    monkeypatch.setattr(export.os, "open", refuse)
+    monkeypatch.setattr(Path, "unlink", refuse)  # a read-only file system refuses this too
+    with pytest.raises(ExportError) as caught:
+        write_png(image(), GenerationRequest("p"), tmp_path / "out.png")
+    message = str(caught.value)
+    assert message == f"Could not write {tmp_path / 'out.png'}: Read-only file system."
+    assert ".tmp" not in message
+
+
+def test_stale_temp_files_of_this_app_are_swept_and_nothing_else(tmp_path):
+    def touch(name: str, age: float) -> Path:
+        path = tmp_path / name
+        path.write_bytes(b"x")
+        os.utime(path, (NOW_TS - age, NOW_TS - age))
+        return path
+
+    stale = touch(".diffusion-studio-0a1b2c3d-2024-05-17-00001-1-cat.tmp", 7200)
+    earlier = touch(".2024-05-17-00002-1-cat.deadbeef.tmp", 7200)
+    fresh = touch(".diffusion-studio-0a1b2c3e-cat.tmp", 60)  # maybe being written right now
+    others = [touch(name, 7200) for name in ("notes.tmp", ".cache.tmp", "cat.png", ".hidden")]
+    (tmp_path / ".diffusion-studio-00000000-dir.tmp").mkdir()
+
+    assert sorted(sweep_stale_temp_files(tmp_path, now=NOW_TS)) == sorted([stale, earlier])
+    assert not stale.exists() and not earlier.exists()
+    assert fresh.exists() and all(p.exists() for p in others)
+    assert sweep_stale_temp_files(tmp_path / "missing", now=NOW_TS) == []
+
+
+def test_a_killed_write_leaves_a_temp_file_the_next_sweep_removes(tmp_path):
+    import subprocess
+
+    target = tmp_path / "big.png"
+    script = (
+        "import os, signal, sys\n"
+        "from pipelines.export import write_atomically\n"
+        "def save(handle):\n"
+        "    handle.write(b'x' * 1000)\n"
+        "    handle.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"write_atomically({str(target)!r}, save)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=False, timeout=60)
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".diffusion-studio-") and not target.exists()
+    assert sweep_stale_temp_files(tmp_path, now=left.stat().st_mtime + 3601) == [left]
+    assert list(tmp_path.iterdir()) == []
