@@ -581,10 +581,38 @@ def _check_no_missing_weights(module: torch.nn.Module, path: Path, part: str) ->
         )
 
 
+def _load_errors() -> tuple[type[Exception], ...]:
+    try:  # where diffusers says a component's weights are missing from a single file
+        from diffusers.loaders.single_file_utils import SingleFileComponentError
+    except ImportError:
+        return _LOAD_ERRORS
+    return (*_LOAD_ERRORS, SingleFileComponentError)
+
+
+_SHAPE_RE = re.compile(
+    r"(\S+) expected shape torch\.Size\((\[[^\]]*\])\), but got torch\.Size\((\[[^\]]*\])\)"
+)
+_MISSING_RE = re.compile(r"Failed to load (\w+)\. Weights for this component appear to be missing")
+
+
 def _wrap_load_error(path: Path, exc: Exception) -> ModelFormatError:
     log.exception("loading %s failed", path)
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ModelFormatError(f"Cannot load {path.name}: {detail}")
+    text = str(exc).strip()
+    shape, missing = _SHAPE_RE.search(text), _MISSING_RE.search(text)
+    if shape:
+        # diffusers' own advice (ignore_mismatched_sizes, ...) is for programmers; say what it means.
+        detail = (
+            f"its weight {shape[1]} has the shape {shape[3]}, the architecture needs {shape[2]}; "
+            "the file is damaged or made for another kind of model"
+        )
+    elif missing:
+        detail = (
+            f"it holds no weights for its {missing[1]}; the file is incomplete (a pruned or "
+            "partial checkpoint) or made for another kind of model"
+        )
+    else:
+        detail = text.splitlines()[0] if text else type(exc).__name__
+    return ModelFormatError(f"Cannot load {path.name}: {detail}.")
 
 
 @contextlib.contextmanager
@@ -660,7 +688,7 @@ def load_base_pipeline(
                     **_tokenizers(family),
                     **extra,
                 )
-    except _LOAD_ERRORS as exc:
+    except _load_errors() as exc:
         raise _wrap_load_error(path, exc) from exc
     for name, component in pipe.components.items():
         if isinstance(component, torch.nn.Module):
@@ -702,7 +730,7 @@ def load_controlnet(
                 model = ControlNetModel.from_single_file(
                     str(path), config=str(config), local_files_only=True, torch_dtype=dtype
                 )
-    except _LOAD_ERRORS as exc:
+    except _load_errors() as exc:
         raise _wrap_load_error(path, exc) from exc
     _check_no_missing_weights(model, path, "ControlNet")
     model.to(device)
