@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import string
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -404,9 +405,20 @@ def _savable(image: Image.Image) -> Image.Image:
     return image.convert("RGBA" if "A" in image.getbands() else "RGB")
 
 
-def _check_target(
-    path: Path, overwrite: bool, make_folder: bool, suffixes: tuple[str, ...] = (".png",)
+def check_target(
+    path: str | os.PathLike[str],
+    overwrite: bool,
+    make_folder: bool,
+    suffixes: tuple[str, ...] = (".png",),
+    *,
+    create: bool = True,
 ) -> None:
+    """Raise :class:`ExportError` unless ``path`` can be written: its suffix, its folder (made
+    here with ``make_folder`` and ``create``, only its last level), and no file or folder in the
+    way unless ``overwrite``. Callers run it before any long work, so a bad target fails first."""
+    path = Path(path)
+    if "\0" in str(path):
+        raise ExportError(f"Cannot save {str(path)!r}: a file name cannot contain a NUL character.")
     if path.suffix.lower() not in suffixes:
         names = " or ".join(suffixes)
         raise ExportError(f"Cannot save {path.name!r}: the file name must end in {names}.")
@@ -414,6 +426,12 @@ def _check_target(
     if not folder.exists():
         if not make_folder:
             raise ExportError(f"Cannot save {path.name}: the folder {folder} does not exist.")
+        if not create:
+            if not folder.parent.is_dir():
+                raise ExportError(
+                    f"Cannot create the folder {folder}: its parent folder does not exist."
+                )
+            return
         try:
             folder.mkdir()  # only the last folder: a mistyped parent should fail, not be created
         except FileNotFoundError:
@@ -467,9 +485,7 @@ def write_atomically(
     (and only the last level). Every failure is an :class:`ExportError`.
     """
     path = Path(path)
-    if "\0" in str(path):
-        raise ExportError(f"Cannot save {str(path)!r}: a file name cannot contain a NUL character.")
-    _check_target(path, overwrite, make_folder, suffixes)
+    check_target(path, overwrite, make_folder, suffixes)
     temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{path.stem}.tmp")
     try:
         # os.open with 0o666 lets the umask decide the final permissions, unlike mkstemp's 0o600.
@@ -651,6 +667,54 @@ def read_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
 
 def read_request(path: str | os.PathLike[str]) -> GenerationRequest:
     return read_metadata(path).request
+
+
+# ---------------------------------------------------------------------------------------------
+# The app's own data folder and the condition maps kept in it
+
+APP_FOLDER_NAME = "Diffusion Studio"  # the organisation and application names the window uses
+MAPS_SUBFOLDER = "condition-maps"
+
+
+def default_data_folder() -> Path:
+    """Where the window keeps its own files (Qt's AppDataLocation for its names), found without Qt
+    so that the command line keeps its map copies in the same place."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / APP_FOLDER_NAME / APP_FOLDER_NAME
+
+
+def condition_maps_folder(data_folder: str | os.PathLike[str]) -> Path:
+    return Path(data_folder) / MAPS_SUBFOLDER
+
+
+def save_condition_map(
+    image: Image.Image, folder: str | os.PathLike[str], stem: str = "map"
+) -> Path:
+    """Write ``image`` as a new RGB PNG in ``folder`` under a name never used before; return it.
+
+    A request names its condition image by path, and history, settings and exported PNGs keep that
+    path: so a map is never overwritten, and a later edit is a new file.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"Cannot create the folder {folder}: {exc.strerror or exc}.") from exc
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    while True:
+        # Time for people browsing the folder, a random part so that two maps never share a name.
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = folder / f"{file_name_part(stem) or 'map'}-{stamp}-{secrets.token_hex(4)}.png"
+        try:
+            return write_atomically(path, lambda handle: rgb.save(handle, format="PNG"))
+        except ExportError:
+            if not path.exists():
+                raise  # taken names are retried; any other failure is reported
 
 
 # ---------------------------------------------------------------------------------------------

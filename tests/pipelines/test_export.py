@@ -434,13 +434,13 @@ def test_overwrite_true_replaces(tmp_path):
 
 def test_a_file_appearing_between_check_and_rename_is_not_overwritten(tmp_path, monkeypatch):
     target = tmp_path / "race.png"
-    real_check = export._check_target
+    real_check = export.check_target
 
     def check_then_someone_else_writes(path, *args):
         real_check(path, *args)
         path.write_bytes(b"someone else's file")
 
-    monkeypatch.setattr(export, "_check_target", check_then_someone_else_writes)
+    monkeypatch.setattr(export, "check_target", check_then_someone_else_writes)
     with pytest.raises(ExportError, match="already exists"):
         write_png(image(), GenerationRequest("p"), target)
     assert target.read_bytes() == b"someone else's file"
