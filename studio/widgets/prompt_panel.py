@@ -32,6 +32,7 @@ from pipelines.types import (
     MAX_STEPS,
     MIN_SIZE,
     GenerationRequest,
+    snap_size,
 )
 
 NATIVE = "Model's native size"
@@ -49,8 +50,7 @@ MODEL_PATH_ROLE = Qt.ItemDataRole.UserRole
 DEFAULT_MODEL_LABEL = "Bundled default model"
 
 
-def snap8(value: int) -> int:
-    return max(MIN_SIZE, min(MAX_SIZE, int(round(value / 8)) * 8))
+snap8 = snap_size  # the core's rule, under the name the panel's callers know
 
 
 class PromptEdit(QPlainTextEdit):

@@ -86,3 +86,22 @@ def test_numpy_numbers_count_as_numbers_and_long_prompts_say_the_limit():
     ).validate()
     with pytest.raises(ValidationError, match="at most 10,000"):
         GenerationRequest(prompt="x" * 10_001).validate()
+
+
+@pytest.mark.parametrize(
+    ("value", "snapped"),
+    [
+        (300, 304),
+        (308, 312),
+        (316, 320),
+        (301, 304),
+        (299.9, 296),
+        (3, 64),
+        (10**9, 4096),
+        (4100, 4096),
+    ],
+)
+def test_sizes_snap_to_the_nearest_multiple_of_8_halves_up_within_limits(value, snapped):
+    from pipelines.types import snap_size
+
+    assert snap_size(value) == snapped
