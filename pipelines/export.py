@@ -30,7 +30,14 @@ from typing import Any, BinaryIO
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from pipelines.errors import ExportError, ImageReadError, StudioError, ValidationError
-from pipelines.types import MAX_SEED, ControlKind, ControlUnit, GenerationRequest, ResizeMode
+from pipelines.types import (
+    MAX_SEED,
+    ControlKind,
+    ControlUnit,
+    GenerationRequest,
+    ResizeMode,
+    guess_control_kind,
+)
 
 PARAMETERS_KEY = "parameters"
 METADATA_KEY = "diffusion-studio"
@@ -284,14 +291,11 @@ def _split_unit_text(text: str) -> dict[str, str]:
     return values
 
 
-def _kind_for(module: str, model: str) -> ControlKind:
-    for name in (module.lower(), model.lower()):
-        if "canny" in name:
-            return ControlKind.CANNY
-        if "pose" in name:
-            return ControlKind.POSE
-        if "depth" in name:
-            return ControlKind.DEPTH
+def _kind_for(*names: str) -> ControlKind:
+    for name in names:
+        kind = guess_control_kind(name)
+        if kind is not None:
+            return kind
     return ControlKind.CUSTOM
 
 
@@ -305,9 +309,9 @@ def _control_from_values(values: dict[str, str], label: str) -> ControlUnit | No
     # Only a module we run ourselves means "preprocess"; any other (softedge, invert, ...) is
     # recorded as a ready map whose kind the model name tells. A1111 text never carries the image,
     # so the user supplies it either way.
-    module_kind = ControlKind.CUSTOM if module in _NO_MODULE else _kind_for(module, "")
+    module_kind = ControlKind.CUSTOM if module in _NO_MODULE else _kind_for(module)
     preprocess = module_kind is not ControlKind.CUSTOM
-    kind = module_kind if preprocess else _kind_for("", model)
+    kind = module_kind if preprocess else _kind_for(model)
     unit: dict[str, Any] = {"kind": kind, "model": model, "preprocess": preprocess}
     if "Weight" in values:
         unit["strength"] = _to_float(f"{label} Weight", values["Weight"])

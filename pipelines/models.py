@@ -25,7 +25,7 @@ import torch
 from pipelines.errors import FamilyMismatchError, ModelFormatError, ModelNotFoundError
 from pipelines.offline import set_offline_environment  # noqa: F401 - re-exported
 from pipelines.resources import resource_path
-from pipelines.types import ControlKind, ModelFamily
+from pipelines.types import ControlKind, ModelFamily, guess_control_kind
 
 log = logging.getLogger(__name__)
 
@@ -361,17 +361,6 @@ def _family_from_name(name: str) -> ModelFamily | None:
         return ModelFamily.SDXL
     if re.search(r"(sd_?1[._-]?5|sd15|sd_?v?1|v1-5|v1_5)", lowered):
         return ModelFamily.SD1
-    return None
-
-
-def guess_control_kind(name: str) -> ControlKind | None:
-    lowered = name.lower()
-    if "canny" in lowered:
-        return ControlKind.CANNY
-    if "pose" in lowered:
-        return ControlKind.POSE
-    if "depth" in lowered:
-        return ControlKind.DEPTH
     return None
 
 

@@ -77,6 +77,17 @@ class ControlKind(str, enum.Enum):
     CUSTOM = "custom"
 
 
+def guess_control_kind(name: str) -> ControlKind | None:
+    """The kind a ControlNet or preprocessor name says (``control_v11p_sd15_canny``, ``openpose``,
+    ``depth_midas``), or None when it names none of them."""
+    lowered = name.lower()
+    for word, kind in (("canny", ControlKind.CANNY), ("pose", ControlKind.POSE),
+                       ("depth", ControlKind.DEPTH)):  # fmt: skip
+        if word in lowered:
+            return kind
+    return None
+
+
 class ResizeMode(str, enum.Enum):
     FIT = "fit"  # letterbox into the generation size, padding with black
     CROP = "crop"  # fill the generation size, cropping the overflow (centred)

@@ -105,3 +105,15 @@ def test_sizes_snap_to_the_nearest_multiple_of_8_halves_up_within_limits(value, 
     from pipelines.types import snap_size
 
     assert snap_size(value) == snapped
+
+
+def test_discovery_and_the_settings_text_read_a_controlnet_kind_by_one_rule():
+    from pipelines import export, models
+    from pipelines.types import guess_control_kind
+
+    assert models.guess_control_kind is guess_control_kind
+    for name, kind in (("control_v11p_sd15_openpose", ControlKind.POSE),
+                       ("diffusers_xl_depth_full", ControlKind.DEPTH),
+                       ("t2i-adapter_canny", ControlKind.CANNY), ("softedge_hed", None)):  # fmt: skip
+        assert guess_control_kind(name) == kind
+        assert export._kind_for(name) == (kind or ControlKind.CUSTOM)
