@@ -27,9 +27,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin
 
 from pipelines.errors import ExportError, ImageReadError, StudioError, ValidationError
+from pipelines.images import open_image
 from pipelines.types import (
     MAX_SEED,
     ControlKind,
@@ -572,28 +573,13 @@ def write_png(
 
 
 def _read_text_chunks(path: Path) -> dict[str, str]:
-    try:
-        with Image.open(path) as image:
-            if image.format != "PNG":
-                raise ImageReadError(
-                    f"{path.name} is a {image.format or 'non-PNG'} image; settings are read from "
-                    "PNG files only."
-                )
-            image.load()  # decodes everything, so a damaged file fails here, not later
-            return {str(k): str(v) for k, v in getattr(image, "text", {}).items()}
-    except ImageReadError:
-        raise
-    except FileNotFoundError:
-        raise ImageReadError(f"{path} does not exist.") from None
-    except IsADirectoryError:
-        raise ImageReadError(f"{path} is a folder, not an image.") from None
-    except PermissionError:
-        raise ImageReadError(f"No permission to read {path}.") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path.name} is not an image file.") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        # Pillow reports bad checksums as SyntaxError and truncation as OSError.
-        raise ImageReadError(f"{path.name} is damaged and cannot be read ({exc}).") from exc
+    with open_image(path) as image:
+        if image.format != "PNG":
+            raise ImageReadError(
+                f"{path.name} is a {image.format or 'non-PNG'} image; settings are read from "
+                "PNG files only."
+            )
+        return {str(k): str(v) for k, v in getattr(image, "text", {}).items()}
 
 
 def _from_json(text: str) -> tuple[GenerationRequest, dict[str, Any]]:

@@ -117,3 +117,22 @@ def test_discovery_and_the_settings_text_read_a_controlnet_kind_by_one_rule():
                        ("t2i-adapter_canny", ControlKind.CANNY), ("softedge_hed", None)):  # fmt: skip
         assert guess_control_kind(name) == kind
         assert export._kind_for(name) == (kind or ControlKind.CUSTOM)
+
+
+def test_maps_and_settings_pngs_fail_to_open_with_the_same_messages(tmp_path):
+    import os
+
+    from pipelines.conditions import load_image
+    from pipelines.errors import ImageReadError
+    from pipelines.export import read_request
+
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+    for name in ("missing.png", "folder.png", "text.png", "cut.png"):
+        messages = []
+        for read in (load_image, read_request):
+            with pytest.raises(ImageReadError) as caught:
+                read(tmp_path / name)
+            messages.append(str(caught.value))
+        assert messages[0] == messages[1] and str(tmp_path / name) in messages[0]
