@@ -51,6 +51,9 @@ STALE_TEMP_AGE = 3600.0  # seconds; a write takes seconds, so an older temp file
 _OWN_TEMP_RE = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{8}-.*\.tmp")
 _EARLIER_TEMP_RE = re.compile(r"\..*\.[0-9a-f]{8}\.tmp")  # .<stem>.<hex>.tmp, before the prefix
 PROMPT_IN_NAME_MAX = 40
+# Pillow refuses to read a text chunk over 1 MiB (PngImagePlugin.MAX_TEXT_CHUNK); a request within
+# its own limits takes a few tens of kilobytes.
+MAX_METADATA_BYTES = 512 * 1024
 
 # Our registry's names are A1111's, except where the algorithm differs in name only.
 # Read direction: A1111 / older tools' name -> our registry name.
@@ -397,10 +400,18 @@ def _png_info(
     document: dict[str, Any] = {"version": METADATA_VERSION, "request": request.to_dict()}
     if extra:
         document["extra"] = dict(extra)
+    parameters = format_parameters(request)
+    text = json.dumps(document, ensure_ascii=False, allow_nan=False)
+    size = len(parameters.encode("utf-8")) + len(text.encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        raise ExportError(
+            f"The settings to store in the PNG take {size:,} bytes; at most "
+            f"{MAX_METADATA_BYTES:,} can be stored (and read back by image viewers)."
+        )
     info = PngImagePlugin.PngInfo()
     # add_text writes tEXt when the text is Latin-1 and iTXt (UTF-8) otherwise, as A1111 does.
-    info.add_text(PARAMETERS_KEY, format_parameters(request))
-    info.add_text(METADATA_KEY, json.dumps(document, ensure_ascii=False, allow_nan=False))
+    info.add_text(PARAMETERS_KEY, parameters)
+    info.add_text(METADATA_KEY, text)
     return info
 
 
@@ -645,6 +656,7 @@ def read_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
     if parameters and parameters.strip():
         try:
             request = parse_parameters(parameters)
+            request.check_fields()  # refused whole here, never half applied by a caller
         except StudioError as exc:
             raise ImageReadError(
                 f"The settings stored in {path.name} cannot be read: {exc}"
