@@ -277,6 +277,16 @@ def _refuse_existing(*paths: Path | None, overwrite: bool) -> None:
             raise StudioError(f"{path} exists; pass --overwrite to replace it.")
 
 
+def _sweep(*folders: Path | None) -> None:
+    from pipelines.export import condition_maps_folder, default_data_folder, sweep_stale_temp_files
+
+    # Leftovers of writes killed half-way (kill -9, a power cut) in the folders written to now.
+    for folder in (*folders, condition_maps_folder(default_data_folder())):
+        if folder is not None:
+            for path in sweep_stale_temp_files(folder):
+                log.info("removed %s, left by an interrupted save", path)
+
+
 def cmd_generate(args) -> int:
     from pipelines.export import check_target, write_png
 
@@ -286,6 +296,7 @@ def cmd_generate(args) -> int:
     engine = _engine(args)
     request = build_request(args, engine)
     request.validate()
+    _sweep(args.out.parent)
     request = keep_map_copies(request)
     _quiet_loading(args)
     bar = _ProgressBar()
@@ -332,6 +343,7 @@ def cmd_compare(args) -> int:
     engine = _engine(args)
     request = build_request(args, engine)
     request.validate()
+    _sweep(args.out.parent, args.animation and args.animation.parent, args.columns)
     request = keep_map_copies(request)
     _quiet_loading(args)
     total = sum(entry[1] if isinstance(entry, tuple) else request.steps for entry in samplers)

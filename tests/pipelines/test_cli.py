@@ -318,3 +318,15 @@ def test_control_units_keep_command_line_order_and_absolute_copied_maps(
     assert [u.strength for u in kept.controls] == [0.5, 1.0, 1.0]
     os.chdir(tmp_path)  # restored from elsewhere, the maps are still found
     assert all(Path(u.image).exists() for u in kept.controls)
+
+
+def test_generate_sweeps_stale_temp_files_from_the_folder_it_writes_to(sd1_folder, tmp_path):
+    stale = tmp_path / ".diffusion-studio-0123abcd-old.tmp"
+    stale.write_bytes(b"half an image")
+    os.utime(stale, (1, 1))
+    recent = tmp_path / ".diffusion-studio-0123abce-now.tmp"
+    recent.write_bytes(b"being written")
+    code = cli.main(["generate", "--prompt", "x", "--model", str(sd1_folder), "--steps", "1",
+                     "--size", "64x64", "--out", str(tmp_path / "o.png")])  # fmt: skip
+    assert code == 0
+    assert not stale.exists() and recent.exists() and (tmp_path / "o.png").exists()
