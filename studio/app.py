@@ -13,6 +13,11 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from studio.jobs import JobEvent
+    from studio.widgets.main_window import MainWindow
 
 _STARTED = time.monotonic()  # start-up time is reported in the log from here
 
@@ -170,20 +175,23 @@ def create_window(args: argparse.Namespace, argv: Sequence[str] = ()):
     return app, window
 
 
-def _log_model_events(window) -> None:
+def _log_model_events(window: MainWindow) -> None:
     # The log says when the window became usable (packaging/measure-startup reads it) and why not.
-    worker = window.session.worker
-    worker.loaded.connect(
-        lambda summary: log.info(
-            "model %s (%s) ready %.2f s after start",
-            summary.path,
-            summary.family_label,
-            time.monotonic() - _STARTED,
-        )
-    )
-    worker.load_failed.connect(lambda message: log.warning("model not loaded: %s", message))
-    worker.failed.connect(lambda message: log.warning("generation failed: %s", message))
-    worker.notice.connect(lambda message: log.warning("%s", message))
+    from studio.jobs import EventKind
+
+    def on_event(event: JobEvent) -> None:
+        if event.kind is EventKind.LOADED:
+            summary = event.result
+            log.info("model %s (%s) ready %.2f s after start", summary.path,
+                     summary.family_label, time.monotonic() - _STARTED)  # fmt: skip
+        elif event.kind is EventKind.LOAD_FAILED:
+            log.warning("model not loaded: %s", event.error)
+        elif event.kind is EventKind.FAILED:
+            log.warning("%s job failed: %s", event.job.kind.value, event.error)
+        elif event.kind is EventKind.NOTICE:
+            log.warning("%s", event.error)
+
+    window.session.event.connect(on_event)
 
 
 def run_gui(argv: Sequence[str], debug: bool = False) -> int:

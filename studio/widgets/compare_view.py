@@ -14,6 +14,7 @@ only once a comparison exists, when the worker has long loaded it, so the window
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from PySide6.QtWidgets import (
 )
 
 from pipelines.errors import StudioError
+from studio.jobs import CompareFrame, EventKind, JobEvent, JobKind
 from studio.qt_image import array_to_qimage, paint_image
 
 ALIGN_MODES = (
@@ -321,13 +323,7 @@ class CompareView(QWidget):
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
     def _connect(self) -> None:
-        s = self.session
-        s.compare_started.connect(self._on_started)
-        s.compare_step.connect(self._on_step)
-        s.compare_finished.connect(self._on_finished)
-        s.compare_cancelled.connect(self._on_cancelled)
-        s.comparison_added.connect(self._refresh_history)
-        s.failed.connect(self._on_failed)
+        self.session.event.connect(self._on_event)
         self.history_combo.activated.connect(self.show_comparison)
         self.align_combo.currentIndexChanged.connect(self._on_align_changed)
         self.difference_check.toggled.connect(self.refresh)
@@ -376,6 +372,21 @@ class CompareView(QWidget):
         self._set_controls()
 
     # ---- a running comparison -----------------------------------------------------------------
+    def _on_event(self, event: JobEvent) -> None:
+        if not event.is_for(JobKind.COMPARE):
+            return
+        if event.kind is EventKind.QUEUED:
+            self._on_started(event.job.request, event.job.samplers)
+        elif event.kind is EventKind.PREVIEW:
+            self._on_step(event.frames)
+        elif event.kind is EventKind.FINISHED:
+            self._refresh_history()
+            self._on_finished(event.result)
+        elif event.kind is EventKind.CANCELLED:
+            self._on_cancelled(event.result)
+        elif event.kind is EventKind.FAILED:
+            self._on_failed(event.error)
+
     def _on_started(self, request, entries) -> None:
         self.stop()
         self.result = None
@@ -393,11 +404,11 @@ class CompareView(QWidget):
         self.legend.hide()
         self._set_controls()
 
-    def _on_step(self) -> None:
-        frames = self.session.take_compare_frames()
+    def _on_step(self, frames: Sequence[CompareFrame]) -> None:
         if self._live is None:
             return  # a late frame of a run already over
-        for index, frame in frames.items():
+        for frame in frames:
+            index = frame.column
             if not 0 <= index < len(self.columns):
                 continue
             sampler = self._live[index][0]

@@ -26,8 +26,9 @@ from PySide6.QtWidgets import (
 from pipelines.errors import StudioError, ValidationError
 from pipelines.types import GenerationRequest
 from studio.about import show_about
+from studio.jobs import EventKind, JobEvent, JobKind, PreviewFrame
 from studio.qt_image import pil_to_qimage
-from studio.session import HistoryEntry, Session
+from studio.session import ENDINGS, HistoryEntry, Session
 from studio.settings import StudioSettings
 from studio.widgets.canvas import Canvas
 from studio.widgets.compare_view import CompareView
@@ -227,7 +228,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.progress)
 
     def _connect(self) -> None:
-        p, w = self.prompt_panel, self.session.worker
+        p = self.prompt_panel
         p.generate_clicked.connect(self.generate)
         p.cancel_clicked.connect(self.cancel)
         p.model_chosen.connect(self._on_model_chosen)
@@ -240,23 +241,53 @@ class MainWindow(QMainWindow):
         self.gallery.save_requested.connect(self.save_entry)
         self.gallery.copy_requested.connect(self.copy_entry)
         self.gallery.files_dropped.connect(self.restore_from_files)
-        self.session.busy_changed.connect(self._on_busy)
-        self.session.history_added.connect(self._on_history_added)
         self.sampler_panel.compare_clicked.connect(self.compare)
         self.compare_view.problem.connect(lambda text: self.show_error(text))
         self.compare_view.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
-        self.session.compare_finished.connect(self._on_compare_finished)
-        self.session.compare_cancelled.connect(self._on_compare_cancelled)
-        w.catalog_ready.connect(self._on_catalog)
-        w.models_found.connect(self._on_models_found)
-        w.loading.connect(self._on_loading)
-        w.loaded.connect(self._on_loaded)
-        w.load_failed.connect(self._on_load_failed)
-        w.preview_ready.connect(self._on_preview)
-        self.session.finished.connect(self._on_finished)
-        self.session.cancelled.connect(self._on_cancelled)
-        self.session.failed.connect(self._on_failed)
-        w.notice.connect(lambda text: self.show_error(text))
+        self.session.event.connect(self._on_event)
+
+    def _on_event(self, event: JobEvent) -> None:
+        """Everything the worker reports, one event at a time, in the GUI thread."""
+        kind = event.kind
+        if kind is EventKind.LOADING:
+            self._on_loading(event.progress, event.message)
+        elif kind is EventKind.LOADED:
+            self._on_loaded(event.result)
+        elif kind is EventKind.LOAD_FAILED:
+            self._on_load_failed(event.error)
+        elif kind is EventKind.CATALOG:
+            self._on_catalog(event.result)
+        elif kind is EventKind.MODELS_FOUND:
+            self._on_models_found(event.result)
+        elif kind is EventKind.NOTICE:
+            self.show_error(event.error)
+        elif event.is_for(JobKind.GENERATE):
+            self._on_generation_event(event)
+        elif event.is_for(JobKind.COMPARE):
+            self._on_comparison_event(event)
+
+    def _on_generation_event(self, event: JobEvent) -> None:
+        if event.kind in (EventKind.QUEUED, *ENDINGS):
+            self._on_busy(self.session.busy)
+        if event.kind is EventKind.PREVIEW:
+            self._on_preview(event.frames[-1])
+        elif event.kind is EventKind.FINISHED:
+            self._on_history_added(self.session.history[-1])
+            self._on_finished(event.result)
+        elif event.kind is EventKind.CANCELLED:
+            self._on_cancelled(event.result)
+        elif event.kind is EventKind.FAILED:
+            self._on_failed(event.error)
+
+    def _on_comparison_event(self, event: JobEvent) -> None:
+        if event.kind in (EventKind.QUEUED, *ENDINGS):
+            self._on_busy(self.session.busy)
+        if event.kind is EventKind.FINISHED:
+            self._on_compare_finished(event.result)
+        elif event.kind is EventKind.CANCELLED:
+            self._on_compare_cancelled(event.result)
+        elif event.kind is EventKind.FAILED:
+            self._on_failed(event.error)
 
     def _restore(self) -> None:
         s = self.settings
@@ -352,10 +383,7 @@ class MainWindow(QMainWindow):
         self.sampler_panel.set_busy(busy)
         self.cancel_action.setEnabled(busy)
 
-    def _on_preview(self) -> None:
-        frame = self.session.take_preview()
-        if frame is None or not self.session.busy:
-            return
+    def _on_preview(self, frame: PreviewFrame) -> None:
         self.canvas.set_image(frame.image)
         rate = frame.step / frame.elapsed if frame.elapsed > 0 else 0.0
         eta = (frame.total - frame.step) / rate if rate else 0.0

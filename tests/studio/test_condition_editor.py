@@ -337,9 +337,9 @@ def test_the_edited_map_reaches_the_pipeline_and_comes_back_from_history_and_png
     assert unit.enabled.isChecked()
 
     window.prompt_panel.prompt.setPlainText("edited map")
-    with qtbot.waitSignal(window.session.finished, timeout=60_000) as blocker:
+    with wait_event(qtbot, window.session, EventKind.FINISHED, timeout=60_000) as blocker:
         window.generate_action.trigger()
-    result = blocker.args[0]
+    result = blocker.args[0].result
     (used,) = result.request.active_controls
     assert used.image == str(path) and not used.preprocess and used.kind is ControlKind.CANNY
     np.testing.assert_array_equal(np.asarray(result.condition_maps[0]), edited)  # at the core
