@@ -6,6 +6,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from PIL import Image
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
@@ -32,9 +33,9 @@ from studio.session import ENDINGS, HistoryEntry, Session
 from studio.settings import StudioSettings
 from studio.widgets.canvas import Canvas
 from studio.widgets.compare_view import CompareView
-from studio.widgets.control_panel import ControlPanel
+from studio.widgets.control_panel import ControlPanel, EditorContext
 from studio.widgets.gallery import Gallery
-from studio.widgets.prompt_panel import PromptPanel
+from studio.widgets.prompt_panel import PromptPanel, snap8
 from studio.widgets.sampler_panel import SamplerPanel
 from studio.widgets.settings_dialog import SettingsDialog
 
@@ -108,6 +109,14 @@ class MainWindow(QMainWindow):
         self.gallery = Gallery()
         self.compare_view = CompareView(self.session, settings)
         self.message_bar = MessageBar()
+        self.control_panel.set_editor_context(
+            EditorContext(
+                size=self.generation_size,
+                annotator_folders=lambda: self.settings.annotator_folders,
+                sources=self._history_pictures,
+                jobs=self.session,
+            )
+        )
         self._build_layout()
         self._build_actions()
         self._build_status_bar()
@@ -315,6 +324,15 @@ class MainWindow(QMainWindow):
         self.session.start_up()
         self.session.discover()
         self._load_model(self.prompt_panel.current_model())
+
+    def generation_size(self) -> tuple[int, int]:
+        # The boxes show the effective size, the model's native one included once it is known.
+        p = self.prompt_panel
+        return snap8(p.width_box.value()), snap8(p.height_box.value())
+
+    def _history_pictures(self) -> list[tuple[str, Image.Image]]:
+        entries = list(enumerate(self.session.history, 1))[::-1]
+        return [(f"Result {n} · seed {e.request.seed}", e.result.image) for n, e in entries]
 
     # ---- request ↔ panels ---------------------------------------------------------------------
     def current_request(self) -> GenerationRequest:

@@ -18,6 +18,7 @@ def click_generate(qtbot, window):
 def test_cancel_mid_run_ends_cancelled_and_a_new_run_works(qtbot, window):
     window.prompt_panel.prompt.setPlainText("long run")
     window.prompt_panel.steps.setValue(150)
+
     # Press Esc's action as soon as the first preview arrives: the run is certainly under way.
     def cancel_on_preview(event) -> None:
         if event.kind is EventKind.PREVIEW:

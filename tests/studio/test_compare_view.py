@@ -406,6 +406,7 @@ def test_comparison_in_the_window_fills_columns_and_lands_in_history(qtbot, wind
 def test_cancel_stops_every_column(qtbot, window):
     window.prompt_panel.steps.setValue(150)
     window.sampler_panel.set_compare_entries(["Euler", "DDIM", "Heun"])
+
     # Esc's action on the first column preview: the comparison is certainly under way.
     def cancel_on_preview(event) -> None:
         if event.kind is EventKind.PREVIEW:
