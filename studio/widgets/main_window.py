@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pipelines.errors import StudioError, ValidationError
+from pipelines.errors import StudioError
 from pipelines.types import GenerationRequest
 from studio.about import show_about
 from studio.jobs import EventKind, JobEvent, JobKind, PreviewFrame
@@ -345,6 +345,30 @@ class MainWindow(QMainWindow):
         )
 
     def apply_request(self, request: GenerationRequest) -> None:
+        """Show ``request`` in the panels, all or nothing: when any part of it cannot be shown,
+        a :class:`StudioError` says why and the panels keep what they showed before."""
+        try:  # validated as a whole before any panel changes
+            checked = GenerationRequest.from_dict(request.to_dict())
+        except StudioError as error:
+            raise StudioError(f"These settings cannot be restored: {error}") from error
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise StudioError(f"These settings cannot be restored ({error}).") from error
+        try:
+            before = self.current_request()
+        except (StudioError, ValueError):
+            before = None  # the panels hold no valid request to go back to
+        try:
+            self._show_request(checked)
+        except Exception as error:  # a panel refused a value: put every panel back
+            log.exception("restoring settings failed half way")
+            try:
+                if before is not None:
+                    self._show_request(before)
+            except Exception:
+                log.exception("the panels could not be put back")
+            raise StudioError(f"These settings cannot be restored ({error}).") from error
+
+    def _show_request(self, request: GenerationRequest) -> None:
         self.prompt_panel.apply(request)
         self.sampler_panel.set_sampler(request.sampler)
         self.sampler_panel.set_preview_mode(request.preview)
@@ -529,9 +553,14 @@ class MainWindow(QMainWindow):
         if self.shown_index is None:
             self.canvas.set_condition(self.control_panel.overlay_image())
 
-    def reuse_settings(self, index: int) -> None:
-        self.apply_request(self.session.history[index].request)
+    def reuse_settings(self, index: int) -> bool:
+        try:
+            self.apply_request(self.session.history[index].request)
+        except StudioError as error:
+            self.show_error(str(error))
+            return False
         self.statusBar().showMessage("Settings restored from the history.", 5000)
+        return True
 
     def _shown_entry(self) -> int | None:
         if self.shown_index is None:
@@ -604,11 +633,11 @@ class MainWindow(QMainWindow):
         for path in paths:
             try:
                 request = read_request(path)
+                # The memory options are this machine's settings, not the image's.
+                self.apply_request(replace(request, memory=self.settings.memory))
             except StudioError as error:
                 self.show_error(str(error))
                 continue
-            # The memory options are this machine's settings, not the image's.
-            self.apply_request(replace(request, memory=self.settings.memory))
             self.message_bar.show_message(f"Settings restored from {Path(path).name}.", error=False)
             return True
         return False
@@ -636,21 +665,34 @@ class MainWindow(QMainWindow):
         self._load_model(self.prompt_panel.current_model())
 
     def save_state(self) -> None:
-        s = self.settings
-        try:
-            s.last_request = self.current_request().to_dict()
-        except (StudioError, ValueError, ValidationError) as error:
-            log.warning("panel values not saved: %s", error)
-        s.random_seed = self.prompt_panel.random_seed.isChecked()
-        panel = self.sampler_panel
-        s.set_comparison(panel.compare_mode.isChecked(), panel.wanted_comparison())
-        s.set_window_state("geometry", self.saveGeometry())
-        s.set_window_state("splitter", self.splitter.saveState())
-        s.sync()
+        """Save what the next start restores; a step that fails is logged and the others still
+        run, so one bad value never costs the rest."""
+        s, panel = self.settings, self.sampler_panel
+        steps = (
+            ("panel values", lambda: setattr(s, "last_request", self.current_request().to_dict())),
+            ("random seed", lambda: setattr(s, "random_seed",
+                                            self.prompt_panel.random_seed.isChecked())),
+            ("comparison", lambda: s.set_comparison(panel.compare_mode.isChecked(),
+                                                    panel.wanted_comparison())),
+            ("window geometry", lambda: s.set_window_state("geometry", self.saveGeometry())),
+            ("panel sizes", lambda: s.set_window_state("splitter", self.splitter.saveState())),
+            ("settings file", s.sync),
+        )  # fmt: skip
+        for name, step in steps:
+            try:
+                step()
+            except (StudioError, ValueError) as error:  # e.g. a half-typed value in a panel
+                log.warning("%s not saved: %s", name, error)
+            except Exception:
+                log.exception("%s not saved", name)
 
-    def closeEvent(self, event) -> None:  # noqa: N802
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         if not self._closed:
             self._closed = True
-            self.save_state()
-            self.session.shutdown()
+            try:
+                self.save_state()
+            except Exception:  # closing must never fail: the worker thread is stopped below
+                log.exception("window state not saved")
+            finally:
+                self.session.shutdown()
         super().closeEvent(event)
