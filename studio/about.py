@@ -7,6 +7,7 @@ here, as the packaging spec and older callers expect.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from studio.desktop_entry import desktop_entry, install_desktop_entry, uninstall_desktop_entry
 from studio.identity import (
@@ -22,6 +23,10 @@ from studio.identity import (
     model_card_path,
 )
 
+if TYPE_CHECKING:
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QDialog, QWidget
+
 __all__ = [
     "APP_ID", "APP_NAME", "ICON_SIZES", "MAIN_DEPENDENCIES", "app_version", "desktop_entry",
     "install_desktop_entry", "uninstall_desktop_entry", "app_icon", "about_dialog", "show_about",
@@ -29,7 +34,7 @@ __all__ = [
 ]  # fmt: skip
 
 
-def app_icon():
+def app_icon() -> QIcon:
     from PySide6.QtGui import QIcon
 
     icon = QIcon()
@@ -59,7 +64,7 @@ def licences_html() -> str:
     )
 
 
-def about_dialog(parent=None, log_file: Path | None = None):
+def about_dialog(parent: QWidget | None = None, log_file: Path | None = None) -> QDialog:
     """Build (not show) the About dialog: version, licences, and the bundled model's card."""
     import platform
 
@@ -135,7 +140,7 @@ def about_dialog(parent=None, log_file: Path | None = None):
     return dialog
 
 
-def show_about(parent=None):
+def show_about(parent: QWidget | None = None) -> QDialog:
     """Open the About dialog (window-modal, deleted when closed); returns it."""
     from PySide6.QtCore import Qt
 

@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from studio.log_setup import log_file
 
 
-def follow(path: Path, lines: int = 40, poll: float = 0.25, stop=None, out=None) -> int:
+def follow(
+    path: Path,
+    lines: int = 40,
+    poll: float = 0.25,
+    stop: threading.Event | None = None,
+    out: TextIO | None = None,
+) -> int:
     """Print the last ``lines`` of the log, then new lines as they are written (like tail -F).
 
     Survives rotation: when the file is replaced or shrinks, it starts again at the new file's
@@ -81,7 +89,7 @@ SELF_CHECK_RESOURCES = (
 )  # fmt: skip
 
 
-def self_check(out=None) -> int:
+def self_check(out: TextIO | None = None) -> int:
     """Import what the studio loads lazily and look for its resources; 0 when all is there."""
     import importlib
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.resources import resource_path
+
+if TYPE_CHECKING:
+    from importlib.metadata import PackageMetadata
 
 # The reverse-DNS id names the desktop file, the AppStream file, the icons and Qt's desktop file name
 # (which Wayland compositors use to match a window to its entry).
@@ -70,7 +74,7 @@ class Licence:
     purpose: str
 
 
-def _licence_of(meta) -> str:
+def _licence_of(meta: PackageMetadata) -> str:
     expression = meta.get("License-Expression")
     if expression:
         return expression

@@ -13,13 +13,13 @@ only once a comparison exists, when the worker has long loaded it, so the window
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QImage, QKeySequence, QPainter, QShortcut
+from PySide6.QtGui import QFont, QImage, QKeySequence, QPainter, QPaintEvent, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -43,6 +43,7 @@ from studio.scrubbing import OWN_FINAL, Change, StepScrubber
 
 if TYPE_CHECKING:
     from pipelines.compare import CompareResult
+    from pipelines.types import GenerationRequest
     from studio.session import Session
     from studio.settings import StudioSettings
 
@@ -90,7 +91,7 @@ class ImageArea(QWidget):
         w, h = self.image.width() * scale, self.image.height() * scale
         return QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
 
-    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
         painter = QPainter(self)
         target = self.image_rect()
         smooth = self.image is not None and target.width() < self.image.width()
@@ -156,7 +157,7 @@ class ScaleLegend(QWidget):
             self._ramp = array_to_qimage(coloured)
         return self._ramp
 
-    def paintEvent(self, event) -> None:  # noqa: N802
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         painter = QPainter(self)
         metrics = painter.fontMetrics()
         bar = QRectF(8, 2, max(1, self.width() - 16), 14)
@@ -308,7 +309,7 @@ class CompareView(QWidget):
         layout.addLayout(scrub)
         layout.addLayout(bottom)
 
-        def key(sequence, slot) -> None:
+        def key(sequence: Qt.Key, slot: Callable[[], object]) -> None:
             shortcut = QShortcut(QKeySequence(sequence), self)
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(slot)
@@ -392,7 +393,7 @@ class CompareView(QWidget):
         elif event.kind is EventKind.FAILED:
             self._on_failed(event.error)
 
-    def _on_started(self, request, entries) -> None:
+    def _on_started(self, request: GenerationRequest, entries: Sequence[tuple[str, int]]) -> None:
         self.stop()
         self._live = list(entries)
         self.scrubber.show(None)
@@ -422,14 +423,14 @@ class CompareView(QWidget):
             self._live_steps[index] = frame.step
         self.progress.setValue(sum(self._live_steps.values()))
 
-    def _on_finished(self, result) -> None:
+    def _on_finished(self, result: CompareResult) -> None:
         self._live = None
         self.show_result(result)
         seconds = result.timings.get("total", 0.0)
         self.status.setText(f"Done in {seconds:.1f} s · seed {result.request.seed}")
         self.message.emit(f"Comparison finished (seed {result.request.seed}).")
 
-    def _on_cancelled(self, result) -> None:
+    def _on_cancelled(self, result: CompareResult) -> None:
         self._live = None
         if result.columns and result.max_steps:
             self.show_result(result)  # the steps made before the cancel stay viewable
@@ -449,7 +450,7 @@ class CompareView(QWidget):
         return self._live is not None
 
     # ---- history ------------------------------------------------------------------------------
-    def _refresh_history(self, newest=None) -> None:
+    def _refresh_history(self) -> None:
         self.history_combo.blockSignals(True)
         self.history_combo.clear()
         for entry in self.session.comparisons:
@@ -599,7 +600,9 @@ class CompareView(QWidget):
             )
         return path
 
-    def _write(self, what: str, write, path: Path, overwrite: bool):
+    def _write(
+        self, what: str, write: Callable[[Path, bool], Path], path: Path, overwrite: bool
+    ) -> Path | None:
         try:
             if not overwrite:
                 path.parent.mkdir(parents=True, exist_ok=True)

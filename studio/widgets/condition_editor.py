@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QImage, QKeySequence
+from PySide6.QtGui import (
+    QAction,
+    QActionGroup,
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QImage,
+    QKeySequence,
+    QShowEvent,
+)
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -212,7 +221,14 @@ class ConditionEditor(QDialog):
         editor.document.set_image(fitted)
         return editor
 
-    def _action(self, text: str, tip: str, slot, keys=(), checkable=False) -> QAction:
+    def _action(
+        self,
+        text: str,
+        tip: str,
+        slot: Callable[..., object],
+        keys: Sequence[str] = (),
+        checkable: bool = False,
+    ) -> QAction:
         action = QAction(text, self)
         action.setToolTip(tip)
         action.setCheckable(checkable)
@@ -455,7 +471,7 @@ class ConditionEditor(QDialog):
         self.source_combo.setCurrentIndex(current)
         self.source_combo.blockSignals(False)
 
-    def showEvent(self, event) -> None:  # noqa: N802
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
         self._refresh_sources()  # results may have finished since the editor was last shown
         super().showEvent(event)
 
@@ -646,11 +662,11 @@ class ConditionEditor(QDialog):
         self.show_message("There is no image on the clipboard.", error=True)
         return False
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
         if event.mimeData().hasUrls() or event.mimeData().hasImage():
             event.acceptProposedAction()
 
-    def dropEvent(self, event) -> None:  # noqa: N802
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         self.import_mime(event.mimeData())
         event.acceptProposedAction()
 
@@ -680,7 +696,7 @@ class ConditionEditor(QDialog):
             path = save_map(self.map_image(), self.maps_folder, self.kind.value)
             if self.kind is ControlKind.POSE and self.pose.raster is None:
                 save_pose_sidecar(path, self.pose.to_json())
-        except OSError as error:
+        except (StudioError, OSError) as error:
             self.show_message(f"Could not save the map in {self.maps_folder}: {error}", error=True)
             return None
         self.saved_path = path

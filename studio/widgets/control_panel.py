@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 from PySide6.QtCore import QMimeData, QSignalBlocker, Qt, Signal
-from PySide6.QtGui import QGuiApplication, QImage, QPixmap
+from PySide6.QtGui import (
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QImage,
+    QMouseEvent,
+    QPixmap,
+)
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -87,14 +94,14 @@ class ThumbnailLabel(QLabel):
         self.setToolTip("The condition map the ControlNet will receive. Drop an image here; "
                         "double-click to paint or pose it.")  # fmt: skip
 
-    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         self.double_clicked.emit()
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
         if event.mimeData().hasUrls() or event.mimeData().hasImage():
             event.acceptProposedAction()
 
-    def dropEvent(self, event) -> None:  # noqa: N802
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         self.dropped.emit(event.mimeData())
         event.acceptProposedAction()
 
@@ -309,7 +316,12 @@ class ControlUnitWidget(QWidget):
             if image.isNull():
                 self.problem.emit("The clipboard image could not be read.")
                 return
-            self.set_image(str(self._store(image)))
+            try:
+                stored = self._store(image)
+            except (StudioError, OSError) as error:
+                self.problem.emit(f"The pasted image could not be kept: {error}")
+                return
+            self.set_image(str(stored))
         elif mime.hasText() and Path(mime.text().strip()).is_file():
             self.set_image(mime.text().strip())
         else:

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QKeySequence,
+)
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -27,7 +36,7 @@ from PySide6.QtWidgets import (
 from pipelines.errors import StudioError
 from pipelines.types import GenerationRequest
 from studio.about import show_about
-from studio.jobs import EventKind, JobEvent, JobKind, PreviewFrame
+from studio.jobs import Catalog, EventKind, JobEvent, JobKind, ModelSummary, PreviewFrame
 from studio.qt_image import pil_to_qimage
 from studio.session import ENDINGS, HistoryEntry, Session
 from studio.settings import StudioSettings
@@ -39,7 +48,13 @@ from studio.widgets.prompt_panel import PromptPanel, snap8
 from studio.widgets.sampler_panel import SamplerPanel
 from studio.widgets.settings_dialog import SettingsDialog
 
+if TYPE_CHECKING:
+    from pipelines.compare import CompareResult
+    from pipelines.models import Discovery
+    from pipelines.types import GenerationResult
+
 log = logging.getLogger(__name__)
+Action = tuple[str, Callable[[], object]]  # a message bar button: its title and what it does
 
 NO_MODEL_HELP = (
     " To choose a model, use the “…” button beside Model (a .safetensors file or a diffusers "
@@ -69,7 +84,7 @@ class MessageBar(QWidget):
         self.setAutoFillBackground(True)
         self.hide()
 
-    def show_message(self, text: str, error: bool = True, actions=()) -> None:
+    def show_message(self, text: str, error: bool = True, actions: Sequence[Action] = ()) -> None:
         for button in self._actions:
             button.deleteLater()
         self._actions = []
@@ -161,7 +176,14 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.splitter)
         self.resize(1400, 860)
 
-    def _action(self, text: str, slot, shortcut=None, tip: str = "", checkable=False) -> QAction:
+    def _action(
+        self,
+        text: str,
+        slot: Callable[..., object],
+        shortcut: str | list[str] | QKeySequence.StandardKey | None = None,
+        tip: str = "",
+        checkable: bool = False,
+    ) -> QAction:
         action = QAction(text, self)
         if shortcut:
             keys = shortcut if isinstance(shortcut, list) else [shortcut]
@@ -434,7 +456,7 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, frame.total)
         self.progress.setValue(frame.step)
 
-    def _on_finished(self, result) -> None:
+    def _on_finished(self, result: GenerationResult) -> None:
         total = result.timings.get("total", 0.0)
         self.canvas.set_status(f"Done in {total:.1f} s · seed {result.request.seed}")
         self.progress.setValue(self.progress.maximum())
@@ -448,16 +470,16 @@ class MainWindow(QMainWindow):
         self.gallery.add_entry(index, entry)  # selecting it shows it on the canvas
         self.show_entry(index)
 
-    def _on_cancelled(self, result) -> None:
+    def _on_cancelled(self, result: GenerationResult) -> None:
         self.canvas.set_status("Cancelled")
         self.progress.setValue(0)
         self.statusBar().showMessage("Cancelled.", 8000)
 
-    def _on_compare_finished(self, result) -> None:
+    def _on_compare_finished(self, result: CompareResult) -> None:
         self.prompt_panel.set_last_seed(result.request.seed)
         self._set_progress_text("comparison done", full=True)
 
-    def _on_compare_cancelled(self, _result) -> None:
+    def _on_compare_cancelled(self, _result: CompareResult) -> None:
         self._set_progress_text("cancelled")
         self.statusBar().showMessage("Comparison cancelled.", 8000)
 
@@ -473,7 +495,7 @@ class MainWindow(QMainWindow):
         self.progress.setValue(0)
         self.show_error(message)
 
-    def show_error(self, message: str, actions=()) -> None:
+    def show_error(self, message: str, actions: Sequence[Action] = ()) -> None:
         self.last_error = message
         self.message_bar.show_message(message, error=True, actions=actions)
         self.statusBar().showMessage(message.splitlines()[0], 10000)
@@ -496,7 +518,7 @@ class MainWindow(QMainWindow):
             self.progress.setValue(int(fraction * 100))
         self.statusBar().showMessage(message)
 
-    def _on_loaded(self, summary) -> None:
+    def _on_loaded(self, summary: ModelSummary) -> None:
         self.model_label.setText(f"{summary.path.name} · {summary.family_label}")
         self.model_label.setToolTip(str(summary.path))
         self.prompt_panel.set_native_size(summary.native_size)
@@ -515,12 +537,12 @@ class MainWindow(QMainWindow):
                      ("Settings…", self.open_settings)],
         )  # fmt: skip
 
-    def _on_catalog(self, catalog) -> None:
+    def _on_catalog(self, catalog: Catalog) -> None:
         self.sampler_panel.set_samplers(catalog.samplers, catalog.default_sampler)
         if catalog.tokenizer is not None:
             self.prompt_panel.set_tokenizer(catalog.tokenizer)
 
-    def _on_models_found(self, discovery) -> None:
+    def _on_models_found(self, discovery: Discovery) -> None:
         self._discovery = discovery
         self.prompt_panel.set_models(discovery.bases(), self.prompt_panel.current_model())
         self._refresh_controlnets()
@@ -642,11 +664,11 @@ class MainWindow(QMainWindow):
             return True
         return False
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
 
-    def dropEvent(self, event) -> None:  # noqa: N802
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         files = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if files:
             event.acceptProposedAction()

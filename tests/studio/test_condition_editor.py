@@ -311,7 +311,7 @@ def test_the_saved_map_is_what_the_core_receives(qtbot, tmp_path):
     second = second_editor.use_map()
     assert second != first and first.is_file()  # never overwrites an earlier map
     np.testing.assert_array_equal(np.asarray(Image.open(first)), edited)
-    assert not list((data / "condition-maps").glob(".tmp-*"))  # no temp file left behind
+    assert not list((data / "condition-maps").glob(".*"))  # no temp file left behind
 
 
 # --- through the window ------------------------------------------------------------------------
