@@ -195,6 +195,24 @@ class CompareView(QWidget):
 
     # ---- construction -------------------------------------------------------------------------
     def _build(self) -> None:
+        self.grid_widget = QWidget()
+        self.grid = QGridLayout(self.grid_widget)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(6)
+        self.legend = ScaleLegend()
+        top, view_row = self._build_view_options()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(top)
+        layout.addLayout(view_row)
+        layout.addWidget(self.grid_widget, 1)
+        layout.addWidget(self.legend)
+        layout.addLayout(self._build_scrubber())
+        layout.addLayout(self._build_export_row())
+        self._bind_keys()
+
+    def _build_view_options(self) -> tuple[QHBoxLayout, QHBoxLayout]:
+        """The comparison history and status, then how the columns are lined up and shown."""
         self.history_combo = QComboBox()
         self.history_combo.setToolTip(
             "Finished comparisons of this session (the last ten): choose one to reopen it."
@@ -244,13 +262,9 @@ class CompareView(QWidget):
         view_row.addSpacing(12)
         view_row.addWidget(self.final_check)
         view_row.addStretch(1)
+        return top, view_row
 
-        self.grid_widget = QWidget()
-        self.grid = QGridLayout(self.grid_widget)
-        self.grid.setContentsMargins(0, 0, 0, 0)
-        self.grid.setSpacing(6)
-        self.legend = ScaleLegend()
-
+    def _build_scrubber(self) -> QHBoxLayout:
         self.back_button = QToolButton()
         self.back_button.setText("◀")
         self.back_button.setToolTip("One step back (Left).")
@@ -273,7 +287,9 @@ class CompareView(QWidget):
             scrub.addWidget(widget)
         scrub.addWidget(self.slider, 1)
         scrub.addWidget(self.position_label)
+        return scrub
 
+    def _build_export_row(self) -> QHBoxLayout:
         self.save_grid_button = QPushButton("Save grid…")
         self.save_grid_button.setToolTip(
             "Save the final images side by side, labelled, as one PNG carrying the shared settings."
@@ -299,16 +315,9 @@ class CompareView(QWidget):
             bottom.addWidget(widget)
         bottom.addStretch(1)
         bottom.addWidget(self.progress)
+        return bottom
 
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.addLayout(top)
-        layout.addLayout(view_row)
-        layout.addWidget(self.grid_widget, 1)
-        layout.addWidget(self.legend)
-        layout.addLayout(scrub)
-        layout.addLayout(bottom)
-
+    def _bind_keys(self) -> None:
         def key(sequence: Qt.Key, slot: Callable[[], object]) -> None:
             shortcut = QShortcut(QKeySequence(sequence), self)
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
@@ -317,8 +326,8 @@ class CompareView(QWidget):
         key(Qt.Key.Key_Left, self.step_back)
         key(Qt.Key.Key_Right, self.step_forward)
         key(Qt.Key.Key_Space, self.toggle_play)
-        key(Qt.Key.Key_Home, lambda: self.slider.setValue(self.slider.minimum()))
-        key(Qt.Key.Key_End, lambda: self.slider.setValue(self.slider.maximum()))
+        key(Qt.Key.Key_Home, lambda: self.scrubber.set_position(1))
+        key(Qt.Key.Key_End, lambda: self.scrubber.set_position(self.scrubber.top))
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
     def _connect(self) -> None:
