@@ -61,3 +61,24 @@ def test_a_failing_model_folder_scan_shows_its_message_in_the_gui_thread(
     with wait_event(qtbot, window.session, EventKind.FINISHED):  # and the studio still works
         window.generate_action.trigger()
     assert len(window.session.history) == 1
+
+
+def test_a_late_preview_of_a_job_that_has_ended_is_dropped(qtbot):
+    import numpy as np
+
+    from pipelines.types import StepPreview
+    from studio.session import Session
+
+    session = Session()
+    try:
+        seen = []
+        session.event.connect(seen.append)
+        worker = session.worker
+        worker._job_id = 12345  # a job this session is not running (any more)
+        worker._on_step(StepPreview(3, 4, "Euler", np.zeros((8, 8, 3), np.uint8), 0.3, 3))
+        assert worker._latest is not None
+        qtbot.waitUntil(lambda: worker._latest is None, timeout=5_000)  # the session fetched it …
+        qtbot.wait(50)
+        assert seen == []  # … and not passed on
+    finally:
+        session.shutdown()
