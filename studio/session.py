@@ -86,6 +86,7 @@ class Session(QObject):
     _start_up = Signal()
     _discover = Signal()
     _load = Signal(str, bool)
+    _warm_up = Signal()
     _submit = Signal(object, object)  # Job, threading.Event
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -104,6 +105,8 @@ class Session(QObject):
         self._start_up.connect(self.worker.start_up)
         self._discover.connect(self.worker.discover)
         self._load.connect(self.worker.load)
+        self._warm_up.connect(self.worker.warm_up_pose_renderer)
+        self._warmed_up = False
         self._submit.connect(self.worker.run)
         # Queued explicitly: whatever the worker reports is handled here, in the GUI thread.
         queued = Qt.ConnectionType.QueuedConnection
@@ -141,6 +144,12 @@ class Session(QObject):
 
     def load(self, model: str, cpu_offload: bool = False) -> None:
         self._load.emit(model, cpu_offload)
+
+    def warm_up_pose_renderer(self) -> None:
+        """Import the pose renderer in the worker, once, before the first pose is drawn."""
+        if not self._warmed_up:
+            self._warmed_up = True
+            self._warm_up.emit()
 
     def generate(self, request: GenerationRequest) -> Job | None:
         """Queue a generation; None while another generation or comparison is under way."""

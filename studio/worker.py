@@ -186,6 +186,15 @@ class GenerationWorker(QObject):
             return
         self.event.emit(JobEvent(EventKind.LOADED, result=_summary(loaded)))
 
+    @Slot()
+    def warm_up_pose_renderer(self) -> None:
+        try:
+            from pipelines.conditions import render_pose
+
+            render_pose([], 8, 8)
+        except Exception:  # the editor then imports it when it first draws, and says so if it fails
+            log.exception("pose renderer not prepared")
+
     # ---- jobs ---------------------------------------------------------------------------------
     @Slot(object, object)
     def run(self, job: Job, cancel: threading.Event) -> None:

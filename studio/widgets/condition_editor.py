@@ -8,7 +8,6 @@ new PNG (:mod:`studio.widgets.map_store`) and the unit then points at that file 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,7 +43,7 @@ from PySide6.QtWidgets import (
 )
 
 from pipelines.annotators import annotator_search_folders, find_annotator
-from pipelines.conditions import detect_map, fit_to_size, load_image, render_pose
+from pipelines.conditions import detect_map, fit_to_size, load_image
 from pipelines.errors import StudioError
 from pipelines.types import ControlKind, ControlUnit, ResizeMode
 from studio.jobs import (
@@ -166,8 +165,10 @@ class ConditionEditor(QDialog):
         self.view.hovered.connect(self._show_pointer)
         self.resize(1000, 720)
         self._check_detector()
-        if self.kind is ControlKind.POSE:
-            _warm_up_pose_renderer()
+        if self.kind is ControlKind.POSE and jobs is not None:
+            # The pose renderer imports controlnet-aux (seconds on a slow machine): in the worker,
+            # while the user looks at the dialog, so the first "Add person" does not freeze it.
+            jobs.warm_up_pose_renderer()
         # The map has the focus, not a spin box, so that B, E, L, G, [ and ] reach the shortcuts.
         self.view.setFocus()
 
@@ -719,19 +720,6 @@ def _detect_here(request: DetectionRequest) -> DetectionResult | str:
             log.exception("%s detection failed", request.kind.value)
         return readable_error(error)
     return DetectionResult(request, detected.image, detected.people)
-
-
-_warmed_up = threading.Event()
-
-
-def _warm_up_pose_renderer() -> None:
-    # render_pose imports controlnet-aux, whose package imports every detector: seconds on a slow
-    # machine. Doing it in the background while the user looks at the dialog keeps the first
-    # "Add person" click from freezing the window.
-    if _warmed_up.is_set():
-        return
-    _warmed_up.set()
-    threading.Thread(target=render_pose, args=([], 8, 8), daemon=True).start()
 
 
 class _RefreshingComboBox(QComboBox):

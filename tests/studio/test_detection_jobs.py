@@ -112,3 +112,65 @@ def test_session_shutdown_during_a_detection_waits_for_it(qtbot, midas_folder, m
     qtbot.waitUntil(lambda: bool(threads), timeout=60_000)
     session.shutdown()
     assert done == [True] and not session.thread.isRunning()
+
+
+QUIT_DURING_DETECTION = """
+import sys
+from PIL import Image
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+from pipelines.types import ControlKind, ResizeMode
+from studio.jobs import DetectionRequest, EventKind
+from studio.session import Session
+
+app = QApplication([])
+session = Session()
+app.aboutToQuit.connect(session.shutdown)  # what the window's closeEvent does
+seen = []
+
+def on_event(event):
+    seen.append(event.kind.value)
+    if event.kind is EventKind.STARTED:
+        QTimer.singleShot(0, app.quit)  # quit while the detector is inside torch
+
+session.event.connect(on_event)
+photo = Image.effect_noise((768, 512), 60).convert("RGB")
+session.detect(DetectionRequest(ControlKind.POSE, photo, 512, 512, ResizeMode.FIT, (sys.argv[1],)))
+code = app.exec()
+print(",".join(seen), "running" if session.thread.isRunning() else "joined")
+sys.exit(code)
+"""
+
+
+@pytest.fixture(scope="module")
+def openpose_folder(tmp_path_factory):
+    # Random weights under the standard file name run the real controlnet-aux detector code.
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from controlnet_aux.open_pose.model import bodypose_model
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("annotators") / "openpose"
+    folder.mkdir()
+    state = {k.split(".", 1)[1]: v.half() for k, v in bodypose_model().state_dict().items()}
+    torch.save(state, folder / "body_pose_model.pth")
+    return folder
+
+
+@pytest.mark.slow
+def test_quitting_the_process_while_the_real_detector_runs_exits_cleanly(openpose_folder):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run(
+        [sys.executable, "-c", QUIT_DURING_DETECTION, str(openpose_folder)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["queued,started", "joined"]
+    assert "terminate called" not in done.stderr
