@@ -72,6 +72,25 @@ def test_the_editor_detects_through_a_worker_job_and_gets_the_result_as_an_event
     assert editor.detect_button.isEnabled() and not session.busy
 
 
+def test_a_units_editor_in_the_window_detects_through_the_windows_session(
+    qtbot, make_window, studio_settings, midas_folder, tmp_path, monkeypatch
+):
+    threads = []
+    monkeypatch.setattr("pipelines.conditions.detect_depth", ramp_depth(threads))
+    studio_settings.annotator_folders = [str(midas_folder)]
+    window = make_window(studio_settings)
+    unit = window.control_panel.units[0]
+    unit.control.kind = ControlKind.DEPTH
+
+    editor = unit.open_editor()
+    assert editor.jobs is window.session and editor.document.width == 64  # given by the window
+    assert editor.open_source(photo(tmp_path / "photo.png"))
+    with qtbot.waitSignal(editor.detection_finished, timeout=60_000) as blocker:
+        assert editor.detect()
+    assert blocker.args == [True] and threads[0] is not threading.main_thread()
+    editor.reject()
+
+
 def test_a_failing_detection_job_ends_with_its_message(qtbot, session, tmp_path):
     folder = tmp_path / "annotators"
     folder.mkdir()
