@@ -94,19 +94,17 @@ def placement(
     return Placement(w, h, (width - w) // 2, (height - h) // 2)
 
 
-def fit_to_size(image: Image.Image, width: int, height: int, mode: ResizeMode | str) -> Image.Image:
-    return _fit(image, width, height, mode)
-
-
-def _fit(
+def fit_to_size(
     image: Image.Image,
     width: int,
     height: int,
     mode: ResizeMode | str,
     content_filter: Callable[[Image.Image], Image.Image] | None = None,
 ) -> Image.Image:
-    # The filter runs on the scaled picture before it is padded or cropped, so that the edge between
-    # a picture and its letterbox bars never turns into a Canny edge.
+    """``image`` placed on a ``width`` x ``height`` black canvas by ``mode`` (see :func:`placement`).
+
+    ``content_filter`` runs on the scaled picture before it is padded or cropped, so that the edge
+    between a picture and its letterbox bars never turns into, say, a Canny edge."""
     if image.mode != "RGB":
         image = to_rgb(image)
     place = placement(image.width, image.height, width, height, mode)
@@ -587,6 +585,56 @@ def detect_depth(
 # The map a ControlNet receives
 
 
+def detection_resolution(width: int, height: int) -> int:
+    """The size the pose and depth networks look at: near the generation size ("pixel perfect"),
+    capped where the networks gain nothing."""
+    return max(64, min(512, int(width), int(height)))
+
+
+@dataclass(frozen=True)
+class DetectedMap:
+    """What :func:`detect_map` found, at the requested size: the map itself for canny and depth,
+    the people for pose (editable before :func:`render_pose` draws them)."""
+
+    kind: ControlKind
+    image: Image.Image | None = None
+    people: tuple[PosePerson, ...] = ()
+
+
+def detect_map(
+    kind: ControlKind | str,
+    image: Image.Image,
+    width: int,
+    height: int,
+    resize_mode: ResizeMode | str = ResizeMode.FIT,
+    annotator_folders: Iterable[Path | str] = (),
+    *,
+    canny: tuple[int, int] = (100, 200),
+    device: str = "cpu",
+) -> DetectedMap:
+    """Turn a photo into the ``kind``'s condition at ``width`` x ``height``, fitted by
+    ``resize_mode``: what the ControlNet receives when its unit runs the preprocessor.
+
+    ``device`` runs the pose/depth networks (cached per kind, folder and device)."""
+    kind = ControlKind(kind)
+    mode = ResizeMode(resize_mode)
+    _check_size(width, height)
+    if kind is ControlKind.CANNY:
+        low, high = sorted(canny)
+        # Edges are found at the generation size so their width matches what the model expects.
+        edges = fit_to_size(image, width, height, mode, lambda im: canny_map(im, low, high))
+        return DetectedMap(kind, image=edges)
+    resolution = detection_resolution(width, height)
+    if kind is ControlKind.POSE:
+        people = detect_pose(image, annotator_folders, resolution=resolution, device=device)
+        fitted = fit_pose_to_size(people, image.width, image.height, width, height, mode)
+        return DetectedMap(kind, people=tuple(fitted))
+    if kind is ControlKind.DEPTH:
+        depth = detect_depth(image, annotator_folders, resolution=resolution, device=device)
+        return DetectedMap(kind, image=fit_to_size(depth, width, height, mode))
+    raise ValidationError(f"No preprocessor for {kind.value} control units.")
+
+
 def prepare_condition(
     unit: ControlUnit,
     width: int,
@@ -606,18 +654,8 @@ def prepare_condition(
     mode = ResizeMode(unit.resize_mode)
     if not unit.preprocess or kind is ControlKind.CUSTOM:
         return fit_to_size(image, width, height, mode)
-    if kind is ControlKind.CANNY:
-        # Edges are found at the generation size so their width matches what the model expects.
-        return _fit(
-            image, width, height, mode, lambda im: canny_map(im, unit.canny_low, unit.canny_high)
-        )
-    # Detect near the generation size ("pixel perfect"), capped where the networks gain nothing.
-    resolution = max(64, min(512, width, height))
-    if kind is ControlKind.POSE:
-        people = detect_pose(image, annotator_folders, resolution=resolution, device=device)
-        people = fit_pose_to_size(people, image.width, image.height, width, height, mode)
-        return render_pose(people, width, height)
-    if kind is ControlKind.DEPTH:
-        depth = detect_depth(image, annotator_folders, resolution=resolution, device=device)
-        return fit_to_size(depth, width, height, mode)
-    raise ValidationError(f"No preprocessor for {kind.value} control units.")
+    detected = detect_map(kind, image, width, height, mode, annotator_folders,
+                          canny=(unit.canny_low, unit.canny_high), device=device)  # fmt: skip
+    if detected.image is not None:
+        return detected.image
+    return render_pose(detected.people, width, height)

@@ -40,7 +40,7 @@ def _text_size(font, text: str) -> tuple[int, int]:
     return right - left, bottom
 
 
-def _per_row(count: int) -> int:
+def columns_per_row(count: int) -> int:
     if count <= MAX_PER_ROW:
         return max(count, 1)
     rows = math.ceil(count / MAX_PER_ROW)
@@ -57,7 +57,7 @@ def _compose(panels: Sequence[tuple[Image.Image, Sequence[str]]]) -> Image.Image
     text_width = max(_text_size(font, line)[0] for _, label in panels for line in label)
     cell_width = max(width, text_width) + 2 * PADDING
     cell_height = height + lines * line_height + 3 * PADDING
-    per_row = _per_row(len(panels))
+    per_row = columns_per_row(len(panels))
     rows = math.ceil(len(panels) / per_row)
     canvas = Image.new("RGB", (cell_width * per_row, cell_height * rows), BACKGROUND)
     draw = ImageDraw.Draw(canvas)

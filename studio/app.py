@@ -13,6 +13,13 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QApplication
+
+    from studio.jobs import JobEvent
+    from studio.widgets.main_window import MainWindow
 
 _STARTED = time.monotonic()  # start-up time is reported in the log from here
 
@@ -29,7 +36,7 @@ log = logging.getLogger("studio")
 
 
 def _version_text() -> str:
-    from studio.about import app_version
+    from studio.identity import app_version
 
     return f"diffusion-studio {app_version()}"
 
@@ -104,17 +111,11 @@ def main(argv: Sequence[str] | None = None, debug: bool = False) -> int:
     return run_gui(argv, debug=debug)
 
 
-def debug_main(argv: Sequence[str] | None = None) -> int:
-    from studio.logs import debug_main as run
-
-    return run(argv)
-
-
 def _desktop_entry_command(args: argparse.Namespace) -> int:
     if not sys.platform.startswith("linux"):
         print("Desktop entries are a Linux (freedesktop.org) feature.", file=sys.stderr)
         return 2
-    from studio.about import install_desktop_entry, uninstall_desktop_entry
+    from studio.desktop_entry import install_desktop_entry, uninstall_desktop_entry
 
     if args.uninstall_desktop_entry:
         paths = uninstall_desktop_entry()
@@ -132,7 +133,7 @@ def identify_application() -> None:
     from PySide6.QtCore import QCoreApplication
     from PySide6.QtGui import QGuiApplication
 
-    from studio.about import APP_ID, app_version
+    from studio.identity import APP_ID, app_version
     from studio.settings import APPLICATION, ORGANISATION
 
     QCoreApplication.setOrganizationName(ORGANISATION)
@@ -142,7 +143,9 @@ def identify_application() -> None:
     QGuiApplication.setDesktopFileName(APP_ID)
 
 
-def create_window(args: argparse.Namespace, argv: Sequence[str] = ()):
+def create_window(
+    args: argparse.Namespace, argv: Sequence[str] = ()
+) -> tuple[QApplication, MainWindow]:
     """The QApplication (made if there is none), themed and named, and the main window, shown,
     with the files and model of the command line applied."""
     from PySide6.QtWidgets import QApplication
@@ -170,20 +173,23 @@ def create_window(args: argparse.Namespace, argv: Sequence[str] = ()):
     return app, window
 
 
-def _log_model_events(window) -> None:
+def _log_model_events(window: MainWindow) -> None:
     # The log says when the window became usable (packaging/measure-startup reads it) and why not.
-    worker = window.session.worker
-    worker.loaded.connect(
-        lambda summary: log.info(
-            "model %s (%s) ready %.2f s after start",
-            summary.path,
-            summary.family_label,
-            time.monotonic() - _STARTED,
-        )
-    )
-    worker.load_failed.connect(lambda message: log.warning("model not loaded: %s", message))
-    worker.failed.connect(lambda message: log.warning("generation failed: %s", message))
-    worker.notice.connect(lambda message: log.warning("%s", message))
+    from studio.jobs import EventKind
+
+    def on_event(event: JobEvent) -> None:
+        if event.kind is EventKind.LOADED:
+            summary = event.result
+            log.info("model %s (%s) ready %.2f s after start", summary.path,
+                     summary.family_label, time.monotonic() - _STARTED)  # fmt: skip
+        elif event.kind is EventKind.LOAD_FAILED:
+            log.warning("model not loaded: %s", event.error)
+        elif event.kind is EventKind.FAILED:
+            log.warning("%s job failed: %s", event.job.kind.value, event.error)
+        elif event.kind is EventKind.NOTICE:
+            log.warning("%s", event.error)
+
+    window.session.event.connect(on_event)
 
 
 def run_gui(argv: Sequence[str], debug: bool = False) -> int:
@@ -195,7 +201,7 @@ def run_gui(argv: Sequence[str], debug: bool = False) -> int:
 
     set_offline_environment()
     identify_application()  # the log folder's location depends on the names
-    from studio.logs import capture_qt_messages, setup_logging
+    from studio.log_setup import capture_qt_messages, setup_logging
 
     setup_logging(debug=debug or bool(os.environ.get("DIFFUSION_STUDIO_DEBUG")))
     capture_qt_messages()

@@ -1,30 +1,53 @@
-"""The session: the worker thread's lifetime, the run in progress, and the history of results.
+"""The session: the only door between the window and the worker thread.
 
-Widgets talk to the worker only through this object. Requests go out by queued signals; the cancel
-flag is a ``threading.Event`` set directly from the GUI thread, because the worker is busy inside
-the denoising loop and would only see a queued cancel signal after the run ended.
+Widgets never touch the worker. They submit jobs here (:meth:`Session.generate`,
+:meth:`Session.compare`, :meth:`Session.detect`) and listen to one signal, ``event``, which carries a
+:class:`studio.jobs.JobEvent` for everything that happens: a job queued, started, previewed,
+finished, cancelled or failed, the model loading, the catalog and model folders read, and problems
+found outside any job. Events are emitted in the GUI thread, after the session's own state (history,
+busy, loaded model) already reflects them.
+
+Jobs go out by queued signal and run one after another in the worker's thread; the cancel flag is a
+``threading.Event`` set directly from the GUI thread, because the worker is busy inside the
+denoising loop and would only see a queued cancel signal after the run ended.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QObject, Qt, QThread, Signal
 from PySide6.QtGui import QImage
 
+from studio.jobs import (
+    DetectionRequest,
+    EventKind,
+    Job,
+    JobEvent,
+    JobKind,
+    ModelSummary,
+    SamplerEntry,
+    sampler_entry,
+)
 from studio.qt_image import pil_to_qimage
 from studio.settings import EngineConfig
 from studio.worker import GenerationWorker
 
+if TYPE_CHECKING:
+    from pipelines.compare import CompareResult
+    from pipelines.types import GenerationRequest, GenerationResult
+
 
 @dataclass
 class HistoryEntry:
-    result: object  # pipelines.types.GenerationResult (finished, with an image)
+    result: GenerationResult  # finished, with an image
     image: QImage
 
     @property
-    def request(self):
+    def request(self) -> GenerationRequest:
         return self.result.request
 
 
@@ -33,11 +56,11 @@ MAX_COMPARISONS = 10  # each holds up to ~80 MB of step previews; the oldest is 
 
 @dataclass
 class ComparisonEntry:
-    result: object  # pipelines.compare.CompareResult (finished, every column with an image)
+    result: CompareResult  # finished, every column with an image
     number: int  # 1, 2, … in the order the comparisons finished this session
 
     @property
-    def request(self):
+    def request(self) -> GenerationRequest:
         return self.result.request
 
     @property
@@ -46,46 +69,33 @@ class ComparisonEntry:
         return f"#{self.number}: {names} · seed {self.request.seed}"
 
 
-def compare_entries(samplers, default_steps: int) -> list[tuple[str, int]]:
+def compare_entries(samplers: Sequence[SamplerEntry], default_steps: int) -> list[tuple[str, int]]:
     """(name, steps) pairs from names or (name, steps) pairs; steps <= 0 means the request's."""
-    entries = []
-    for entry in samplers:
-        name, steps = (entry, 0) if isinstance(entry, str) else entry
-        entries.append((name, int(steps) if steps and int(steps) > 0 else default_steps))
-    return entries
+    return [sampler_entry(entry, default_steps) for entry in samplers]
+
+
+IMAGE_JOBS = (JobKind.GENERATE, JobKind.COMPARE)
+ENDINGS = (EventKind.FINISHED, EventKind.CANCELLED, EventKind.FAILED)
 
 
 class Session(QObject):
+    event = Signal(object)  # JobEvent, always in the GUI thread
+
     # Outgoing requests to the worker (queued: the worker lives in another thread).
     _configure = Signal(object)
     _start_up = Signal()
     _discover = Signal()
     _load = Signal(str, bool)
-    _generate = Signal(object, object)
-    _compare = Signal(object, object, object)
-
-    # Re-emitted in the GUI thread once the session's own state is updated, so that listeners
-    # (the window, tests) always see the history and the busy flag already consistent.
-    busy_changed = Signal(bool)
-    history_added = Signal(object)  # HistoryEntry
-    finished = Signal(object)  # GenerationResult
-    cancelled = Signal(object)  # GenerationResult
-    failed = Signal(str)
-    compare_started = Signal(object, object)  # request, [(sampler, steps), …]
-    compare_step = Signal()  # newest column previews wait in take_compare_frames()
-    compare_finished = Signal(object)  # CompareResult, already in the comparison history
-    compare_cancelled = Signal(object)  # CompareResult with the previews made before the cancel
-    comparison_added = Signal(object)  # ComparisonEntry
+    _warm_up = Signal()
+    _submit = Signal(object, object)  # Job, threading.Event
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.history: list[HistoryEntry] = []
         self.comparisons: list[ComparisonEntry] = []
         self._compared = 0
-        self._job = ""  # "generate" or "compare" while busy
-        self.loaded_model = None  # worker.ModelSummary once a model is loaded
-        self._cancel: threading.Event | None = None
-        self._busy = False
+        self.loaded_model: ModelSummary | None = None
+        self._jobs: dict[int, tuple[Job, threading.Event]] = {}  # submitted, not ended yet
         self.thread = QThread()
         self.thread.setObjectName("generation-worker")
         self.worker = GenerationWorker()
@@ -95,24 +105,32 @@ class Session(QObject):
         self._start_up.connect(self.worker.start_up)
         self._discover.connect(self.worker.discover)
         self._load.connect(self.worker.load)
-        self._generate.connect(self.worker.generate)
-        self._compare.connect(self.worker.compare)
-        self.worker.compare_step.connect(self.compare_step)
-        self.worker.compare_finished.connect(self._on_compare_finished)
-        self.worker.finished.connect(self._on_finished)
-        self.worker.cancelled.connect(self._on_cancelled)
-        self.worker.failed.connect(self._on_failed)
-        self.worker.loaded.connect(self._on_loaded)
+        self._warm_up.connect(self.worker.warm_up_pose_renderer)
+        self._warmed_up = False
+        self._submit.connect(self.worker.run)
+        # Queued explicitly: whatever the worker reports is handled here, in the GUI thread.
+        queued = Qt.ConnectionType.QueuedConnection
+        self.worker.event.connect(self._on_worker_event, queued)
+        self.worker.preview_ready.connect(self._on_preview_ready, queued)
+        self.worker.compare_step.connect(self._on_compare_step, queued)
         self.thread.start()
+
+    # ---- state --------------------------------------------------------------------------------
+    def _image_job(self) -> Job | None:
+        return next((job for job, _ in self._jobs.values() if job.kind in IMAGE_JOBS), None)
 
     @property
     def busy(self) -> bool:
-        return self._busy
+        """A generation or comparison is queued or running (detections do not count)."""
+        return self._image_job() is not None
 
-    def _set_busy(self, busy: bool) -> None:
-        if busy != self._busy:
-            self._busy = busy
-            self.busy_changed.emit(busy)
+    @property
+    def comparing(self) -> bool:
+        job = self._image_job()
+        return job is not None and job.kind is JobKind.COMPARE
+
+    def running(self, job_id: int) -> bool:
+        return job_id in self._jobs
 
     # ---- requests -----------------------------------------------------------------------------
     def configure(self, config: EngineConfig) -> None:
@@ -127,78 +145,72 @@ class Session(QObject):
     def load(self, model: str, cpu_offload: bool = False) -> None:
         self._load.emit(model, cpu_offload)
 
-    def generate(self, request) -> bool:
-        if self._busy:
-            return False
-        self._cancel = threading.Event()
-        self._job = "generate"
-        self._set_busy(True)
-        self._generate.emit(request, self._cancel)
-        return True
+    def warm_up_pose_renderer(self) -> None:
+        """Import the pose renderer in the worker, once, before the first pose is drawn."""
+        if not self._warmed_up:
+            self._warmed_up = True
+            self._warm_up.emit()
 
-    def compare(self, request, samplers) -> bool:
-        """Run ``request`` once per sampler (names or (name, steps)); False while busy."""
-        if self._busy:
-            return False
-        entries = compare_entries(samplers, request.steps)
-        self._cancel = threading.Event()
-        self._job = "compare"
-        self._set_busy(True)
-        self.compare_started.emit(request, entries)
-        self._compare.emit(request, entries, self._cancel)
-        return True
+    def generate(self, request: GenerationRequest) -> Job | None:
+        """Queue a generation; None while another generation or comparison is under way."""
+        return None if self.busy else self._queue(Job(JobKind.GENERATE, request))
 
-    @property
-    def comparing(self) -> bool:
-        return self._busy and self._job == "compare"
+    def compare(self, request: GenerationRequest, samplers: Sequence[SamplerEntry]) -> Job | None:
+        """Run ``request`` once per sampler (names or (name, steps)); None while busy."""
+        if self.busy:
+            return None
+        entries = tuple(compare_entries(samplers, request.steps))
+        return self._queue(Job(JobKind.COMPARE, request, samplers=entries))
 
-    def take_compare_frames(self):
-        return self.worker.take_compare_frames()
+    def detect(self, request: DetectionRequest) -> Job:
+        """Queue a pose/depth/canny detection behind whatever the worker is doing."""
+        return self._queue(Job(JobKind.DETECT, request))
 
-    def cancel(self) -> None:
-        if self._cancel is not None:
-            self._cancel.set()
+    def _queue(self, job: Job) -> Job:
+        cancel = threading.Event()
+        self._jobs[job.id] = (job, cancel)
+        self.event.emit(JobEvent(EventKind.QUEUED, job))
+        self._submit.emit(job, cancel)
+        return job
 
-    def take_preview(self):
-        return self.worker.take_preview()
+    def cancel(self, job: Job | None = None) -> None:
+        """Cancel ``job``, or the generation or comparison under way."""
+        job = job or self._image_job()
+        if job is not None and job.id in self._jobs:
+            self._jobs[job.id][1].set()
 
-    # ---- results ------------------------------------------------------------------------------
-    def _on_loaded(self, summary) -> None:
-        self.loaded_model = summary
+    # ---- what the worker reports --------------------------------------------------------------
+    def _on_preview_ready(self) -> None:
+        frame = self.worker.take_preview()
+        if frame is not None and frame.job_id in self._jobs:  # else: a late frame of a past job
+            job = self._jobs[frame.job_id][0]
+            progress = frame.step / frame.total if frame.total else 0.0
+            self.event.emit(JobEvent(EventKind.PREVIEW, job, progress, frames=(frame,)))
 
-    def _on_finished(self, result) -> None:
-        entry = HistoryEntry(result, pil_to_qimage(result.image))
-        self.history.append(entry)
-        self._done()
-        self.history_added.emit(entry)
-        self.finished.emit(result)
+    def _on_compare_step(self) -> None:
+        frames = self.worker.take_compare_frames()
+        current = [f for _, f in sorted(frames.items()) if f.job_id in self._jobs]
+        if current:
+            job = self._jobs[current[0].job_id][0]
+            self.event.emit(JobEvent(EventKind.PREVIEW, job, frames=tuple(current)))
 
-    def _on_cancelled(self, result) -> None:
-        job = self._job
-        self._done()
-        (self.compare_cancelled if job == "compare" else self.cancelled).emit(result)
-
-    def _on_compare_finished(self, result) -> None:
-        self._compared += 1
-        entry = ComparisonEntry(result, self._compared)
-        self.comparisons.append(entry)
-        del self.comparisons[:-MAX_COMPARISONS]
-        self._done()
-        self.comparison_added.emit(entry)
-        self.compare_finished.emit(result)
-
-    def _on_failed(self, message: str) -> None:
-        self._done()
-        self.failed.emit(message)
-
-    def _done(self) -> None:
-        self._cancel = None
-        self._job = ""
-        self._set_busy(False)
+    def _on_worker_event(self, event: JobEvent) -> None:
+        if event.kind is EventKind.LOADED:
+            self.loaded_model = event.result
+        if event.job is not None and event.kind in ENDINGS:
+            self._jobs.pop(event.job.id, None)
+            if event.kind is EventKind.FINISHED and event.job.kind is JobKind.GENERATE:
+                self.history.append(HistoryEntry(event.result, pil_to_qimage(event.result.image)))
+            elif event.kind is EventKind.FINISHED and event.job.kind is JobKind.COMPARE:
+                self._compared += 1
+                self.comparisons.append(ComparisonEntry(event.result, self._compared))
+                del self.comparisons[:-MAX_COMPARISONS]
+        self.event.emit(event)
 
     def shutdown(self) -> None:
-        """Cancel any run, let the worker finish its current slot, and stop the thread."""
-        self.cancel()
+        """Cancel every job, let the worker finish its current one, and stop (join) the thread."""
+        for _job, cancel in self._jobs.values():
+            cancel.set()
         if self.thread.isRunning():
             self.thread.quit()
             self.thread.wait()

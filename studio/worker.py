@@ -1,99 +1,65 @@
 """The generation worker: one QObject living in one QThread, keeping one Engine and its model.
 
-Slots run in the worker thread in the order their queued signals arrive, so GPU jobs are
-serialised. Heavy modules (torch, diffusers) are imported here, in the worker thread, so the
-window appears before they finish loading.
+Slots run in the worker thread in the order their queued signals arrive, so GPU jobs — generations,
+comparisons, pose/depth detection — are serialised. Heavy modules (torch, diffusers) are imported
+here, in the worker thread, so the window appears before they finish loading.
+
+Only :class:`studio.session.Session` connects to this object: it reports everything as
+:class:`studio.jobs.JobEvent` through ``event``, except step previews, which wait in
+:meth:`take_preview` / :meth:`take_compare_frames` so that stale ones are replaced, never queued.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal, Slot
-from PySide6.QtGui import QImage
 
 from pipelines.errors import StudioError
+from studio.jobs import (
+    Catalog,
+    CompareFrame,
+    DetectionRequest,
+    DetectionResult,
+    EventKind,
+    Job,
+    JobEvent,
+    JobKind,
+    ModelSummary,
+    PreviewFrame,
+    SamplerInfo,
+    readable_error,
+)
 from studio.qt_image import array_to_qimage
 from studio.settings import EngineConfig
+
+if TYPE_CHECKING:
+    from pipelines.engine import Engine, LoadedModel
+    from pipelines.types import StepPreview
+
+__all__ = ["GenerationWorker", "SamplerInfo", "Catalog", "ModelSummary", "readable_error"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class SamplerInfo:
-    name: str
-    description: str
-    evaluations_per_step: int
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """What the panels fill themselves from once the core has been imported."""
-
-    samplers: tuple[SamplerInfo, ...]
-    default_sampler: str
-    tokenizer: object | None  # CLIP tokenizer for the token counter; None if it failed to load
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    path: Path
-    family: str  # ModelFamily value
-    family_label: str
-    native_size: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class PreviewFrame:
-    image: QImage
-    step: int
-    total: int
-    elapsed: float
-
-
-@dataclass(frozen=True)
-class CompareFrame:
-    """The newest preview of one comparison column."""
-
-    column: int
-    image: QImage
-    step: int
-    total: int
-    evaluations: int
-    elapsed: float
-
-
-def readable_error(error: BaseException) -> str:
-    if isinstance(error, StudioError):
-        return str(error)
-    if isinstance(error, MemoryError):
-        return "The computer ran out of memory. Lower the size or close other programs."
-    # A bug, not a user error: the message still names it, the log keeps the traceback.
-    return f"Unexpected error ({type(error).__name__}): {error}. Details are in the log."
+def _summary(loaded: LoadedModel) -> ModelSummary:
+    return ModelSummary(loaded.path, loaded.family.value, loaded.family.label, loaded.native_size)
 
 
 class GenerationWorker(QObject):
-    catalog_ready = Signal(object)  # Catalog
-    models_found = Signal(object)  # pipelines.models.Discovery
-    loading = Signal(float, str)  # fraction, message
-    loaded = Signal(object)  # ModelSummary
-    load_failed = Signal(str)
+    event = Signal(object)  # JobEvent
     preview_ready = Signal()  # the newest preview waits in take_preview()
-    finished = Signal(object)  # GenerationResult
-    cancelled = Signal(object)  # GenerationResult with cancelled=True
-    failed = Signal(str)  # the run failed
     compare_step = Signal()  # newest previews wait in take_compare_frames(), one per column
-    compare_finished = Signal(object)  # pipelines.compare.CompareResult
-    notice = Signal(str)  # a problem outside a run (discovery, start-up)
 
     def __init__(self) -> None:
         super().__init__()
         self._config = EngineConfig()
-        self._engine = None
+        self._engine: Engine | None = None
         self._lock = threading.Lock()
+        self._job_id = 0  # the job whose steps are being previewed
         self._latest: PreviewFrame | None = None
         self._compare_latest: dict[int, CompareFrame] = {}
 
@@ -104,11 +70,11 @@ class GenerationWorker(QObject):
             frame, self._latest = self._latest, None
         return frame
 
-    def _on_step(self, preview) -> None:
+    def _on_step(self, preview: StepPreview) -> None:
         if preview.image is None:
             return
         frame = PreviewFrame(array_to_qimage(preview.image), preview.step, preview.total,
-                             preview.elapsed)  # fmt: skip
+                             preview.elapsed, self._job_id)  # fmt: skip
         with self._lock:
             waiting = self._latest is not None
             self._latest = frame
@@ -123,11 +89,11 @@ class GenerationWorker(QObject):
             frames, self._compare_latest = self._compare_latest, {}
         return frames
 
-    def _on_compare_step(self, column: int, preview) -> None:
+    def _on_compare_step(self, column: int, preview: StepPreview) -> None:
         if preview.image is None:
             return
         frame = CompareFrame(column, array_to_qimage(preview.image), preview.step, preview.total,
-                             preview.evaluations, preview.elapsed)  # fmt: skip
+                             preview.evaluations, preview.elapsed, self._job_id)  # fmt: skip
         with self._lock:
             waiting = bool(self._compare_latest)
             self._compare_latest[column] = frame
@@ -136,7 +102,7 @@ class GenerationWorker(QObject):
             self.compare_step.emit()
 
     # ---- engine -------------------------------------------------------------------------------
-    def _get_engine(self):
+    def _get_engine(self) -> Engine:
         if self._engine is None:
             from pipelines.engine import Engine, EngineSettings
 
@@ -151,6 +117,12 @@ class GenerationWorker(QObject):
                 )
             )
         return self._engine
+
+    def _loading(self, fraction: float, message: str) -> None:
+        self.event.emit(JobEvent(EventKind.LOADING, progress=fraction, message=message))
+
+    def _notice(self, error: BaseException) -> None:
+        self.event.emit(JobEvent(EventKind.NOTICE, error=readable_error(error)))
 
     @Slot(object)
     def configure(self, config: EngineConfig) -> None:
@@ -169,11 +141,12 @@ class GenerationWorker(QObject):
             )
         except Exception as error:  # the app still opens and says why
             log.exception("sampler registry unavailable")
-            self.notice.emit(readable_error(error))
+            self._notice(error)
             return
-        self.catalog_ready.emit(Catalog(samplers, DEFAULT_SAMPLER, self._load_tokenizer()))
+        catalog = Catalog(samplers, DEFAULT_SAMPLER, self._load_tokenizer())
+        self.event.emit(JobEvent(EventKind.CATALOG, result=catalog))
 
-    def _load_tokenizer(self):
+    def _load_tokenizer(self) -> object | None:
         try:
             from transformers import CLIPTokenizer
 
@@ -194,83 +167,95 @@ class GenerationWorker(QObject):
             default_parent = default_model_path().parent
             if default_parent.exists():
                 folders.insert(0, default_parent)
-            self.models_found.emit(discover_models(folders))
+            discovery = discover_models(folders)
         except Exception as error:
             log.exception("model discovery failed")
-            self.notice.emit(readable_error(error))
+            self._notice(error)
+            return
+        self.event.emit(JobEvent(EventKind.MODELS_FOUND, result=discovery))
 
     @Slot(str, bool)
     def load(self, model: str, cpu_offload: bool) -> None:
         try:
             engine = self._get_engine()
-            loaded = engine.load(model, cpu_offload, on_progress=self.loading.emit)
+            loaded = engine.load(model, cpu_offload, on_progress=self._loading)
         except Exception as error:
             if not isinstance(error, StudioError):
                 log.exception("loading %s failed", model or "the default model")
-            self.load_failed.emit(readable_error(error))
+            self.event.emit(JobEvent(EventKind.LOAD_FAILED, error=readable_error(error)))
             return
-        self.loaded.emit(
-            ModelSummary(loaded.path, loaded.family.value, loaded.family.label, loaded.native_size)
+        self.event.emit(JobEvent(EventKind.LOADED, result=_summary(loaded)))
+
+    @Slot()
+    def warm_up_pose_renderer(self) -> None:
+        try:
+            from pipelines.conditions import render_pose
+
+            render_pose([], 8, 8)
+        except Exception:  # the editor then imports it when it first draws, and says so if it fails
+            log.exception("pose renderer not prepared")
+
+    # ---- jobs ---------------------------------------------------------------------------------
+    @Slot(object, object)
+    def run(self, job: Job, cancel: threading.Event) -> None:
+        """Run one job; it ends with exactly one finished, cancelled or failed event."""
+        with self._lock:
+            self._job_id = job.id
+            self._latest = None
+            self._compare_latest = {}
+        if cancel.is_set():  # cancelled while waiting in the queue
+            self.event.emit(JobEvent(EventKind.CANCELLED, job, result=self._nothing(job)))
+            return
+        self.event.emit(JobEvent(EventKind.STARTED, job))
+        try:
+            if job.kind is JobKind.DETECT:
+                result = self._detect(job.request)
+                cancelled = cancel.is_set()  # a detector cannot stop half way: its result is late
+            else:
+                engine = self._get_engine()
+                already = engine.loaded
+                result = self._generate(engine, job, cancel)
+                cancelled = result.cancelled
+                if engine.loaded is not already and engine.loaded is not None:
+                    self.event.emit(JobEvent(EventKind.LOADED, result=_summary(engine.loaded)))
+        except Exception as error:
+            if not isinstance(error, StudioError):
+                log.exception("%s job failed", job.kind.value)
+            self.event.emit(JobEvent(EventKind.FAILED, job, error=readable_error(error)))
+            return
+        kind = EventKind.CANCELLED if cancelled else EventKind.FINISHED
+        self.event.emit(JobEvent(kind, job, progress=0.0 if cancelled else 1.0, result=result))
+
+    def _generate(self, engine: Engine, job: Job, cancel: threading.Event):
+        if job.kind is JobKind.COMPARE:
+            from pipelines.compare import compare
+
+            return compare(engine, job.request, list(job.samplers), on_step=self._on_compare_step,
+                           cancel=cancel, on_progress=self._loading)  # fmt: skip
+        return engine.run(
+            job.request, on_step=self._on_step, cancel=cancel, on_progress=self._loading
         )
 
-    @Slot(object, object)
-    def generate(self, request, cancel: threading.Event) -> None:
-        with self._lock:
-            self._latest = None
-        try:
-            if cancel.is_set():  # cancelled while waiting in the queue
-                from pipelines.types import GenerationResult
+    def _detect(self, request: DetectionRequest) -> DetectionResult:
+        from pipelines.conditions import detect_map
 
-                self.cancelled.emit(GenerationResult(request=request, image=None, cancelled=True))
-                return
-            engine = self._get_engine()
-            already = engine.loaded
-            result = engine.run(
-                request, on_step=self._on_step, cancel=cancel, on_progress=self.loading.emit
-            )
-            self._report_loaded(engine, already)
-        except Exception as error:
-            if not isinstance(error, StudioError):
-                log.exception("generation failed")
-            self.failed.emit(readable_error(error))
-            return
-        (self.cancelled if result.cancelled else self.finished).emit(result)
+        # The engine's device, so that the detectors cached by the core serve both.
+        device = self._get_engine().device.type
+        detected = detect_map(
+            request.kind, request.image, request.width, request.height, request.resize_mode,
+            request.annotator_folders, canny=request.canny, device=device,
+        )  # fmt: skip
+        return DetectionResult(request, detected.image, detected.people)
 
-    def _report_loaded(self, engine, already) -> None:
-        loaded = engine.loaded
-        if loaded is not already and loaded is not None:
-            self.loaded.emit(
-                ModelSummary(loaded.path, loaded.family.value, loaded.family.label,
-                             loaded.native_size)
-            )  # fmt: skip
+    @staticmethod
+    def _nothing(job: Job):
+        if job.kind is JobKind.COMPARE:
+            from pipelines.compare import CompareResult
 
-    @Slot(object, object, object)
-    def compare(self, request, samplers, cancel: threading.Event) -> None:
-        """Run ``request`` through several samplers (see :func:`pipelines.compare.compare`)."""
-        with self._lock:
-            self._compare_latest = {}
-        try:
-            from pipelines.compare import CompareResult, compare
+            return CompareResult(request=job.request, columns=[], initial_noise=None,
+                                 cancelled=True)  # fmt: skip
+        if job.kind is JobKind.DETECT:
+            return DetectionResult(job.request)
+        from pipelines.types import GenerationResult
 
-            if cancel.is_set():  # cancelled while waiting in the queue
-                self.cancelled.emit(
-                    CompareResult(request=request, columns=[], initial_noise=None, cancelled=True)
-                )
-                return
-            engine = self._get_engine()
-            already = engine.loaded
-            result = compare(
-                engine,
-                request,
-                list(samplers),
-                on_step=self._on_compare_step,
-                cancel=cancel,
-                on_progress=self.loading.emit,
-            )
-            self._report_loaded(engine, already)
-        except Exception as error:
-            if not isinstance(error, StudioError):
-                log.exception("sampler comparison failed")
-            self.failed.emit(readable_error(error))
-            return
-        (self.cancelled if result.cancelled else self.compare_finished).emit(result)
+        return GenerationResult(request=job.request, image=None, cancelled=True)

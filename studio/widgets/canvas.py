@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QPainter, QPen
+from PySide6.QtGui import (
+    QColor,
+    QImage,
+    QMouseEvent,
+    QPainter,
+    QPaintEvent,
+    QPen,
+    QWheelEvent,
+)
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from studio.qt_image import paint_image
@@ -92,7 +100,7 @@ class Canvas(QWidget):
         return QRectF(x, y, w, h)
 
     # ---- events -------------------------------------------------------------------------------
-    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
         painter = QPainter(self)
         target = self.image_rect()
         # Nearest-neighbour when magnified, so single pixels stay visible at high zoom.
@@ -112,7 +120,7 @@ class Canvas(QWidget):
             painter.drawText(box, Qt.AlignmentFlag.AlignCenter, self.status_text)
         painter.end()
 
-    def wheelEvent(self, event) -> None:  # noqa: N802
+    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802
         if self.image is None:
             return
         steps = event.angleDelta().y() / 120
@@ -126,20 +134,20 @@ class Canvas(QWidget):
         self._offset += (cursor - centre) * (1 - new / old)
         self.set_zoom(new)
 
-    def mousePressEvent(self, event) -> None:  # noqa: N802
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         if event.button() in (Qt.MouseButton.LeftButton, Qt.MouseButton.MiddleButton):
             self._drag_from = event.position()
             self.setCursor(Qt.CursorShape.ClosedHandCursor)
 
-    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         if self._drag_from is not None:
             self._offset += event.position() - self._drag_from
             self._drag_from = event.position()
             self.update()
 
-    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         self._drag_from = None
         self.unsetCursor()
 
-    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         self.fit()

@@ -13,13 +13,13 @@ only once a comparison exists, when the worker has long loaded it, so the window
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QImage, QKeySequence, QPainter, QShortcut
+from PySide6.QtGui import QFont, QImage, QKeySequence, QPainter, QPaintEvent, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -37,7 +37,17 @@ from PySide6.QtWidgets import (
 )
 
 from pipelines.errors import StudioError
+from studio.jobs import CompareFrame, EventKind, JobEvent, JobKind
 from studio.qt_image import array_to_qimage, paint_image
+from studio.scrubbing import OWN_FINAL, Change, StepScrubber
+
+if TYPE_CHECKING:
+    from pipelines.compare import CompareResult
+    from pipelines.types import GenerationRequest
+    from studio.session import Session
+    from studio.settings import StudioSettings
+
+__all__ = ["CompareView", "OWN_FINAL"]
 
 ALIGN_MODES = (
     ("step", "Step index",
@@ -48,17 +58,8 @@ ALIGN_MODES = (
      "Every column shows the step reached after the same number of model evaluations: a "
      "2-evaluation sampler (Heun, DPM2) lines up with a 1-evaluation one by the work spent."),
 )  # fmt: skip
-OWN_FINAL = -1  # the reference combo's value for "each column's own final image"
-MAX_PER_ROW = 4
 PLAY_INTERVAL_MS = 250
 GRID_PATTERN = "{date}-compare-{index:03d}-{seed}.png"
-
-
-def _per_row(count: int) -> int:
-    if count <= MAX_PER_ROW:
-        return max(count, 1)
-    rows = math.ceil(count / MAX_PER_ROW)
-    return math.ceil(count / rows)  # 5 columns as 3 + 2, like the exported grid
 
 
 def _free_path(path: Path) -> Path:
@@ -90,7 +91,7 @@ class ImageArea(QWidget):
         w, h = self.image.width() * scale, self.image.height() * scale
         return QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
 
-    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
         painter = QPainter(self)
         target = self.image_rect()
         smooth = self.image is not None and target.width() < self.image.width()
@@ -156,7 +157,7 @@ class ScaleLegend(QWidget):
             self._ramp = array_to_qimage(coloured)
         return self._ramp
 
-    def paintEvent(self, event) -> None:  # noqa: N802
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         painter = QPainter(self)
         metrics = painter.fontMetrics()
         bar = QRectF(8, 2, max(1, self.width() - 16), 14)
@@ -175,16 +176,16 @@ class CompareView(QWidget):
     problem = Signal(str)  # an export failed: the window shows the message
     message = Signal(str)  # a status line (file written, comparison done)
 
-    def __init__(self, session, settings, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, session: Session, settings: StudioSettings, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.session = session
         self.settings = settings
-        self.result = None  # the CompareResult shown (finished or cancelled); None while live
+        self.scrubber = StepScrubber()  # what a finished (or cancelled) comparison shows
         self.columns: list[ColumnView] = []
         self._live: list[tuple[str, int]] | None = None  # (sampler, steps) of the running columns
         self._live_steps: dict[int, int] = {}
-        self._finals: dict[int, np.ndarray] = {}  # final images at preview size, per column
-        self.scale_max = 0.0  # the difference view's current scale (0 when it is off)
         self.play_timer = QTimer(self)
         self.play_timer.setInterval(PLAY_INTERVAL_MS)
         self.play_timer.timeout.connect(self._play_tick)
@@ -194,6 +195,24 @@ class CompareView(QWidget):
 
     # ---- construction -------------------------------------------------------------------------
     def _build(self) -> None:
+        self.grid_widget = QWidget()
+        self.grid = QGridLayout(self.grid_widget)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(6)
+        self.legend = ScaleLegend()
+        top, view_row = self._build_view_options()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(top)
+        layout.addLayout(view_row)
+        layout.addWidget(self.grid_widget, 1)
+        layout.addWidget(self.legend)
+        layout.addLayout(self._build_scrubber())
+        layout.addLayout(self._build_export_row())
+        self._bind_keys()
+
+    def _build_view_options(self) -> tuple[QHBoxLayout, QHBoxLayout]:
+        """The comparison history and status, then how the columns are lined up and shown."""
         self.history_combo = QComboBox()
         self.history_combo.setToolTip(
             "Finished comparisons of this session (the last ten): choose one to reopen it."
@@ -243,13 +262,9 @@ class CompareView(QWidget):
         view_row.addSpacing(12)
         view_row.addWidget(self.final_check)
         view_row.addStretch(1)
+        return top, view_row
 
-        self.grid_widget = QWidget()
-        self.grid = QGridLayout(self.grid_widget)
-        self.grid.setContentsMargins(0, 0, 0, 0)
-        self.grid.setSpacing(6)
-        self.legend = ScaleLegend()
-
+    def _build_scrubber(self) -> QHBoxLayout:
         self.back_button = QToolButton()
         self.back_button.setText("◀")
         self.back_button.setToolTip("One step back (Left).")
@@ -272,7 +287,9 @@ class CompareView(QWidget):
             scrub.addWidget(widget)
         scrub.addWidget(self.slider, 1)
         scrub.addWidget(self.position_label)
+        return scrub
 
+    def _build_export_row(self) -> QHBoxLayout:
         self.save_grid_button = QPushButton("Save grid…")
         self.save_grid_button.setToolTip(
             "Save the final images side by side, labelled, as one PNG carrying the shared settings."
@@ -298,17 +315,10 @@ class CompareView(QWidget):
             bottom.addWidget(widget)
         bottom.addStretch(1)
         bottom.addWidget(self.progress)
+        return bottom
 
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.addLayout(top)
-        layout.addLayout(view_row)
-        layout.addWidget(self.grid_widget, 1)
-        layout.addWidget(self.legend)
-        layout.addLayout(scrub)
-        layout.addLayout(bottom)
-
-        def key(sequence, slot) -> None:
+    def _bind_keys(self) -> None:
+        def key(sequence: Qt.Key, slot: Callable[[], object]) -> None:
             shortcut = QShortcut(QKeySequence(sequence), self)
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(slot)
@@ -316,24 +326,21 @@ class CompareView(QWidget):
         key(Qt.Key.Key_Left, self.step_back)
         key(Qt.Key.Key_Right, self.step_forward)
         key(Qt.Key.Key_Space, self.toggle_play)
-        key(Qt.Key.Key_Home, lambda: self.slider.setValue(self.slider.minimum()))
-        key(Qt.Key.Key_End, lambda: self.slider.setValue(self.slider.maximum()))
+        key(Qt.Key.Key_Home, lambda: self.scrubber.set_position(1))
+        key(Qt.Key.Key_End, lambda: self.scrubber.set_position(self.scrubber.top))
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
     def _connect(self) -> None:
-        s = self.session
-        s.compare_started.connect(self._on_started)
-        s.compare_step.connect(self._on_step)
-        s.compare_finished.connect(self._on_finished)
-        s.compare_cancelled.connect(self._on_cancelled)
-        s.comparison_added.connect(self._refresh_history)
-        s.failed.connect(self._on_failed)
+        self.session.event.connect(self._on_event)
+        self.scrubber.subscribe(self._on_scrubber)
         self.history_combo.activated.connect(self.show_comparison)
-        self.align_combo.currentIndexChanged.connect(self._on_align_changed)
-        self.difference_check.toggled.connect(self.refresh)
-        self.reference_combo.currentIndexChanged.connect(self.refresh)
-        self.final_check.toggled.connect(self.refresh)
-        self.slider.valueChanged.connect(self.refresh)
+        self.align_combo.currentIndexChanged.connect(
+            lambda _: self.scrubber.set_alignment(self.align_combo.currentData())
+        )
+        self.difference_check.toggled.connect(self._view_changed)
+        self.reference_combo.currentIndexChanged.connect(self._view_changed)
+        self.final_check.toggled.connect(self._view_changed)
+        self.slider.valueChanged.connect(self.scrubber.set_position)
         self.back_button.clicked.connect(self.step_back)
         self.forward_button.clicked.connect(self.step_forward)
         self.play_button.clicked.connect(lambda _=False: self.toggle_play())
@@ -347,7 +354,11 @@ class CompareView(QWidget):
             if widget is not None:
                 widget.deleteLater()
         self.columns = [ColumnView() for _ in range(count)]
-        per_row = _per_row(count)
+        if not count:
+            return
+        from pipelines.grids import columns_per_row  # the exported grid's own layout
+
+        per_row = columns_per_row(count)
         for position, column in enumerate(self.columns):
             self.grid.addWidget(column, position // per_row, position % per_row)
 
@@ -376,11 +387,25 @@ class CompareView(QWidget):
         self._set_controls()
 
     # ---- a running comparison -----------------------------------------------------------------
-    def _on_started(self, request, entries) -> None:
+    def _on_event(self, event: JobEvent) -> None:
+        if not event.is_for(JobKind.COMPARE):
+            return
+        if event.kind is EventKind.QUEUED:
+            self._on_started(event.job.request, event.job.samplers)
+        elif event.kind is EventKind.PREVIEW:
+            self._on_step(event.frames)
+        elif event.kind is EventKind.FINISHED:
+            self._refresh_history()
+            self._on_finished(event.result)
+        elif event.kind is EventKind.CANCELLED:
+            self._on_cancelled(event.result)
+        elif event.kind is EventKind.FAILED:
+            self._on_failed(event.error)
+
+    def _on_started(self, request: GenerationRequest, entries: Sequence[tuple[str, int]]) -> None:
         self.stop()
-        self.result = None
-        self._finals = {}
         self._live = list(entries)
+        self.scrubber.show(None)
         self._live_steps = {}
         self._set_columns(len(entries))
         for column, (sampler, steps) in zip(self.columns, self._live):
@@ -393,11 +418,11 @@ class CompareView(QWidget):
         self.legend.hide()
         self._set_controls()
 
-    def _on_step(self) -> None:
-        frames = self.session.take_compare_frames()
+    def _on_step(self, frames: Sequence[CompareFrame]) -> None:
         if self._live is None:
             return  # a late frame of a run already over
-        for index, frame in frames.items():
+        for frame in frames:
+            index = frame.column
             if not 0 <= index < len(self.columns):
                 continue
             sampler = self._live[index][0]
@@ -407,14 +432,14 @@ class CompareView(QWidget):
             self._live_steps[index] = frame.step
         self.progress.setValue(sum(self._live_steps.values()))
 
-    def _on_finished(self, result) -> None:
+    def _on_finished(self, result: CompareResult) -> None:
         self._live = None
         self.show_result(result)
         seconds = result.timings.get("total", 0.0)
         self.status.setText(f"Done in {seconds:.1f} s · seed {result.request.seed}")
         self.message.emit(f"Comparison finished (seed {result.request.seed}).")
 
-    def _on_cancelled(self, result) -> None:
+    def _on_cancelled(self, result: CompareResult) -> None:
         self._live = None
         if result.columns and result.max_steps:
             self.show_result(result)  # the steps made before the cancel stay viewable
@@ -434,7 +459,7 @@ class CompareView(QWidget):
         return self._live is not None
 
     # ---- history ------------------------------------------------------------------------------
-    def _refresh_history(self, newest=None) -> None:
+    def _refresh_history(self) -> None:
         self.history_combo.blockSignals(True)
         self.history_combo.clear()
         for entry in self.session.comparisons:
@@ -456,10 +481,17 @@ class CompareView(QWidget):
         self.status.setText(f"Comparison {entry.title}")
 
     # ---- a comparison with its step history ---------------------------------------------------
-    def show_result(self, result) -> None:
+    @property
+    def result(self) -> CompareResult | None:
+        """The comparison shown (finished or cancelled); None while one runs."""
+        return self.scrubber.result
+
+    @property
+    def scale_max(self) -> float:
+        return self.scrubber.scale_max
+
+    def show_result(self, result: CompareResult) -> None:
         self.stop()
-        self.result = result
-        self._finals = {}
         self._set_columns(len(result.columns))
         self.reference_combo.blockSignals(True)
         previous = self.reference_combo.currentData()
@@ -470,166 +502,57 @@ class CompareView(QWidget):
         found = self.reference_combo.findData(previous if previous is not None else OWN_FINAL)
         self.reference_combo.setCurrentIndex(max(0, found))
         self.reference_combo.blockSignals(False)
-        self._configure_slider(None)
-        self._set_controls()
-        self.refresh()
+        self.scrubber.show(result, self.reference_combo.currentData())
 
     @property
     def align_mode(self) -> str:
-        return self.align_combo.currentData()
+        return self.scrubber.alignment
 
     def set_align_mode(self, mode: str) -> None:
         self.align_combo.setCurrentIndex(max(0, self.align_combo.findData(mode)))
 
-    def _slider_top(self) -> int:
-        columns = self.result.columns if self.result is not None else []
-        if self.align_mode == "evaluations":
-            return max((c.total_evaluations for c in columns), default=1)
-        return max((c.completed for c in columns), default=1)
-
-    def _configure_slider(self, fraction: float | None) -> None:
-        """Set the slider's range for the alignment mode, at ``fraction`` of it (None: the end)."""
-        top = max(1, self._slider_top())
-        self.slider.blockSignals(True)
-        self.slider.setRange(1, top)
-        self.slider.setPageStep(max(1, top // 10))
-        value = top if fraction is None else 1 + round(fraction * (top - 1))
-        self.slider.setValue(value)
-        self.slider.blockSignals(False)
-
-    def _on_align_changed(self) -> None:
-        if self.result is None:
-            return
-        span = self.slider.maximum() - self.slider.minimum()
-        fraction = (self.slider.value() - self.slider.minimum()) / span if span else 1.0
-        self._configure_slider(fraction)
-        self.refresh()
-
     def shown_indices(self) -> list[int]:
         """Each column's step-history index at the slider's position (-1: no steps)."""
-        if self.result is None:
-            return []
-        from pipelines.compare import align_steps
+        return self.scrubber.shown_indices()
 
-        value, mode = self.slider.value(), self.align_mode
-        if mode == "step":
-            return align_steps(self.result.columns, value - 1, "step")
-        if mode == "fraction":
-            return align_steps(self.result.columns, value / self.slider.maximum(), "step")
-        return align_steps(self.result.columns, value, "evaluations")
+    def _view_changed(self, *_args) -> None:
+        self.scrubber.set_view(
+            final=self.final_check.isChecked(),
+            difference=self.difference_check.isChecked(),
+            reference=self.reference_combo.currentData() if self.reference_combo.count() else None,
+        )
 
-    def _position_text(self) -> str:
-        value, top = self.slider.value(), self.slider.maximum()
-        if self.align_mode == "step":
-            return f"step {value} / {top}"
-        if self.align_mode == "fraction":
-            return f"{100 * value / top:.0f} % of each run"
-        return f"{value} / {top} evaluations"
-
-    def _final_array(self, index: int, size: tuple[int, int]) -> np.ndarray | None:
-        """Column ``index``'s final image at ``size`` (w, h); its last preview when cancelled."""
-        if index not in self._finals:
-            column = self.result.columns[index]
-            if column.image is not None:
-                image = column.image.convert("RGB")
-            elif column.previews:
-                image = Image.fromarray(column.previews[-1])
-            else:
-                return None
-            if image.size != size:
-                image = image.resize(size, Image.Resampling.BILINEAR)
-            self._finals[index] = np.asarray(image, dtype=np.uint8)
-        return self._finals[index]
-
-    def _pictures(self, indices: list[int]) -> list[np.ndarray | None]:
-        columns = self.result.columns
-        size = None
-        for column, index in zip(columns, indices):
-            if index >= 0:
-                height, width = column.previews[index].shape[:2]
-                size = (width, height)
-                break
-        if size is None:
-            size = (self.result.request.width or 64, self.result.request.height or 64)
-        if self.final_check.isChecked():
-            return [self._final_array(i, size) for i in range(len(columns))]
-        return [c.previews[k] if k >= 0 else None for c, k in zip(columns, indices)]
-
-    def _differences(self, pictures: list[np.ndarray | None]) -> list[np.ndarray | None]:
-        from pipelines.compare import difference
-
-        reference = self.reference_combo.currentData()
-        pairs = []
-        for index, picture in enumerate(pictures):
-            if picture is None:
-                pairs.append(None)
-                continue
-            size = (picture.shape[1], picture.shape[0])
-            if reference is None or reference == OWN_FINAL:
-                other = self._final_array(index, size)
-            else:
-                other = pictures[reference]
-            if other is not None and other.shape != picture.shape:
-                other = np.asarray(Image.fromarray(other).resize(size, Image.Resampling.BILINEAR))
-            pairs.append(None if other is None else (picture, other))
-        # One scale for every column, so equal colours mean equal differences across the grid.
-        tops = [difference(a, b)[1] for a, b in filter(None, pairs)]
-        self.scale_max = max(tops, default=1.0)
-        return [None if p is None else difference(*p, scale_max=self.scale_max)[0] for p in pairs]
+    def _on_scrubber(self, what: Change) -> None:
+        if what in ("result", "range", "position"):
+            self.slider.blockSignals(True)
+            top = self.scrubber.top
+            self.slider.setRange(1, top)
+            self.slider.setPageStep(max(1, top // 10))
+            self.slider.setValue(self.scrubber.position)
+            self.slider.blockSignals(False)
+        if what == "result":
+            self._set_controls()
+        self.refresh()
 
     def refresh(self, *_args) -> None:
         """Repaint every column for the slider, alignment and difference settings."""
         if self.result is None or self._live is not None:
             return
         self._set_controls()
-        indices = self.shown_indices()
-        pictures = self._pictures(indices)
-        showing_difference = self.difference_check.isChecked()
-        shown = self._differences(pictures) if showing_difference else pictures
-        reference = self.reference_combo.currentData()
-        final = self.final_check.isChecked()
-        for number, (view, column, index, picture) in enumerate(
-            zip(self.columns, self.result.columns, indices, shown)
-        ):
-            title = column.sampler + (" (cancelled)" if column.cancelled else "")
-            if showing_difference and reference == number:
-                title += " · reference"
-            if final:
-                info = (f"final · {column.completed}/{column.steps} steps · "
-                        f"{column.total_evaluations} evals · {column.seconds:.2f} s")  # fmt: skip
-            elif index < 0:
-                info = "no steps"
-            else:
-                info = (f"step {index + 1}/{column.steps} · {column.evaluations[index]} evals · "
-                        f"{column.elapsed[index]:.2f} s")  # fmt: skip
-            view.set_content(
-                None if picture is None else array_to_qimage(picture), title, info,
-                self._column_tip(column),
-            )  # fmt: skip
-        if showing_difference:
-            self.legend.set_scale(self.scale_max)
-        else:
-            self.scale_max = 0.0
-        self.legend.setVisible(showing_difference)
-        self.position_label.setText("final images" if final else self._position_text())
-
-    @staticmethod
-    def _column_tip(column) -> str:
-        tip = (f"{column.sampler}: {column.completed}/{column.steps} steps, "
-               f"{column.total_evaluations}/{column.planned_evaluations} model evaluations, "
-               f"{column.seconds:.2f} s")  # fmt: skip
-        if column.lockstep:
-            tip += "\nRan batched with the other one-evaluation samplers: their times are shared."
-        if column.cancelled:
-            tip += "\nCancelled before the end."
-        return tip
+        for view, shown in zip(self.columns, self.scrubber.columns()):
+            picture = None if shown.picture is None else array_to_qimage(shown.picture)
+            view.set_content(picture, shown.title, shown.info, shown.tip)
+        if self.scrubber.difference:
+            self.legend.set_scale(self.scrubber.scale_max)
+        self.legend.setVisible(self.scrubber.difference)
+        self.position_label.setText(self.scrubber.position_text())
 
     # ---- scrubbing ----------------------------------------------------------------------------
     def step_forward(self) -> None:
-        self.slider.setValue(self.slider.value() + 1)
+        self.scrubber.step(1)
 
     def step_back(self) -> None:
-        self.slider.setValue(self.slider.value() - 1)
+        self.scrubber.step(-1)
 
     @property
     def playing(self) -> bool:
@@ -642,8 +565,8 @@ class CompareView(QWidget):
         if self.result is None or self._live is not None or not self.slider.isEnabled():
             self.play_button.setChecked(False)
             return
-        if self.slider.value() >= self.slider.maximum():
-            self.slider.setValue(self.slider.minimum())
+        if self.scrubber.at_end:
+            self.scrubber.set_position(1)
         self.play_timer.start()
         self.play_button.setChecked(True)
         self.play_button.setText("⏸ Pause")
@@ -654,7 +577,7 @@ class CompareView(QWidget):
         self.play_button.setText("▶ Play")
 
     def _play_tick(self) -> None:
-        if self.slider.value() >= self.slider.maximum():
+        if self.scrubber.at_end:
             self.stop()
         else:
             self.step_forward()
@@ -686,7 +609,9 @@ class CompareView(QWidget):
             )
         return path
 
-    def _write(self, what: str, write, path: Path, overwrite: bool):
+    def _write(
+        self, what: str, write: Callable[[Path, bool], Path], path: Path, overwrite: bool
+    ) -> Path | None:
         try:
             if not overwrite:
                 path.parent.mkdir(parents=True, exist_ok=True)

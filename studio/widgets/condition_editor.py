@@ -7,13 +7,23 @@ new PNG (:mod:`studio.widgets.map_store`) and the unit then points at that file 
 
 from __future__ import annotations
 
-import threading
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPointF, Qt, Signal
-from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QImage, QKeySequence
+from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QAction,
+    QActionGroup,
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QImage,
+    QKeySequence,
+    QShowEvent,
+)
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -33,18 +43,16 @@ from PySide6.QtWidgets import (
 )
 
 from pipelines.annotators import annotator_search_folders, find_annotator
-from pipelines.conditions import (
-    canny_map,
-    detect_depth,
-    detect_pose,
-    fit_pose_to_size,
-    fit_to_size,
-    load_image,
-    placement,
-    render_pose,
-)
+from pipelines.conditions import detect_map, fit_to_size, load_image
 from pipelines.errors import StudioError
 from pipelines.types import ControlKind, ControlUnit, ResizeMode
+from studio.jobs import (
+    DetectionRequest,
+    DetectionResult,
+    EventKind,
+    JobEvent,
+    readable_error,
+)
 from studio.qt_image import pil_to_qimage, qimage_to_pil
 from studio.widgets.map_store import pose_sidecar, save_map, save_pose_sidecar
 from studio.widgets.map_view import MapView
@@ -62,6 +70,11 @@ from studio.widgets.paint_tools import (
 )
 from studio.widgets.pose_editor import PoseEditor, PosePanel, PoseTool
 
+if TYPE_CHECKING:
+    from studio.session import Session
+
+log = logging.getLogger(__name__)
+
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff);;All files (*)"
 POSE_FILTER = "Pose (*.json *.png *.jpg *.jpeg *.webp);;All files (*)"
 CANNY_MERGE = 1  # undo id: threshold changes merge into one step
@@ -70,27 +83,9 @@ DETECTORS = {ControlKind.POSE: "openpose", ControlKind.DEPTH: "depth"}
 SourceList = Callable[[], Sequence[tuple[str, Image.Image]]]
 
 
-def canny_at_size(
-    source: Image.Image, width: int, height: int, mode: ResizeMode, low: int, high: int
-) -> Image.Image:
-    """Canny edges of ``source`` as the core's preprocessor computes them: on the picture scaled
-    into place, before letterboxing, so the bars' border is no edge."""
-    place = placement(source.width, source.height, width, height, mode)
-    scaled = source
-    if source.size != (place.width, place.height):
-        scaled = source.resize((place.width, place.height), Image.Resampling.LANCZOS)
-    edges = canny_map(scaled, low, high)
-    if place == (width, height, 0, 0):
-        return edges
-    canvas = Image.new("RGB", (width, height))
-    canvas.paste(edges, (place.left, place.top))
-    return canvas
-
-
 class ConditionEditor(QDialog):
     map_saved = Signal(str)  # the new PNG's path
     detection_finished = Signal(bool)  # pose or depth detection ended (True: it worked)
-    _detected = Signal(object)  # from the detection thread: people, a depth image or an error
 
     def __init__(
         self,
@@ -103,8 +98,11 @@ class ConditionEditor(QDialog):
         canny: tuple[int, int] = (100, 200),
         annotator_folders: Iterable[str | Path] = (),
         sources: SourceList | None = None,
+        jobs: Session | None = None,
         parent: QWidget | None = None,
     ) -> None:
+        """``jobs`` runs pose and depth detection in the worker; without it (an editor used on
+        its own) detection runs here, in the GUI thread."""
         super().__init__(parent)
         self.kind = ControlKind(kind)
         self.maps_folder = Path(maps_folder)
@@ -116,7 +114,10 @@ class ConditionEditor(QDialog):
         self._source_origin: Image.Image | None = None
         self._canny_defaults = canny
         self._detecting = False
-        self._detected.connect(self._on_detected, Qt.ConnectionType.QueuedConnection)
+        self._detection_job = 0
+        self.jobs = jobs
+        if jobs is not None:
+            jobs.event.connect(self._on_job_event)
         self.saved_path: Path | None = None
         self.setWindowTitle(f"{self.kind.value.capitalize()} map · {width}×{height}")
         self.setAcceptDrops(True)
@@ -164,8 +165,10 @@ class ConditionEditor(QDialog):
         self.view.hovered.connect(self._show_pointer)
         self.resize(1000, 720)
         self._check_detector()
-        if self.kind is ControlKind.POSE:
-            _warm_up_pose_renderer()
+        if self.kind is ControlKind.POSE and jobs is not None:
+            # The pose renderer imports controlnet-aux (seconds on a slow machine): in the worker,
+            # while the user looks at the dialog, so the first "Add person" does not freeze it.
+            jobs.warm_up_pose_renderer()
         # The map has the focus, not a spin box, so that B, E, L, G, [ and ] reach the shortcuts.
         self.view.setFocus()
 
@@ -180,6 +183,7 @@ class ConditionEditor(QDialog):
         *,
         annotator_folders: Iterable[str | Path] = (),
         sources: SourceList | None = None,
+        jobs: Session | None = None,
         parent: QWidget | None = None,
     ) -> ConditionEditor:
         """An editor opened on what ``unit`` gives the ControlNet now: its ready map, or the
@@ -187,7 +191,7 @@ class ConditionEditor(QDialog):
         editor = cls(
             unit.kind, width, height, maps_folder,
             resize_mode=unit.resize_mode, canny=(unit.canny_low, unit.canny_high),
-            annotator_folders=annotator_folders, sources=sources, parent=parent,
+            annotator_folders=annotator_folders, sources=sources, jobs=jobs, parent=parent,
         )  # fmt: skip
         if not unit.image:
             return editor
@@ -218,7 +222,14 @@ class ConditionEditor(QDialog):
         editor.document.set_image(fitted)
         return editor
 
-    def _action(self, text: str, tip: str, slot, keys=(), checkable=False) -> QAction:
+    def _action(
+        self,
+        text: str,
+        tip: str,
+        slot: Callable[..., object],
+        keys: Sequence[str] = (),
+        checkable: bool = False,
+    ) -> QAction:
         action = QAction(text, self)
         action.setToolTip(tip)
         action.setCheckable(checkable)
@@ -461,7 +472,7 @@ class ConditionEditor(QDialog):
         self.source_combo.setCurrentIndex(current)
         self.source_combo.blockSignals(False)
 
-    def showEvent(self, event) -> None:  # noqa: N802
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
         self._refresh_sources()  # results may have finished since the editor was last shown
         super().showEvent(event)
 
@@ -509,10 +520,11 @@ class ConditionEditor(QDialog):
         return low, high
 
     def _canny_image(self) -> QImage:
-        low, high = self.canny_thresholds()
-        edges = canny_at_size(self.source, self.document.width, self.document.height,
-                              self.resize_mode, low, high)  # fmt: skip
-        return pil_to_qimage(edges)
+        # The core's own preprocessor, so the map painted here is the map a run would make.
+        detected = detect_map(ControlKind.CANNY, self.source, self.document.width,
+                              self.document.height, self.resize_mode,
+                              canny=self.canny_thresholds())  # fmt: skip
+        return pil_to_qimage(detected.image)
 
     def _update_canny_label(self) -> None:
         low, high = self.canny_thresholds()
@@ -554,7 +566,7 @@ class ConditionEditor(QDialog):
                 slider.setEnabled(has_source)
 
     def detect(self) -> bool:
-        """Canny at once; pose and depth in a background thread (networks take seconds on a CPU),
+        """Canny at once; pose and depth as a job of the worker (networks take seconds on a CPU),
         ending with ``detection_finished``. False when it could not start."""
         if self.source is None:
             self.show_message("Choose a source photo first.", error=True)
@@ -572,46 +584,41 @@ class ConditionEditor(QDialog):
         self._detecting = True
         self.detect_button.setEnabled(False)
         self.show_message(f"Detecting the {self.kind.value}…")
-        source, size, kind = self.source, (self.document.width, self.document.height), self.kind
-        threading.Thread(target=self._detect_in_background, args=(kind, source, size),
-                         daemon=True).start()  # fmt: skip
+        request = DetectionRequest(self.kind, self.source, self.document.width,
+                                   self.document.height, self.resize_mode,
+                                   tuple(self.annotator_folders))  # fmt: skip
+        if self.jobs is not None:
+            self._detection_job = self.jobs.detect(request).id
+        else:  # after this call returns, as a job would
+            QTimer.singleShot(0, lambda: self._on_detected(_detect_here(request)))
         return True
 
-    def _detect_in_background(self, kind: ControlKind, source: Image.Image, size) -> None:
-        width, height = size
-        # Detect near the generation size, as the core's preprocessor does ("pixel perfect").
-        resolution = max(64, min(512, width, height))
-        try:
-            if kind is ControlKind.DEPTH:
-                depth = detect_depth(source, self.annotator_folders, resolution=resolution)
-                outcome = fit_to_size(depth, width, height, self.resize_mode)
-            else:
-                found = detect_pose(source, self.annotator_folders, resolution=resolution)
-                outcome = fit_pose_to_size(found, source.width, source.height,
-                                           width, height, self.resize_mode)  # fmt: skip
-        except StudioError as error:
-            outcome = error
-        except Exception as error:  # a bug in a third-party detector must not vanish silently
-            outcome = StudioError(f"The {kind.value} detector failed: {error}")
-        try:
-            self._detected.emit(outcome)  # queued: handled in the GUI thread
-        except RuntimeError:
-            pass  # the dialog was closed meanwhile
+    def _on_job_event(self, event: JobEvent) -> None:
+        if event.job_id != self._detection_job or not self._detection_job:
+            return
+        if event.kind is EventKind.FINISHED:
+            self._on_detected(event.result)
+        elif event.kind is EventKind.FAILED:
+            self._on_detected(event.error)
+        elif event.kind is EventKind.CANCELLED:
+            self._on_detected("Detection was cancelled.")
 
-    def _on_detected(self, outcome) -> None:
+    def _on_detected(self, outcome: DetectionResult | str) -> None:
         self._detecting = False
+        self._detection_job = 0
         self._update_detect_enabled()
-        ok = not isinstance(outcome, StudioError)
+        ok = isinstance(outcome, DetectionResult)
         if not ok:
-            self.show_message(str(outcome), error=True)
+            self.show_message(outcome, error=True)
         elif self.kind is ControlKind.DEPTH:
-            self.document.replace(pil_to_qimage(outcome), "Estimate depth")
+            self.document.replace(pil_to_qimage(outcome.image), "Estimate depth")
             self.show_message("")
         else:
-            self.pose.set_people(outcome, "Detect pose")
-            self.pose.select(0 if outcome else None)
+            people = list(outcome.people)
+            self.pose.set_people(people, "Detect pose")
+            self.pose.select(0 if people else None)
             found = "Nobody was found in the photo; add a person by hand."
-            self.show_message("" if outcome else found)
+            self.show_message("" if people else found)
         self.detection_finished.emit(ok)
 
     # ---- import -------------------------------------------------------------------------------
@@ -656,11 +663,11 @@ class ConditionEditor(QDialog):
         self.show_message("There is no image on the clipboard.", error=True)
         return False
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
         if event.mimeData().hasUrls() or event.mimeData().hasImage():
             event.acceptProposedAction()
 
-    def dropEvent(self, event) -> None:  # noqa: N802
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         self.import_mime(event.mimeData())
         event.acceptProposedAction()
 
@@ -690,7 +697,7 @@ class ConditionEditor(QDialog):
             path = save_map(self.map_image(), self.maps_folder, self.kind.value)
             if self.kind is ControlKind.POSE and self.pose.raster is None:
                 save_pose_sidecar(path, self.pose.to_json())
-        except OSError as error:
+        except (StudioError, OSError) as error:
             self.show_message(f"Could not save the map in {self.maps_folder}: {error}", error=True)
             return None
         self.saved_path = path
@@ -704,17 +711,15 @@ class ConditionEditor(QDialog):
         self.message.setStyleSheet("color: #ff8060;" if error else "")
 
 
-_warmed_up = threading.Event()
-
-
-def _warm_up_pose_renderer() -> None:
-    # render_pose imports controlnet-aux, whose package imports every detector: seconds on a slow
-    # machine. Doing it in the background while the user looks at the dialog keeps the first
-    # "Add person" click from freezing the window.
-    if _warmed_up.is_set():
-        return
-    _warmed_up.set()
-    threading.Thread(target=render_pose, args=([], 8, 8), daemon=True).start()
+def _detect_here(request: DetectionRequest) -> DetectionResult | str:
+    try:
+        detected = detect_map(request.kind, request.image, request.width, request.height,
+                              request.resize_mode, request.annotator_folders)  # fmt: skip
+    except Exception as error:  # a bug in a third-party detector must not vanish silently
+        if not isinstance(error, StudioError):
+            log.exception("%s detection failed", request.kind.value)
+        return readable_error(error)
+    return DetectionResult(request, detected.image, detected.people)
 
 
 class _RefreshingComboBox(QComboBox):

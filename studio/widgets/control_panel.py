@@ -6,12 +6,21 @@ the map it saves becomes the unit's image as a ready map.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QMimeData, Qt, Signal
-from PySide6.QtGui import QGuiApplication, QImage, QPixmap
+from PIL import Image
+from PySide6.QtCore import QMimeData, QSignalBlocker, Qt, Signal
+from PySide6.QtGui import (
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QImage,
+    QMouseEvent,
+    QPixmap,
+)
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -30,8 +39,15 @@ from PySide6.QtWidgets import (
 
 from pipelines.errors import StudioError
 from pipelines.types import MAX_CONTROL_UNITS, ControlKind, ControlUnit, ResizeMode
+from studio.control_unit import ControlUnitModel
 from studio.qt_image import pil_to_qimage, qimage_to_pil
+from studio.widgets.layout import row
 from studio.widgets.map_store import maps_folder, save_map
+
+if TYPE_CHECKING:
+    from pipelines.models import ModelInfo
+    from studio.session import Session
+    from studio.widgets.condition_editor import ConditionEditor
 
 THUMBNAIL = 144
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp);;All files (*)"
@@ -46,49 +62,20 @@ RESIZE_TIPS = {
     ResizeMode.CROP: "Crop: fill the image size, cutting the overflow.",
     ResizeMode.STRETCH: "Stretch: ignore the aspect ratio.",
 }
-MODEL_ROLE = Qt.ItemDataRole.UserRole
 DEFAULT_EDITOR_SIZE = (512, 512)
+EMPTY_THUMBNAIL = "Drop an image here\nor use Import / Paste"
 
 
 @dataclass
 class EditorContext:
-    """What the condition editor needs from the rest of the window: the generation size, where
-    annotator weights are, and pictures to use as a source (newest results first)."""
+    """What a unit needs from the rest of the window, given to it by the window: the generation
+    size, where annotator weights are, pictures to use as a source (newest results first), and the
+    session that runs detection jobs (None: the editor detects by itself)."""
 
     size: Callable[[], tuple[int, int]] = lambda: DEFAULT_EDITOR_SIZE
     annotator_folders: Callable[[], Sequence[str]] = lambda: ()
-    sources: Callable[[], Sequence[tuple[str, object]]] = lambda: ()
-
-
-def window_context(window: QWidget) -> EditorContext:
-    """The context read from a main window that has a prompt panel, settings and a session.
-
-    Duck-typed so that the panel works in any window (and alone in tests) without importing it.
-    """
-    context = EditorContext()
-    prompt = getattr(window, "prompt_panel", None)
-    if prompt is not None and hasattr(prompt, "width_box"):
-        # The boxes show the effective size, the model's native one included once it is known.
-        def size() -> tuple[int, int]:
-            return _snap8(prompt.width_box.value()), _snap8(prompt.height_box.value())
-
-        context.size = size
-    settings = getattr(window, "settings", None)
-    if settings is not None and hasattr(settings, "annotator_folders"):
-        context.annotator_folders = lambda: settings.annotator_folders
-    session = getattr(window, "session", None)
-    if session is not None and hasattr(session, "history"):
-
-        def sources() -> list[tuple[str, object]]:
-            entries = list(enumerate(session.history, 1))[::-1]
-            return [(f"Result {n} · seed {e.request.seed}", e.result.image) for n, e in entries]
-
-        context.sources = sources
-    return context
-
-
-def _snap8(value: int) -> int:
-    return max(8, int(value) // 8 * 8)
+    sources: Callable[[], Sequence[tuple[str, Image.Image]]] = lambda: ()
+    jobs: Session | None = None
 
 
 class ThumbnailLabel(QLabel):
@@ -107,19 +94,21 @@ class ThumbnailLabel(QLabel):
         self.setToolTip("The condition map the ControlNet will receive. Drop an image here; "
                         "double-click to paint or pose it.")  # fmt: skip
 
-    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         self.double_clicked.emit()
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
         if event.mimeData().hasUrls() or event.mimeData().hasImage():
             event.acceptProposedAction()
 
-    def dropEvent(self, event) -> None:  # noqa: N802
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         self.dropped.emit(event.mimeData())
         event.acceptProposedAction()
 
 
 class ControlUnitWidget(QWidget):
+    """Shows and edits one :class:`~studio.control_unit.ControlUnitModel` (``self.control``)."""
+
     changed = Signal()
     problem = Signal(str)
 
@@ -127,10 +116,10 @@ class ControlUnitWidget(QWidget):
         super().__init__(parent)
         self.number = number
         self.data_folder = data_folder
-        self.image_path: str | None = None
-        self._source = None  # PIL image of image_path, for the live preprocessor preview
+        self.control = ControlUnitModel(self)
+        self._source: Image.Image | None = None  # the image file's picture, for the thumbnail
         self.map_image: QImage | None = None
-        self.editor = None  # this unit's ConditionEditor, kept (hidden) between uses
+        self.editor: ConditionEditor | None = None  # kept (hidden) between uses
         self._editor_key: tuple | None = None
         self.context: Callable[[], EditorContext] = EditorContext
 
@@ -150,6 +139,7 @@ class ControlUnitWidget(QWidget):
         self.model.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
+        self.model.addItem("(choose a ControlNet)", "")
         self.browse_model = QToolButton(text="…")
         self.browse_model.setToolTip("Choose a ControlNet file or folder.")
         self.browse_model.clicked.connect(self._browse_model)
@@ -202,34 +192,74 @@ class ControlUnitWidget(QWidget):
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Kind", self.kind)
-        form.addRow("Model", _row(self.model, self.browse_model))
+        form.addRow("Model", row(self.model, self.browse_model))
         form.addRow("", self.preprocess)
-        form.addRow("Canny", _row(QLabel("low"), self.canny_low, QLabel("high"), self.canny_high))
+        form.addRow("Canny", row(QLabel("low"), self.canny_low, QLabel("high"), self.canny_high))
         form.addRow("Strength", self.strength)
-        form.addRow("Range", _row(self.start, QLabel("to"), self.end))
+        form.addRow("Range", row(self.start, QLabel("to"), self.end))
         form.addRow("Resize", self.resize_mode)
         layout = QVBoxLayout(self)
         layout.addWidget(self.enabled)
         layout.addLayout(top)
         layout.addLayout(form)
         layout.addStretch(1)
+        self._bind()
 
-        for signal in (
-            self.kind.currentIndexChanged,
-            self.preprocess.toggled,
-            self.canny_low.valueChanged,
-            self.canny_high.valueChanged,
-        ):
-            signal.connect(self._refresh_map)
-        self.enabled.toggled.connect(self.changed)
-        self.kind.currentIndexChanged.connect(self._update_canny_enabled)
-        self.preprocess.toggled.connect(self._update_canny_enabled)
+    # ---- binding: each control edits one field, each field change updates its control ---------
+    def _bind(self) -> None:
+        c = self.control
+        self.enabled.toggled.connect(lambda on: setattr(c, "enabled", on))
+        self.kind.currentIndexChanged.connect(
+            lambda _: setattr(c, "kind", ControlKind(self.kind.currentData()))
+        )
+        self.model.currentIndexChanged.connect(
+            lambda _: setattr(c, "model", str(self.model.currentData() or ""))
+        )
+        self.preprocess.toggled.connect(lambda on: setattr(c, "preprocess", on))
+        for box in (self.canny_low, self.canny_high):
+            box.valueChanged.connect(
+                lambda _: setattr(c, "canny", (self.canny_low.value(), self.canny_high.value()))
+            )
+        self.strength.valueChanged.connect(lambda v: setattr(c, "strength", round(v, 3)))
+        self.start.valueChanged.connect(lambda v: setattr(c, "start", round(v, 3)))
+        self.end.valueChanged.connect(lambda v: setattr(c, "end", round(v, 3)))
+        self.resize_mode.currentIndexChanged.connect(
+            lambda _: setattr(c, "resize_mode", ResizeMode(self.resize_mode.currentData()))
+        )
+        c.changed.connect(self._show_field)
         self._update_canny_enabled()
 
+    def _show_field(self, name: str) -> None:
+        c = self.control
+        if name == "enabled":
+            _quietly(self.enabled, self.enabled.setChecked, c.enabled)
+        elif name == "kind":
+            _quietly(self.kind, self.kind.setCurrentIndex, max(0, self.kind.findData(c.kind.value)))
+        elif name == "model":
+            self._show_model(c.model)
+        elif name == "preprocess":
+            _quietly(self.preprocess, self.preprocess.setChecked, c.preprocess)
+        elif name == "canny":
+            _quietly(self.canny_low, self.canny_low.setValue, c.canny[0])
+            _quietly(self.canny_high, self.canny_high.setValue, c.canny[1])
+        elif name in ("strength", "start", "end"):
+            box = getattr(self, name)
+            _quietly(box, box.setValue, getattr(c, name))
+        elif name == "resize_mode":
+            index = max(0, self.resize_mode.findData(c.resize_mode.value))
+            _quietly(self.resize_mode, self.resize_mode.setCurrentIndex, index)
+        if name in ("kind", "preprocess"):
+            self._update_canny_enabled()
+        if name in ("image", "kind", "preprocess", "canny", "resize_mode"):
+            self._refresh_map()
+        if name == "enabled":
+            self.changed.emit()
+
     # ---- models -------------------------------------------------------------------------------
-    def set_controlnets(self, controlnets) -> None:
+    def set_controlnets(self, controlnets: Iterable[ModelInfo]) -> None:
         """Fill the model picker (ModelInfo list already filtered to the family)."""
-        current = self.current_model()
+        current = self.control.model
+        self.model.blockSignals(True)
         self.model.clear()
         self.model.addItem("(choose a ControlNet)", "")
         for info in sorted(controlnets, key=lambda m: m.name.lower()):
@@ -237,20 +267,21 @@ class ControlUnitWidget(QWidget):
             self.model.addItem(f"{info.name}{kind}", str(info.path))
             self.model.setItemData(self.model.count() - 1, str(info.path),
                                    Qt.ItemDataRole.ToolTipRole)  # fmt: skip
-        self.set_model(current)
+        self.model.blockSignals(False)
+        self._show_model(current)
 
-    def set_model(self, path: str) -> None:
-        if not path:
-            self.model.setCurrentIndex(0)
-            return
-        index = self.model.findData(path)
+    def _show_model(self, path: str) -> None:
+        index = self.model.findData(path) if path else 0
         if index < 0:
             self.model.addItem(Path(path).name, path)
             index = self.model.count() - 1
-        self.model.setCurrentIndex(index)
+        _quietly(self.model, self.model.setCurrentIndex, index)
+
+    def set_model(self, path: str) -> None:
+        self.control.model = path or ""
 
     def current_model(self) -> str:
-        return str(self.model.currentData() or "")
+        return self.control.model
 
     def _browse_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -262,6 +293,10 @@ class ControlUnitWidget(QWidget):
             self.set_model(str(chosen.parent if chosen.name == "config.json" else chosen))
 
     # ---- condition image ----------------------------------------------------------------------
+    @property
+    def image_path(self) -> str | None:
+        return self.control.image
+
     def import_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import a condition image", "", IMAGE_FILTER)
         if path:
@@ -281,7 +316,12 @@ class ControlUnitWidget(QWidget):
             if image.isNull():
                 self.problem.emit("The clipboard image could not be read.")
                 return
-            self.set_image(str(self._store(image)))
+            try:
+                stored = self._store(image)
+            except (StudioError, OSError) as error:
+                self.problem.emit(f"The pasted image could not be kept: {error}")
+                return
+            self.set_image(str(stored))
         elif mime.hasText() and Path(mime.text().strip()).is_file():
             self.set_image(mime.text().strip())
         else:
@@ -292,7 +332,7 @@ class ControlUnitWidget(QWidget):
         return save_map(qimage_to_pil(image), maps_folder(self.data_folder), "pasted")
 
     # ---- condition editor ---------------------------------------------------------------------
-    def open_editor(self):
+    def open_editor(self) -> ConditionEditor:
         """Open this unit's editor on the map the ControlNet would receive now.
 
         A closed editor is kept, hidden, with its undo history: reopening it (after Cancel, Esc
@@ -312,7 +352,7 @@ class ControlUnitWidget(QWidget):
             self.editor = ConditionEditor.for_unit(
                 unit, width, height, maps_folder(self.data_folder),
                 annotator_folders=context.annotator_folders(), sources=context.sources,
-                parent=self,
+                jobs=context.jobs, parent=self,
             )  # fmt: skip
             self.editor.setWindowTitle(f"Unit {self.number}: {self.editor.windowTitle()}")
             self.editor.map_saved.connect(self.use_edited_map)
@@ -325,59 +365,59 @@ class ControlUnitWidget(QWidget):
         return self.editor
 
     def _editor_state(self) -> tuple:
-        canny = (self.canny_low.value(), self.canny_high.value())
-        return (self.image_path, self.kind_value(), self.preprocess.isChecked(),
-                self.resize_mode.currentData(), canny if self.preprocess.isChecked() else None)  # fmt: skip
+        c = self.control
+        return (c.image, c.kind, c.preprocess, c.resize_mode,
+                c.canny if c.preprocess else None)  # fmt: skip
 
     def use_edited_map(self, path: str) -> None:
         # The editor's PNG is the exact map at the generation size: no preprocessor runs on it.
-        self.preprocess.blockSignals(True)
-        self.preprocess.setChecked(False)
-        self.preprocess.blockSignals(False)
-        self._update_canny_enabled()
+        self.control.preprocess = False
         self.set_image(path)
         if self.editor is not None:  # it shows exactly this map: keep it and its history
             self._editor_key = (self._editor_state(), self._editor_key[1])
 
-    def set_image(self, path: str | None) -> None:
+    def set_image(self, path: str | None) -> bool:
+        """Use the image file at ``path`` (None: none); False, with a message, if it is unreadable."""
         if path is None:
-            self.image_path, self._source = None, None
-            self.map_image = None
-            self.thumbnail.setPixmap(QPixmap())
-            self.thumbnail.setText("Drop an image here\nor use Import / Paste")
+            self._source = None
+            self.control.image = None
             self.changed.emit()
-            return
-        from pipelines.conditions import load_image
+            return True
+        from pipelines.conditions import load_image  # OpenCV loads only once a map is used
 
         try:
             self._source = load_image(path)
         except StudioError as error:
             self.problem.emit(str(error))
-            return
-        self.image_path = str(path)
+            return False
         self.thumbnail.setToolTip(f"{path}\nDrop another image to replace it.")
-        if not self.enabled.isChecked():
-            self.enabled.setChecked(True)
-        self._refresh_map()
+        self.control.enabled = True
+        if self.control.image == str(path):
+            self._refresh_map()  # the file may have changed
+        self.control.image = str(path)
         self.changed.emit()
+        return True
 
-    def _update_canny_enabled(self, *_args) -> None:
-        on = self.preprocess.isChecked() and self.kind_value() is ControlKind.CANNY
+    def _update_canny_enabled(self) -> None:
+        on = self.control.preprocesses_canny
         self.canny_low.setEnabled(on)
         self.canny_high.setEnabled(on)
 
-    def _refresh_map(self, *_args) -> None:
+    def _refresh_map(self) -> None:
         """Show the map the ControlNet will get; Canny runs live as the thresholds move."""
-        if self._source is None:
+        c = self.control
+        if self._source is None or c.image is None:
+            self.map_image = None
+            self.thumbnail.setPixmap(QPixmap())
+            self.thumbnail.setText(EMPTY_THUMBNAIL)
             return
         image = self._source
-        if self.preprocess.isChecked() and self.kind_value() is ControlKind.CANNY:
-            from pipelines.conditions import canny_map
+        if c.preprocesses_canny:
+            from pipelines.conditions import detect_map
 
-            low, high = sorted((self.canny_low.value(), self.canny_high.value()))
-            preview = image.copy()
-            preview.thumbnail((512, 512))
-            image = canny_map(preview, low, high)
+            width, height = self.context().size()
+            image = detect_map(ControlKind.CANNY, image, width, height, c.resize_mode,
+                               canny=c.canny).image  # fmt: skip
         self.map_image = pil_to_qimage(image)
         pixmap = QPixmap.fromImage(self.map_image).scaled(
             THUMBNAIL, THUMBNAIL, Qt.AspectRatioMode.KeepAspectRatio,
@@ -388,43 +428,21 @@ class ControlUnitWidget(QWidget):
 
     # ---- request ------------------------------------------------------------------------------
     def kind_value(self) -> ControlKind:
-        return ControlKind(self.kind.currentData())
+        return self.control.kind
 
     def unit(self) -> ControlUnit | None:
-        if not (self.image_path or self.current_model() or self.enabled.isChecked()):
-            return None
-        low, high = sorted((self.canny_low.value(), self.canny_high.value()))
-        return ControlUnit(
-            kind=self.kind_value(),
-            model=self.current_model(),
-            image=self.image_path,
-            preprocess=self.preprocess.isChecked(),
-            strength=round(self.strength.value(), 3),
-            start=round(self.start.value(), 3),
-            end=round(self.end.value(), 3),
-            resize_mode=ResizeMode(self.resize_mode.currentData()),
-            canny_low=low,
-            canny_high=high,
-            enabled=self.enabled.isChecked(),
-        )
+        return self.control.unit()
 
     def apply(self, unit: ControlUnit | None) -> None:
-        unit = unit or ControlUnit(ControlKind.CANNY, "", enabled=False)
-        self.kind.setCurrentIndex(max(0, self.kind.findData(ControlKind(unit.kind).value)))
-        self.set_model(unit.model)
-        self.preprocess.setChecked(unit.preprocess)
-        self.canny_low.setValue(unit.canny_low)
-        self.canny_high.setValue(unit.canny_high)
-        self.strength.setValue(unit.strength)
-        self.start.setValue(unit.start)
-        self.end.setValue(unit.end)
-        self.resize_mode.setCurrentIndex(max(0, self.resize_mode.findData(
-            ResizeMode(unit.resize_mode).value)))  # fmt: skip
-        if unit.image and Path(unit.image).is_file():
-            self.set_image(unit.image)
-        else:
-            self.set_image(None)
-        self.enabled.setChecked(unit.enabled)
+        """Show ``unit`` (None: an empty unit); an image file that is gone is left out."""
+        image = unit.image if unit is not None else None
+        self._source = None
+        self.control.apply(None if unit is None else replace(unit, image=None))
+        if image and Path(image).is_file():
+            self.set_image(image)
+        if unit is not None:
+            self.control.enabled = unit.enabled
+        self.changed.emit()
 
 
 class ControlPanel(QWidget):
@@ -436,7 +454,7 @@ class ControlPanel(QWidget):
         self.tabs = QTabWidget()
         self.tabs.setToolTip("Up to three ControlNets can steer one image together.")
         self.units = [ControlUnitWidget(i + 1, data_folder) for i in range(MAX_CONTROL_UNITS)]
-        self.editor_context: EditorContext | None = None  # None: ask the window (window_context)
+        self.editor_context = EditorContext()
         for unit in self.units:
             unit.context = self._context
             self.tabs.addTab(unit, f"Unit {unit.number}")
@@ -447,20 +465,19 @@ class ControlPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.tabs)
 
-    def set_editor_context(self, context: EditorContext | None) -> None:
+    def set_editor_context(self, context: EditorContext) -> None:
+        """What the units' editors use: given by the window (size, folders, history, jobs)."""
         self.editor_context = context
 
     def _context(self) -> EditorContext:
-        if self.editor_context is not None:
-            return self.editor_context
-        return window_context(self.window())
+        return self.editor_context
 
     def _update_titles(self) -> None:
         for i, unit in enumerate(self.units):
             mark = "● " if unit.enabled.isChecked() else ""
             self.tabs.setTabText(i, f"{mark}Unit {unit.number}")
 
-    def set_controlnets(self, controlnets) -> None:
+    def set_controlnets(self, controlnets: Iterable[ModelInfo]) -> None:
         for unit in self.units:
             unit.set_controlnets(controlnets)
 
@@ -473,7 +490,7 @@ class ControlPanel(QWidget):
     def controls(self) -> tuple[ControlUnit, ...]:
         return tuple(u for u in (w.unit() for w in self.units) if u is not None)
 
-    def apply(self, controls) -> None:
+    def apply(self, controls: Sequence[ControlUnit]) -> None:
         for i, widget in enumerate(self.units):
             widget.apply(controls[i] if i < len(controls) else None)
         self._update_titles()
@@ -486,10 +503,8 @@ class ControlPanel(QWidget):
         return None
 
 
-def _row(*widgets: QWidget) -> QWidget:
-    box = QWidget()
-    layout = QHBoxLayout(box)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for widget in widgets:
-        layout.addWidget(widget)
-    return box
+def _quietly(widget: QWidget, setter: Callable[[Any], None], value: Any) -> None:
+    # Showing a field's new value must not echo back into the model as an edit.
+    blocker = QSignalBlocker(widget)
+    setter(value)
+    blocker.unblock()

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from PIL import Image
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QKeySequence,
+)
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -23,21 +33,28 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pipelines.errors import StudioError, ValidationError
+from pipelines.errors import StudioError
 from pipelines.types import GenerationRequest
 from studio.about import show_about
+from studio.jobs import Catalog, EventKind, JobEvent, JobKind, ModelSummary, PreviewFrame
 from studio.qt_image import pil_to_qimage
-from studio.session import HistoryEntry, Session
+from studio.session import ENDINGS, HistoryEntry, Session
 from studio.settings import StudioSettings
 from studio.widgets.canvas import Canvas
 from studio.widgets.compare_view import CompareView
-from studio.widgets.control_panel import ControlPanel
+from studio.widgets.control_panel import ControlPanel, EditorContext
 from studio.widgets.gallery import Gallery
-from studio.widgets.prompt_panel import PromptPanel
+from studio.widgets.prompt_panel import PromptPanel, snap8
 from studio.widgets.sampler_panel import SamplerPanel
 from studio.widgets.settings_dialog import SettingsDialog
 
+if TYPE_CHECKING:
+    from pipelines.compare import CompareResult
+    from pipelines.models import Discovery
+    from pipelines.types import GenerationResult
+
 log = logging.getLogger(__name__)
+Action = tuple[str, Callable[[], object]]  # a message bar button: its title and what it does
 
 NO_MODEL_HELP = (
     " To choose a model, use the “…” button beside Model (a .safetensors file or a diffusers "
@@ -67,7 +84,7 @@ class MessageBar(QWidget):
         self.setAutoFillBackground(True)
         self.hide()
 
-    def show_message(self, text: str, error: bool = True, actions=()) -> None:
+    def show_message(self, text: str, error: bool = True, actions: Sequence[Action] = ()) -> None:
         for button in self._actions:
             button.deleteLater()
         self._actions = []
@@ -107,6 +124,14 @@ class MainWindow(QMainWindow):
         self.gallery = Gallery()
         self.compare_view = CompareView(self.session, settings)
         self.message_bar = MessageBar()
+        self.control_panel.set_editor_context(
+            EditorContext(
+                size=self.generation_size,
+                annotator_folders=lambda: self.settings.annotator_folders,
+                sources=self._history_pictures,
+                jobs=self.session,
+            )
+        )
         self._build_layout()
         self._build_actions()
         self._build_status_bar()
@@ -151,7 +176,14 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.splitter)
         self.resize(1400, 860)
 
-    def _action(self, text: str, slot, shortcut=None, tip: str = "", checkable=False) -> QAction:
+    def _action(
+        self,
+        text: str,
+        slot: Callable[..., object],
+        shortcut: str | list[str] | QKeySequence.StandardKey | None = None,
+        tip: str = "",
+        checkable: bool = False,
+    ) -> QAction:
         action = QAction(text, self)
         if shortcut:
             keys = shortcut if isinstance(shortcut, list) else [shortcut]
@@ -227,7 +259,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.progress)
 
     def _connect(self) -> None:
-        p, w = self.prompt_panel, self.session.worker
+        p = self.prompt_panel
         p.generate_clicked.connect(self.generate)
         p.cancel_clicked.connect(self.cancel)
         p.model_chosen.connect(self._on_model_chosen)
@@ -240,23 +272,53 @@ class MainWindow(QMainWindow):
         self.gallery.save_requested.connect(self.save_entry)
         self.gallery.copy_requested.connect(self.copy_entry)
         self.gallery.files_dropped.connect(self.restore_from_files)
-        self.session.busy_changed.connect(self._on_busy)
-        self.session.history_added.connect(self._on_history_added)
         self.sampler_panel.compare_clicked.connect(self.compare)
         self.compare_view.problem.connect(lambda text: self.show_error(text))
         self.compare_view.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
-        self.session.compare_finished.connect(self._on_compare_finished)
-        self.session.compare_cancelled.connect(self._on_compare_cancelled)
-        w.catalog_ready.connect(self._on_catalog)
-        w.models_found.connect(self._on_models_found)
-        w.loading.connect(self._on_loading)
-        w.loaded.connect(self._on_loaded)
-        w.load_failed.connect(self._on_load_failed)
-        w.preview_ready.connect(self._on_preview)
-        self.session.finished.connect(self._on_finished)
-        self.session.cancelled.connect(self._on_cancelled)
-        self.session.failed.connect(self._on_failed)
-        w.notice.connect(lambda text: self.show_error(text))
+        self.session.event.connect(self._on_event)
+
+    def _on_event(self, event: JobEvent) -> None:
+        """Everything the worker reports, one event at a time, in the GUI thread."""
+        kind = event.kind
+        if kind is EventKind.LOADING:
+            self._on_loading(event.progress, event.message)
+        elif kind is EventKind.LOADED:
+            self._on_loaded(event.result)
+        elif kind is EventKind.LOAD_FAILED:
+            self._on_load_failed(event.error)
+        elif kind is EventKind.CATALOG:
+            self._on_catalog(event.result)
+        elif kind is EventKind.MODELS_FOUND:
+            self._on_models_found(event.result)
+        elif kind is EventKind.NOTICE:
+            self.show_error(event.error)
+        elif event.is_for(JobKind.GENERATE):
+            self._on_generation_event(event)
+        elif event.is_for(JobKind.COMPARE):
+            self._on_comparison_event(event)
+
+    def _on_generation_event(self, event: JobEvent) -> None:
+        if event.kind in (EventKind.QUEUED, *ENDINGS):
+            self._on_busy(self.session.busy)
+        if event.kind is EventKind.PREVIEW:
+            self._on_preview(event.frames[-1])
+        elif event.kind is EventKind.FINISHED:
+            self._on_history_added(self.session.history[-1])
+            self._on_finished(event.result)
+        elif event.kind is EventKind.CANCELLED:
+            self._on_cancelled(event.result)
+        elif event.kind is EventKind.FAILED:
+            self._on_failed(event.error)
+
+    def _on_comparison_event(self, event: JobEvent) -> None:
+        if event.kind in (EventKind.QUEUED, *ENDINGS):
+            self._on_busy(self.session.busy)
+        if event.kind is EventKind.FINISHED:
+            self._on_compare_finished(event.result)
+        elif event.kind is EventKind.CANCELLED:
+            self._on_compare_cancelled(event.result)
+        elif event.kind is EventKind.FAILED:
+            self._on_failed(event.error)
 
     def _restore(self) -> None:
         s = self.settings
@@ -285,6 +347,15 @@ class MainWindow(QMainWindow):
         self.session.discover()
         self._load_model(self.prompt_panel.current_model())
 
+    def generation_size(self) -> tuple[int, int]:
+        # The boxes show the effective size, the model's native one included once it is known.
+        p = self.prompt_panel
+        return snap8(p.width_box.value()), snap8(p.height_box.value())
+
+    def _history_pictures(self) -> list[tuple[str, Image.Image]]:
+        entries = list(enumerate(self.session.history, 1))[::-1]
+        return [(f"Result {n} · seed {e.request.seed}", e.result.image) for n, e in entries]
+
     # ---- request ↔ panels ---------------------------------------------------------------------
     def current_request(self) -> GenerationRequest:
         return GenerationRequest(
@@ -296,6 +367,30 @@ class MainWindow(QMainWindow):
         )
 
     def apply_request(self, request: GenerationRequest) -> None:
+        """Show ``request`` in the panels, all or nothing: when any part of it cannot be shown,
+        a :class:`StudioError` says why and the panels keep what they showed before."""
+        try:  # validated as a whole before any panel changes
+            checked = GenerationRequest.from_dict(request.to_dict())
+        except StudioError as error:
+            raise StudioError(f"These settings cannot be restored: {error}") from error
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise StudioError(f"These settings cannot be restored ({error}).") from error
+        try:
+            before = self.current_request()
+        except (StudioError, ValueError):
+            before = None  # the panels hold no valid request to go back to
+        try:
+            self._show_request(checked)
+        except Exception as error:  # a panel refused a value: put every panel back
+            log.exception("restoring settings failed half way")
+            try:
+                if before is not None:
+                    self._show_request(before)
+            except Exception:
+                log.exception("the panels could not be put back")
+            raise StudioError(f"These settings cannot be restored ({error}).") from error
+
+    def _show_request(self, request: GenerationRequest) -> None:
         self.prompt_panel.apply(request)
         self.sampler_panel.set_sampler(request.sampler)
         self.sampler_panel.set_preview_mode(request.preview)
@@ -352,10 +447,7 @@ class MainWindow(QMainWindow):
         self.sampler_panel.set_busy(busy)
         self.cancel_action.setEnabled(busy)
 
-    def _on_preview(self) -> None:
-        frame = self.session.take_preview()
-        if frame is None or not self.session.busy:
-            return
+    def _on_preview(self, frame: PreviewFrame) -> None:
         self.canvas.set_image(frame.image)
         rate = frame.step / frame.elapsed if frame.elapsed > 0 else 0.0
         eta = (frame.total - frame.step) / rate if rate else 0.0
@@ -364,7 +456,7 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, frame.total)
         self.progress.setValue(frame.step)
 
-    def _on_finished(self, result) -> None:
+    def _on_finished(self, result: GenerationResult) -> None:
         total = result.timings.get("total", 0.0)
         self.canvas.set_status(f"Done in {total:.1f} s · seed {result.request.seed}")
         self.progress.setValue(self.progress.maximum())
@@ -378,16 +470,16 @@ class MainWindow(QMainWindow):
         self.gallery.add_entry(index, entry)  # selecting it shows it on the canvas
         self.show_entry(index)
 
-    def _on_cancelled(self, result) -> None:
+    def _on_cancelled(self, result: GenerationResult) -> None:
         self.canvas.set_status("Cancelled")
         self.progress.setValue(0)
         self.statusBar().showMessage("Cancelled.", 8000)
 
-    def _on_compare_finished(self, result) -> None:
+    def _on_compare_finished(self, result: CompareResult) -> None:
         self.prompt_panel.set_last_seed(result.request.seed)
         self._set_progress_text("comparison done", full=True)
 
-    def _on_compare_cancelled(self, _result) -> None:
+    def _on_compare_cancelled(self, _result: CompareResult) -> None:
         self._set_progress_text("cancelled")
         self.statusBar().showMessage("Comparison cancelled.", 8000)
 
@@ -403,7 +495,7 @@ class MainWindow(QMainWindow):
         self.progress.setValue(0)
         self.show_error(message)
 
-    def show_error(self, message: str, actions=()) -> None:
+    def show_error(self, message: str, actions: Sequence[Action] = ()) -> None:
         self.last_error = message
         self.message_bar.show_message(message, error=True, actions=actions)
         self.statusBar().showMessage(message.splitlines()[0], 10000)
@@ -426,7 +518,7 @@ class MainWindow(QMainWindow):
             self.progress.setValue(int(fraction * 100))
         self.statusBar().showMessage(message)
 
-    def _on_loaded(self, summary) -> None:
+    def _on_loaded(self, summary: ModelSummary) -> None:
         self.model_label.setText(f"{summary.path.name} · {summary.family_label}")
         self.model_label.setToolTip(str(summary.path))
         self.prompt_panel.set_native_size(summary.native_size)
@@ -445,12 +537,12 @@ class MainWindow(QMainWindow):
                      ("Settings…", self.open_settings)],
         )  # fmt: skip
 
-    def _on_catalog(self, catalog) -> None:
+    def _on_catalog(self, catalog: Catalog) -> None:
         self.sampler_panel.set_samplers(catalog.samplers, catalog.default_sampler)
         if catalog.tokenizer is not None:
             self.prompt_panel.set_tokenizer(catalog.tokenizer)
 
-    def _on_models_found(self, discovery) -> None:
+    def _on_models_found(self, discovery: Discovery) -> None:
         self._discovery = discovery
         self.prompt_panel.set_models(discovery.bases(), self.prompt_panel.current_model())
         self._refresh_controlnets()
@@ -483,9 +575,14 @@ class MainWindow(QMainWindow):
         if self.shown_index is None:
             self.canvas.set_condition(self.control_panel.overlay_image())
 
-    def reuse_settings(self, index: int) -> None:
-        self.apply_request(self.session.history[index].request)
+    def reuse_settings(self, index: int) -> bool:
+        try:
+            self.apply_request(self.session.history[index].request)
+        except StudioError as error:
+            self.show_error(str(error))
+            return False
         self.statusBar().showMessage("Settings restored from the history.", 5000)
+        return True
 
     def _shown_entry(self) -> int | None:
         if self.shown_index is None:
@@ -558,20 +655,20 @@ class MainWindow(QMainWindow):
         for path in paths:
             try:
                 request = read_request(path)
+                # The memory options are this machine's settings, not the image's.
+                self.apply_request(replace(request, memory=self.settings.memory))
             except StudioError as error:
                 self.show_error(str(error))
                 continue
-            # The memory options are this machine's settings, not the image's.
-            self.apply_request(replace(request, memory=self.settings.memory))
             self.message_bar.show_message(f"Settings restored from {Path(path).name}.", error=False)
             return True
         return False
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
 
-    def dropEvent(self, event) -> None:  # noqa: N802
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         files = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if files:
             event.acceptProposedAction()
@@ -590,21 +687,34 @@ class MainWindow(QMainWindow):
         self._load_model(self.prompt_panel.current_model())
 
     def save_state(self) -> None:
-        s = self.settings
-        try:
-            s.last_request = self.current_request().to_dict()
-        except (StudioError, ValueError, ValidationError) as error:
-            log.warning("panel values not saved: %s", error)
-        s.random_seed = self.prompt_panel.random_seed.isChecked()
-        panel = self.sampler_panel
-        s.set_comparison(panel.compare_mode.isChecked(), panel.wanted_comparison())
-        s.set_window_state("geometry", self.saveGeometry())
-        s.set_window_state("splitter", self.splitter.saveState())
-        s.sync()
+        """Save what the next start restores; a step that fails is logged and the others still
+        run, so one bad value never costs the rest."""
+        s, panel = self.settings, self.sampler_panel
+        steps = (
+            ("panel values", lambda: setattr(s, "last_request", self.current_request().to_dict())),
+            ("random seed", lambda: setattr(s, "random_seed",
+                                            self.prompt_panel.random_seed.isChecked())),
+            ("comparison", lambda: s.set_comparison(panel.compare_mode.isChecked(),
+                                                    panel.wanted_comparison())),
+            ("window geometry", lambda: s.set_window_state("geometry", self.saveGeometry())),
+            ("panel sizes", lambda: s.set_window_state("splitter", self.splitter.saveState())),
+            ("settings file", s.sync),
+        )  # fmt: skip
+        for name, step in steps:
+            try:
+                step()
+            except (StudioError, ValueError) as error:  # e.g. a half-typed value in a panel
+                log.warning("%s not saved: %s", name, error)
+            except Exception:
+                log.exception("%s not saved", name)
 
-    def closeEvent(self, event) -> None:  # noqa: N802
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         if not self._closed:
             self._closed = True
-            self.save_state()
-            self.session.shutdown()
+            try:
+                self.save_state()
+            except Exception:  # closing must never fail: the worker thread is stopped below
+                log.exception("window state not saved")
+            finally:
+                self.session.shutdown()
         super().closeEvent(event)

@@ -8,14 +8,14 @@ a later edit writes a new file and an older request still finds the map it used.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from pipelines.export import write_atomically
 
 MAPS_SUBFOLDER = "condition-maps"
 POSE_SUFFIX = ".openpose.json"  # beside a pose map: its skeleton, so it opens editable again
@@ -38,33 +38,19 @@ def _unique_path(folder: Path, stem: str) -> Path:
             return folder / name
 
 
-def write_atomically(path: Path, write) -> None:
-    # Temp file in the same folder, then a rename: a crash never leaves half a map under the name.
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def save_map(image: Image.Image, folder: Path, stem: str = "map") -> Path:
-    """Write ``image`` as a new RGB PNG in ``folder`` and return its path."""
+    """Write ``image`` as a new RGB PNG in ``folder`` and return its path (atomically: a crash
+    never leaves half a map under the name). Failures are :class:`ExportError`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = _unique_path(folder, stem)
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    write_atomically(path, lambda temp: rgb.save(temp, format="PNG"))
-    return path
+    return write_atomically(path, lambda handle: rgb.save(handle, format="PNG"))
 
 
 def save_pose_sidecar(map_path: Path, data: dict[str, Any]) -> Path:
-    path = pose_sidecar(map_path)
-
-    def write(temp: str) -> None:
-        Path(temp).write_text(json.dumps(data), encoding="utf-8")
-
-    write_atomically(path, write)
-    return path
+    text = json.dumps(data).encode("utf-8")
+    return write_atomically(
+        pose_sidecar(map_path), lambda handle: handle.write(text), overwrite=True,
+        suffixes=(".json",),
+    )  # fmt: skip

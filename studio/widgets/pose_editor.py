@@ -38,9 +38,9 @@ from pipelines.conditions import (
     render_pose,
 )
 from pipelines.errors import ValidationError
+from pipelines.export import write_atomically
 from pipelines.types import ResizeMode
 from studio.qt_image import pil_to_qimage
-from studio.widgets.map_store import write_atomically
 from studio.widgets.paint_tools import MapDocument, Tool, ToolOptions
 
 HANDLE_PX = 6  # joint handle radius on screen, whatever the zoom
@@ -247,7 +247,8 @@ class PoseEditor(QObject):
     def save_json(self, path: Path) -> None:
         text = json.dumps(self.to_json(), indent=1)
         try:
-            write_atomically(Path(path), lambda temp: Path(temp).write_text(text, "utf-8"))
+            write_atomically(Path(path), lambda handle: handle.write(text.encode("utf-8")),
+                             overwrite=True, suffixes=(Path(path).suffix.lower(),))  # fmt: skip
         except OSError as exc:
             raise ValidationError(f"Could not write {path}: {exc}") from None
 

@@ -6,6 +6,8 @@ count or the shared one, run side by side by :func:`pipelines.compare.compare`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -25,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from pipelines.types import MAX_STEPS, PreviewMode
+from studio.jobs import SamplerEntry, SamplerInfo, sampler_entry
 
 PREVIEW_CHOICES = (
     (PreviewMode.APPROXIMATE, "Approximate (fast)", "A linear map from latents to colours: "
@@ -43,7 +46,6 @@ SHARED_STEPS = "shared"  # the steps spin box's text for "the Steps value below"
 
 
 class SamplerPanel(QWidget):
-    steps_changed = Signal(int)
     compare_clicked = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -58,7 +60,6 @@ class SamplerPanel(QWidget):
         self.description.setToolTip("What the selected sampler does.")
         self.steps = QSpinBox(minimum=1, maximum=MAX_STEPS, value=20)
         self.steps.setToolTip("Sampler steps (the same value as in the prompt panel).")
-        self.steps.valueChanged.connect(self.steps_changed)
         self.preview = QComboBox()
         for mode, label, tip in PREVIEW_CHOICES:
             self.preview.addItem(label, mode.value)
@@ -122,7 +123,7 @@ class SamplerPanel(QWidget):
     def set_compare_mode(self, on: bool) -> None:
         self._set_compare_mode(on)
 
-    def _fill_compare_table(self, samplers) -> None:
+    def _fill_compare_table(self, samplers: Sequence[SamplerInfo]) -> None:
         chosen = self.compare_entries() or self._wanted_comparison
         self.compare_table.blockSignals(True)
         self.compare_table.setRowCount(0)
@@ -150,22 +151,19 @@ class SamplerPanel(QWidget):
         for row in range(self.compare_table.rowCount()):
             yield self.compare_table.item(row, 0), self.compare_table.cellWidget(row, 1)
 
-    def compare_entries(self) -> list[str | tuple[str, int]]:
+    def compare_entries(self) -> list[SamplerEntry]:
         """The ticked samplers in table order: a name, or (name, steps) with its own steps."""
-        entries: list[str | tuple[str, int]] = []
+        entries: list[SamplerEntry] = []
         for item, spin in self._rows():
             if item.checkState() == Qt.CheckState.Checked:
                 steps = spin.value()
                 entries.append((item.text(), steps) if steps else item.text())
         return entries
 
-    def set_compare_entries(self, entries) -> None:
+    def set_compare_entries(self, entries: Sequence[SamplerEntry]) -> None:
         """Tick these samplers (names, or (name, steps)); before the catalog arrives they wait."""
         self._wanted_comparison = list(entries)
-        wanted = {}
-        for entry in entries:
-            name, steps = (entry, 0) if isinstance(entry, str) else entry
-            wanted[name] = steps
+        wanted = dict(sampler_entry(entry) for entry in entries)
         self.compare_table.blockSignals(True)
         for item, spin in self._rows():
             checked = item.text() in wanted
@@ -175,7 +173,7 @@ class SamplerPanel(QWidget):
         self.compare_table.blockSignals(False)
         self._update_compare_count()
 
-    def wanted_comparison(self) -> list:
+    def wanted_comparison(self) -> list[SamplerEntry]:
         """What to tick next time: the table once filled, else what is waiting for it."""
         return self.compare_entries() if self.compare_table.rowCount() else self._wanted_comparison
 
@@ -197,7 +195,7 @@ class SamplerPanel(QWidget):
         self._busy = busy
         self._update_compare_count()
 
-    def set_samplers(self, samplers, default: str) -> None:
+    def set_samplers(self, samplers: Sequence[SamplerInfo], default: str) -> None:
         """Fill from the worker's catalog (name, description, evaluations per step)."""
         wanted = self._wanted or default
         self.samplers.clear()

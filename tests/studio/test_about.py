@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from pipelines.types import GenerationRequest
-from studio import about, logs
+from studio import about, debug, identity, log_setup, logs
 
 
 def test_about_dialog_shows_version_licences_and_model_card(qtbot, tmp_path, monkeypatch):
@@ -25,14 +25,14 @@ def test_about_dialog_shows_version_licences_and_model_card(qtbot, tmp_path, mon
     from PySide6.QtWidgets import QLabel, QTextBrowser
 
     heading = dialog.findChild(QLabel, "about_heading")
-    assert f"Version {about.app_version()}" in heading.text()
+    assert f"Version {identity.app_version()}" in heading.text()
 
     licences = dialog.findChild(QTextBrowser, "about_licences").toPlainText()
     for name in ("torch", "diffusers", "transformers", "PySide6", "Apache"):
         assert name in licences
     assert "LGPL" in licences  # Qt for Python
     details = dialog.findChild(QTextBrowser, "about_details").toPlainText()
-    assert about.APP_ID in details and "diffusion-studio.log" in details
+    assert identity.APP_ID in details and "diffusion-studio.log" in details
     model_card = dialog.findChild(QTextBrowser, "about_model_card").toPlainText()
     assert "Toy World" in model_card and "trained for the studio" in model_card
 
@@ -48,7 +48,7 @@ def test_about_dialog_says_when_no_model_is_bundled(qtbot, monkeypatch):
 
 
 def test_dependency_licences_come_from_package_metadata():
-    found = {d.name.lower(): d for d in about.dependency_licences()}
+    found = {d.name.lower(): d for d in identity.dependency_licences()}
     assert {"torch", "diffusers", "pyside6-essentials", "pillow"} <= set(found)
     assert found["diffusers"].licence.startswith("Apache")
     assert "LGPL" in found["pyside6-essentials"].licence
@@ -101,17 +101,17 @@ def clean_logging(monkeypatch):
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     monkeypatch.setattr(threading, "excepthook", threading.excepthook)
     yield
-    for handler in logs._installed:
+    for handler in log_setup._installed:
         root.removeHandler(handler)
         handler.close()
-    logs._installed.clear()
-    logs._current.clear()
+    log_setup._installed.clear()
+    log_setup._current.clear()
     root.setLevel(level)
 
 
 def test_log_file_gets_messages_and_uncaught_exceptions(tmp_path, clean_logging):
-    path = logs.setup_logging(folder=tmp_path, console=False)
-    assert path == tmp_path / logs.LOG_FILE_NAME == logs.current_log_file()
+    path = log_setup.setup_logging(folder=tmp_path, console=False)
+    assert path == tmp_path / log_setup.LOG_FILE_NAME == log_setup.current_log_file()
     logging.getLogger("studio.test").info("hello from the test")
     logging.getLogger("studio.test").debug("not at INFO")
     try:
@@ -123,7 +123,7 @@ def test_log_file_gets_messages_and_uncaught_exceptions(tmp_path, clean_logging)
     assert "not at INFO" not in text
     assert "uncaught exception" in text and "RuntimeError: boom" in text
 
-    logs.setup_logging(debug=True, folder=tmp_path, console=False)
+    log_setup.setup_logging(debug=True, folder=tmp_path, console=False)
     logging.getLogger("studio.test").debug("now at DEBUG")
     assert "now at DEBUG" in path.read_text("utf-8")
 
@@ -132,18 +132,18 @@ def test_log_folder_is_a_standard_location(monkeypatch):
     from PySide6.QtCore import QStandardPaths
 
     monkeypatch.delenv("DIFFUSION_STUDIO_LOG_DIR", raising=False)
-    folder = logs.log_folder()
+    folder = log_setup.log_folder()
     state = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.StateLocation)
     assert folder == Path(state) / "logs"
     monkeypatch.setenv("DIFFUSION_STUDIO_LOG_DIR", "/somewhere/else")
-    assert logs.log_file() == Path("/somewhere/else") / logs.LOG_FILE_NAME
+    assert log_setup.log_file() == Path("/somewhere/else") / log_setup.LOG_FILE_NAME
 
 
 def test_follow_shows_the_log_live_across_rotation(tmp_path):
     path = tmp_path / "studio.log"
     path.write_text("old 1\nold 2\n", "utf-8")
     out, stop = io.StringIO(), threading.Event()
-    follower = threading.Thread(target=logs.follow, args=(path, 1, 0.02, stop, out))
+    follower = threading.Thread(target=debug.follow, args=(path, 1, 0.02, stop, out))
     follower.start()
     try:
 
@@ -169,4 +169,4 @@ def test_follow_shows_the_log_live_across_rotation(tmp_path):
 def test_debug_console_prints_the_log_path(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DIFFUSION_STUDIO_LOG_DIR", str(tmp_path))
     assert logs.debug_main(["--where"]) == 0
-    assert capsys.readouterr().out.strip() == str(tmp_path / logs.LOG_FILE_NAME)
+    assert capsys.readouterr().out.strip() == str(tmp_path / log_setup.LOG_FILE_NAME)

@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 
+from studio.jobs import EventKind, JobKind
+from tests.studio.events import wait_event
+
 
 def click_generate(qtbot, window):
     qtbot.mouseClick(window.prompt_panel.generate_button, Qt.MouseButton.LeftButton)
@@ -15,28 +18,33 @@ def click_generate(qtbot, window):
 def test_cancel_mid_run_ends_cancelled_and_a_new_run_works(qtbot, window):
     window.prompt_panel.prompt.setPlainText("long run")
     window.prompt_panel.steps.setValue(150)
-    # Press Esc's action as soon as the first preview arrives: the run is certainly under way.
-    window.session.worker.preview_ready.connect(window.cancel_action.trigger)
-    with qtbot.waitSignal(window.session.cancelled, timeout=30_000) as blocker:
-        click_generate(qtbot, window)
-    window.session.worker.preview_ready.disconnect(window.cancel_action.trigger)
 
-    assert blocker.args[0].cancelled and blocker.args[0].image is None
+    # Press Esc's action as soon as the first preview arrives: the run is certainly under way.
+    def cancel_on_preview(event) -> None:
+        if event.kind is EventKind.PREVIEW:
+            window.cancel_action.trigger()
+
+    window.session.event.connect(cancel_on_preview)
+    with wait_event(qtbot, window.session, EventKind.CANCELLED) as blocker:
+        click_generate(qtbot, window)
+    window.session.event.disconnect(cancel_on_preview)
+
+    assert blocker.args[0].result.cancelled and blocker.args[0].result.image is None
     assert "Cancelled" in window.canvas.status_text
     assert window.session.history == []
     assert window.prompt_panel.generate_button.isEnabled()
 
     window.prompt_panel.steps.setValue(3)
-    with qtbot.waitSignal(window.session.finished, timeout=30_000) as blocker:
+    with wait_event(qtbot, window.session, EventKind.FINISHED) as blocker:
         click_generate(qtbot, window)
-    assert blocker.args[0].request.steps == 3
+    assert blocker.args[0].result.request.steps == 3
     assert len(window.session.history) == 1
 
 
 def test_missing_model_shows_message_and_the_app_keeps_working(qtbot, window, sd1_folder, tmp_path):
     window.prompt_panel.prompt.setPlainText("keep me")
     window.prompt_panel.set_model(str(tmp_path / "no-such-model.safetensors"))
-    with qtbot.waitSignal(window.session.failed, timeout=30_000):
+    with wait_event(qtbot, window.session, EventKind.FAILED):
         click_generate(qtbot, window)
 
     assert window.message_bar.isVisible()
@@ -45,7 +53,7 @@ def test_missing_model_shows_message_and_the_app_keeps_working(qtbot, window, sd
     assert window.prompt_panel.steps.value() == 4
 
     window.prompt_panel.set_model(str(sd1_folder))
-    with qtbot.waitSignal(window.session.finished, timeout=30_000):
+    with wait_event(qtbot, window.session, EventKind.FINISHED):
         click_generate(qtbot, window)
     assert len(window.session.history) == 1
     assert not window.message_bar.isVisible()  # the next run clears the old message
@@ -93,7 +101,7 @@ def test_no_model_configured_says_how_to_choose_one(
 
 def test_closing_during_a_run_cancels_and_stops_the_thread(qtbot, window):
     window.prompt_panel.steps.setValue(150)
-    with qtbot.waitSignal(window.session.worker.preview_ready, timeout=30_000):
+    with wait_event(qtbot, window.session, EventKind.PREVIEW, JobKind.GENERATE):
         click_generate(qtbot, window)
     assert window.session.busy
 

@@ -16,30 +16,30 @@ from PySide6.QtWidgets import QApplication
 from pipelines.compare import CompareColumn, CompareResult
 from pipelines.export import read_metadata, read_request
 from pipelines.types import GenerationRequest, StepPreview
+from studio.jobs import EventKind, Job, JobEvent, JobKind
 from studio.qt_image import qimage_to_array
 from studio.widgets.compare_view import OWN_FINAL, CompareView
+from tests.studio.events import wait_event
 
 SIDE = 16  # preview side of the hand-made results
 
 
 class FakeSession(QObject):
-    """The session's comparison signals, without a worker thread."""
+    """The session's event stream and comparison history, without a worker thread."""
 
-    compare_started = Signal(object, object)
-    compare_step = Signal()
-    compare_finished = Signal(object)
-    compare_cancelled = Signal(object)
-    comparison_added = Signal(object)
-    failed = Signal(str)
+    event = Signal(object)
 
     def __init__(self) -> None:
         super().__init__()
         self.comparisons = []
-        self.frames = {}
+        self.job = None
 
-    def take_compare_frames(self):
-        frames, self.frames = self.frames, {}
-        return frames
+    def report(self, kind: EventKind, **fields) -> None:
+        self.event.emit(JobEvent(kind, self.job, **fields))
+
+    def start(self, request, samplers) -> None:
+        self.job = Job(JobKind.COMPARE, request, samplers=tuple(samplers))
+        self.report(EventKind.QUEUED)
 
 
 class FakeSettings:
@@ -221,13 +221,12 @@ def test_live_frames_fill_the_columns_and_stale_frames_are_dropped(qtbot, view):
     assert worker.take_compare_frames() == {}
 
     request = GenerationRequest(prompt="x", model="tiny", seed=5, steps=4)
-    view.session.compare_started.emit(request, [("Euler", 4), ("DDIM", 3)])
+    view.session.start(request, [("Euler", 4), ("DDIM", 3)])
     assert view.live and [c.title.text() for c in view.columns] == ["Euler", "DDIM"]
     assert all(c.image is None for c in view.columns) and not view.slider.isEnabled()
     assert not view.save_grid_button.isEnabled()
 
-    view.session.frames = frames
-    view.session.compare_step.emit()
+    view.session.report(EventKind.PREVIEW, frames=tuple(frames[c] for c in sorted(frames)))
 
     assert shown(view) == [11, 50]
     assert view.columns[0].info.text() == "step 2/4 · 2 evals · 1.00 s"
@@ -272,7 +271,8 @@ def test_export_buttons_follow_what_there_is_to_save(view):
         make_column("Euler", 4, [1, 2], 10),  # cancelled after 2 steps: no final image
         make_column("Heun", 4, [], 50),  # never started
     )
-    view.session.compare_cancelled.emit(cancelled)
+    view.session.job = Job(JobKind.COMPARE, cancelled.request, samplers=(("Euler", 4),))
+    view.session.report(EventKind.CANCELLED, result=cancelled)
 
     assert view.result is cancelled and qimage_to_array(view.columns[0].image)[0, 0, 0] == 11
     assert view.columns[1].image is None and view.columns[1].info.text() == "no steps"
@@ -284,8 +284,8 @@ def test_export_buttons_follow_what_there_is_to_save(view):
 
 def test_a_failed_comparison_leaves_the_view_empty_and_usable(view, euler_ddim):
     request = GenerationRequest(prompt="x", model="tiny", seed=5, steps=4)
-    view.session.compare_started.emit(request, [("Euler", 4), ("Heun", 4)])
-    view.session.failed.emit("The model file was not found.")
+    view.session.start(request, [("Euler", 4), ("Heun", 4)])
+    view.session.report(EventKind.FAILED, error="The model file was not found.")
 
     assert not view.live and view.columns == [] and "failed" in view.status.text()
     view.show_result(euler_ddim)  # and the next result shows normally
@@ -302,13 +302,17 @@ def test_session_keeps_the_last_comparisons_and_normalises_entries(qtbot):
     ]
     session = Session()
     try:
-        added = []
-        session.comparison_added.connect(added.append)
+        seen = []
+        session.event.connect(lambda event: seen.append(list(session.comparisons)))
         for _ in range(MAX_COMPARISONS + 2):
-            session._on_compare_finished(make_result(make_column("Euler", 4, [1], 10, final=1)))
+            result = make_result(make_column("Euler", 4, [1], 10, final=1))
+            job = Job(JobKind.COMPARE, result.request, samplers=(("Euler", 4),))
+            session._on_worker_event(JobEvent(EventKind.FINISHED, job, result=result))
         assert len(session.comparisons) == MAX_COMPARISONS  # the oldest are dropped
-        assert [e.number for e in session.comparisons][0] == 3 and added[-1].number == 12
-        assert added[-1].title == "#12: Euler · seed 5"
+        assert [e.number for e in session.comparisons][0] == 3
+        # Listeners see the history already holding the comparison their event is about.
+        assert seen[-1][-1].number == 12 and seen[-1][-1].result is result
+        assert seen[-1][-1].title == "#12: Euler · seed 5"
     finally:
         session.shutdown()
 
@@ -359,14 +363,16 @@ def test_comparison_in_the_window_fills_columns_and_lands_in_history(qtbot, wind
     from pipelines.compare import CompareResult as Result
 
     steps = []
-    window.session.compare_step.connect(lambda: steps.append(window.progress.format()))
+    window.session.event.connect(
+        lambda e: e.kind is EventKind.PREVIEW and steps.append(window.progress.format())
+    )
     window.prompt_panel.prompt.setPlainText("a red cube")
     window.sampler_panel.set_compare_mode(True)
     window.sampler_panel.set_compare_entries(["Euler", ("Heun", 2)])
 
-    with qtbot.waitSignal(window.session.compare_finished, timeout=90_000) as blocker:
+    with wait_event(qtbot, window.session, EventKind.FINISHED, JobKind.COMPARE, 90_000) as blocker:
         window.compare_action.trigger()  # what Ctrl+Shift+Enter does
-    result = blocker.args[0]
+    result = blocker.args[0].result
 
     assert isinstance(result, Result) and not result.cancelled
     assert steps, "no live column previews reached the window"
@@ -387,7 +393,7 @@ def test_comparison_in_the_window_fills_columns_and_lands_in_history(qtbot, wind
     assert window.progress.value() == window.progress.maximum()
 
     # A single generation afterwards shows on the image tab; the comparison can be reopened.
-    with qtbot.waitSignal(window.session.finished, timeout=60_000):
+    with wait_event(qtbot, window.session, EventKind.FINISHED, timeout=60_000):
         window.generate_action.trigger()
     assert window.centre_tabs.currentWidget() is window.canvas
     view.show_result(make_result(make_column("Euler", 4, [1], 10, final=1)))
@@ -400,12 +406,17 @@ def test_comparison_in_the_window_fills_columns_and_lands_in_history(qtbot, wind
 def test_cancel_stops_every_column(qtbot, window):
     window.prompt_panel.steps.setValue(150)
     window.sampler_panel.set_compare_entries(["Euler", "DDIM", "Heun"])
+
     # Esc's action on the first column preview: the comparison is certainly under way.
-    window.session.compare_step.connect(window.cancel_action.trigger)
-    with qtbot.waitSignal(window.session.compare_cancelled, timeout=60_000) as blocker:
+    def cancel_on_preview(event) -> None:
+        if event.kind is EventKind.PREVIEW:
+            window.cancel_action.trigger()
+
+    window.session.event.connect(cancel_on_preview)
+    with wait_event(qtbot, window.session, EventKind.CANCELLED, JobKind.COMPARE, 60_000) as blocker:
         window.compare()
-    window.session.compare_step.disconnect(window.cancel_action.trigger)
-    result = blocker.args[0]
+    window.session.event.disconnect(cancel_on_preview)
+    result = blocker.args[0].result
 
     assert result.cancelled and all(c.cancelled for c in result.columns)
     assert all(c.image is None and c.completed < 150 for c in result.columns)
@@ -416,16 +427,16 @@ def test_cancel_stops_every_column(qtbot, window):
 
     window.prompt_panel.steps.setValue(2)
     window.sampler_panel.set_compare_entries(["Euler", "DDIM"])
-    with qtbot.waitSignal(window.session.compare_finished, timeout=60_000) as blocker:
+    with wait_event(qtbot, window.session, EventKind.FINISHED, JobKind.COMPARE, 60_000) as blocker:
         window.compare()
-    assert [c.completed for c in blocker.args[0].columns] == [2, 2]
+    assert [c.completed for c in blocker.args[0].result.columns] == [2, 2]
     assert len(window.session.comparisons) == 1
 
 
 def test_closing_the_window_during_a_comparison_stops_the_thread(qtbot, window):
     window.prompt_panel.steps.setValue(150)
     window.sampler_panel.set_compare_entries(["Euler", "Heun"])
-    with qtbot.waitSignal(window.session.compare_step, timeout=60_000):
+    with wait_event(qtbot, window.session, EventKind.PREVIEW, JobKind.COMPARE, 60_000):
         window.compare()
     assert window.session.comparing
 

@@ -10,10 +10,12 @@ import pytest
 from PIL import Image, ImageDraw
 from PySide6.QtCore import QPointF, Qt
 
-from pipelines.conditions import prepare_condition
+from pipelines.conditions import detect_map, prepare_condition
 from pipelines.types import ControlKind, ControlUnit, ResizeMode
-from studio.widgets.condition_editor import ConditionEditor, canny_at_size
+from studio.jobs import EventKind
+from studio.widgets.condition_editor import ConditionEditor
 from studio.widgets.control_panel import ControlPanel, EditorContext
+from tests.studio.events import wait_event
 
 W, H = 64, 48
 
@@ -309,7 +311,7 @@ def test_the_saved_map_is_what_the_core_receives(qtbot, tmp_path):
     second = second_editor.use_map()
     assert second != first and first.is_file()  # never overwrites an earlier map
     np.testing.assert_array_equal(np.asarray(Image.open(first)), edited)
-    assert not list((data / "condition-maps").glob(".tmp-*"))  # no temp file left behind
+    assert not list((data / "condition-maps").glob(".*"))  # no temp file left behind
 
 
 # --- through the window ------------------------------------------------------------------------
@@ -337,9 +339,9 @@ def test_the_edited_map_reaches_the_pipeline_and_comes_back_from_history_and_png
     assert unit.enabled.isChecked()
 
     window.prompt_panel.prompt.setPlainText("edited map")
-    with qtbot.waitSignal(window.session.finished, timeout=60_000) as blocker:
+    with wait_event(qtbot, window.session, EventKind.FINISHED, timeout=60_000) as blocker:
         window.generate_action.trigger()
-    result = blocker.args[0]
+    result = blocker.args[0].result
     (used,) = result.request.active_controls
     assert used.image == str(path) and not used.preprocess and used.kind is ControlKind.CANNY
     np.testing.assert_array_equal(np.asarray(result.condition_maps[0]), edited)  # at the core
@@ -355,9 +357,8 @@ def test_the_edited_map_reaches_the_pipeline_and_comes_back_from_history_and_png
     reopened.source_combo.activated.emit(1)  # a history image as the source
     assert reopened.source is not None and reopened.view.backdrop is not None
     assert reopened.detect()  # canny edges of the result
-    np.testing.assert_array_equal(
-        reopened.document.array(), np.asarray(canny_at_size(result.image, 64, 64, "fit", 100, 200))
-    )
+    edges = detect_map(ControlKind.CANNY, result.image, 64, 64, "fit", canny=(100, 200)).image
+    np.testing.assert_array_equal(reopened.document.array(), np.asarray(edges))
     reopened.reject()
 
     unit.set_image(None)
@@ -409,12 +410,12 @@ def test_estimated_depth_is_fitted_into_the_map_as_one_undo_step(
     (folder / "dpt_hybrid-midas-501f0c75.pt").write_bytes(b"found by name; never loaded here")
     calls = []
 
-    def fake_depth(image, folders, resolution):  # the real network is the core's test (slow)
+    def fake_depth(image, folders, *, resolution, device):  # the real network: the core's test
         calls.append((image.size, list(folders), resolution))
         ramp = np.tile(np.linspace(0, 255, image.width).astype(np.uint8), (image.height, 1))
         return Image.fromarray(ramp).convert("RGB")
 
-    monkeypatch.setattr("studio.widgets.condition_editor.detect_depth", fake_depth)
+    monkeypatch.setattr("pipelines.conditions.detect_depth", fake_depth)
     editor = make_editor(ControlKind.DEPTH, annotator_folders=[folder])
     assert str(folder) in editor.detector_note.text()
     assert editor.open_source(photo(tmp_path / "photo.png", size=(96, 48)))  # 2:1 into 4:3

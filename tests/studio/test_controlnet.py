@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw
 
+from studio.jobs import EventKind
 from studio.qt_image import qimage_to_array
+from tests.studio.events import wait_event
 
 
 def photo(path):
@@ -40,10 +42,10 @@ def test_controlnet_unit_runs_with_live_canny_and_overlay(
     unit.canny_high.setValue(200)
 
     window.prompt_panel.prompt.setPlainText("controlled")
-    with qtbot.waitSignal(window.session.finished, timeout=60_000) as blocker:
+    with wait_event(qtbot, window.session, EventKind.FINISHED, timeout=60_000) as blocker:
         window.generate_action.trigger()
 
-    result = blocker.args[0]
+    result = blocker.args[0].result
     (used,) = result.request.active_controls
     assert used.preprocess and used.model == str(controlnet_sd1_folder)
     assert len(result.condition_maps) == 1 and result.condition_maps[0].size == (64, 64)

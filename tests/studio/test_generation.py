@@ -5,18 +5,22 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 
 from pipelines.export import read_request
+from studio.jobs import EventKind
 from studio.qt_image import qimage_to_array
+from tests.studio.events import wait_event
 
 
 def generate_and_wait(qtbot, window, timeout=30_000):
-    with qtbot.waitSignal(window.session.finished, timeout=timeout) as blocker:
+    with wait_event(qtbot, window.session, EventKind.FINISHED, timeout=timeout) as blocker:
         qtbot.mouseClick(window.prompt_panel.generate_button, Qt.MouseButton.LeftButton)
-    return blocker.args[0]
+    return blocker.args[0].result
 
 
 def test_type_prompt_generate_shows_previews_and_result(qtbot, window):
     previews = []
-    window.session.worker.preview_ready.connect(lambda: previews.append(1))
+    window.session.event.connect(
+        lambda event: event.kind is EventKind.PREVIEW and previews.append(event.frames)
+    )
     qtbot.keyClicks(window.prompt_panel.prompt, "a red cube on a table")
 
     result = generate_and_wait(qtbot, window)
@@ -50,7 +54,7 @@ def test_export_writes_png_whose_metadata_reproduces_the_request(qtbot, window, 
 def test_ctrl_enter_generates_and_reuse_settings_restores_panels(qtbot, window):
     window.prompt_panel.prompt.setPlainText("keyboard run")
     window.prompt_panel.prompt.setFocus()
-    with qtbot.waitSignal(window.session.finished, timeout=30_000):
+    with wait_event(qtbot, window.session, EventKind.FINISHED):
         window.generate_action.trigger()  # what Ctrl+Enter does
     window.prompt_panel.prompt.setPlainText("something else")
     window.prompt_panel.steps.setValue(9)

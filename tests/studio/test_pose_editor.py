@@ -267,7 +267,7 @@ def test_detect_pose_runs_the_real_detector_and_opens_people_for_correction(
 
     # What the detector finds on the photo lands on the map scaled to the generation size.
     found = [person(7, width=W * 2, height=H * 2)]
-    monkeypatch.setattr("studio.widgets.condition_editor.detect_pose", lambda *a, **k: found)
+    monkeypatch.setattr("pipelines.conditions.detect_pose", lambda *a, **k: found)
     with qtbot.waitSignal(editor.detection_finished, timeout=10_000):
         assert editor.detect()
     assert flat(keypoints(editor)[0]) == pytest.approx([v / 2 for v in flat(found[0].keypoints)])
