@@ -160,9 +160,23 @@ def create_window(
     app.setWindowIcon(app_icon())
     apply_dark_theme(app)
     settings = StudioSettings(args.settings)
+    # Temp files of saves killed half-way (a crash, kill -9) are removed once they are stale.
+    settings.sweep_stale_temp_files()
+    notes = list(settings.check_all())
     window = MainWindow(settings)
-    # Quitting by any route (menu, session end) goes through closeEvent: cancel, stop the thread.
-    app.aboutToQuit.connect(window.close)
+
+    def close_on_quit() -> None:
+        # Quitting by any route (menu, session end) goes through closeEvent: cancel, stop the
+        # thread. Closing the last window would post a second Quit event, left for the next loop.
+        app.setQuitOnLastWindowClosed(False)
+        window.close()
+
+    app.aboutToQuit.connect(close_on_quit)
+    if notes:
+        window.message_bar.show_message(
+            "Some settings could not be read and were reset: " + " ".join(notes),
+            error=False,
+        )
     _log_model_events(window)
     if args.files:
         # The desktop's "Open with": restore the PNG's settings (a bad file shows its message).

@@ -123,6 +123,14 @@ class StudioSettings:
     def sync(self) -> None:
         self._store.sync()
 
+    def check_all(self) -> list[str]:
+        """Read every setting once, so that all that is wrong in the file is in :attr:`notes` at
+        start-up instead of turning up whenever a key is first read."""
+        self.engine_config()
+        for name in ("output_folder", "file_pattern", "last_request", "random_seed", "comparison"):
+            getattr(self, name)
+        return self.notes
+
     # ---- engine -------------------------------------------------------------------------------
     @property
     def model_folders(self) -> list[str]:

@@ -45,6 +45,7 @@ from PySide6.QtWidgets import (
 from pipelines.annotators import annotator_search_folders, find_annotator
 from pipelines.conditions import detect_map, fit_to_size, load_image
 from pipelines.errors import StudioError
+from pipelines.export import save_condition_map
 from pipelines.types import ControlKind, ControlUnit, ResizeMode
 from studio.jobs import (
     DetectionRequest,
@@ -54,7 +55,7 @@ from studio.jobs import (
     readable_error,
 )
 from studio.qt_image import pil_to_qimage, qimage_to_pil
-from studio.widgets.map_store import pose_sidecar, save_map, save_pose_sidecar
+from studio.widgets.map_store import pose_sidecar, save_pose_sidecar
 from studio.widgets.map_view import MapView
 from studio.widgets.paint_tools import (
     BrushTool,
@@ -694,7 +695,7 @@ class ConditionEditor(QDialog):
     def use_map(self) -> Path | None:
         """Write the map to a new PNG, tell the unit, and close."""
         try:
-            path = save_map(self.map_image(), self.maps_folder, self.kind.value)
+            path = save_condition_map(self.map_image(), self.maps_folder, self.kind.value)
             if self.kind is ControlKind.POSE and self.pose.raster is None:
                 save_pose_sidecar(path, self.pose.to_json())
         except (StudioError, OSError) as error:

@@ -38,11 +38,11 @@ from PySide6.QtWidgets import (
 )
 
 from pipelines.errors import StudioError
+from pipelines.export import condition_maps_folder, save_condition_map
 from pipelines.types import MAX_CONTROL_UNITS, ControlKind, ControlUnit, ResizeMode
 from studio.control_unit import ControlUnitModel
 from studio.qt_image import pil_to_qimage, qimage_to_pil
 from studio.widgets.layout import row
-from studio.widgets.map_store import maps_folder, save_map
 
 if TYPE_CHECKING:
     from pipelines.models import ModelInfo
@@ -329,7 +329,9 @@ class ControlUnitWidget(QWidget):
 
     def _store(self, image: QImage) -> Path:
         # ControlUnit.image is a path (it goes into the PNG metadata), so pasted images get a file.
-        return save_map(qimage_to_pil(image), maps_folder(self.data_folder), "pasted")
+        return save_condition_map(
+            qimage_to_pil(image), condition_maps_folder(self.data_folder), "pasted"
+        )
 
     # ---- condition editor ---------------------------------------------------------------------
     def open_editor(self) -> ConditionEditor:
@@ -350,7 +352,7 @@ class ControlUnitWidget(QWidget):
         if self.editor is None:
             unit = self.unit() or ControlUnit(self.kind_value(), "")
             self.editor = ConditionEditor.for_unit(
-                unit, width, height, maps_folder(self.data_folder),
+                unit, width, height, condition_maps_folder(self.data_folder),
                 annotator_folders=context.annotator_folders(), sources=context.sources,
                 jobs=context.jobs, parent=self,
             )  # fmt: skip

@@ -650,17 +650,18 @@ class MainWindow(QMainWindow):
             self.restore_from_files([path])
 
     def restore_from_files(self, paths: list[str]) -> bool:
-        from pipelines.export import read_request
+        from pipelines.export import read_metadata
 
         for path in paths:
             try:
-                request = read_request(path)
+                metadata = read_metadata(path)
                 # The memory options are this machine's settings, not the image's.
-                self.apply_request(replace(request, memory=self.settings.memory))
+                self.apply_request(replace(metadata.request, memory=self.settings.memory))
             except StudioError as error:
                 self.show_error(str(error))
                 continue
-            self.message_bar.show_message(f"Settings restored from {Path(path).name}.", error=False)
+            text = " ".join((f"Settings restored from {Path(path).name}.", *metadata.warnings))
+            self.message_bar.show_message(text, error=False)
             return True
         return False
 

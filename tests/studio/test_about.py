@@ -93,6 +93,31 @@ def test_open_with_png_restores_its_settings(qtbot, tmp_path, studio_settings, s
     assert not window.session.thread.isRunning()
 
 
+def test_start_up_sweeps_stale_temp_files_and_says_which_settings_were_reset(qtbot, tmp_path):
+    import os
+
+    from studio.app import _parse_gui_args, create_window
+
+    out = tmp_path / "out"
+    stale = out / ".diffusion-studio-0123abcd-image.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a png")
+    os.utime(stale, (1, 1))
+    settings_path = tmp_path / "s.ini"
+    settings_path.write_text(f"[output]\nfolder={out}\n[engine]\ndevice=tpu\n")
+    args = _parse_gui_args(["--settings", str(settings_path)])
+    _app, window = create_window(args)
+    try:
+        assert not stale.exists()
+        assert window.settings.output_folder == str(out)
+        assert "could not be read and were reset" in window.message_bar.text()
+        assert "device" in window.message_bar.text()
+    finally:
+        window.close()
+        window.deleteLater()
+    assert not window.session.thread.isRunning()
+
+
 @pytest.fixture
 def clean_logging(monkeypatch):
     """setup_logging changes process-wide state: give it back after the test."""

@@ -97,14 +97,15 @@ def test_main_opens_the_window_and_quits_cleanly(qtbot, tmp_path):
     QTimer.singleShot(1500, app.quit)
     try:
         assert main(["--settings", str(tmp_path / "s.ini")]) == 0
+        # Closing the last window on quit must not post a second Quit: left in the queue, it
+        # would end the next event loop at once.
+        loop, fired = QEventLoop(), []
+        QTimer.singleShot(50, lambda: (fired.append(True), loop.quit()))
+        loop.exec()
+        assert fired, "a Quit event survived the app's quit and ended the next event loop at once"
     finally:
-        # Closing the last window on quit posts a second Quit; left in the queue, it would end the
-        # next test's event loop at once.
-        QCoreApplication.removePostedEvents(None, QEvent.Type.Quit)
-    loop, fired = QEventLoop(), []
-    QTimer.singleShot(50, lambda: (fired.append(True), loop.quit()))
-    loop.exec()
-    assert fired, "a Quit event survived the test and ended the next event loop at once"
+        QCoreApplication.removePostedEvents(None, QEvent.Type.Quit)  # spare later tests if it did
+        app.setQuitOnLastWindowClosed(True)
 
     (window,) = [
         w
