@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipelines.errors import StudioError, ValidationError
 from pipelines.samplers import DEFAULT_SAMPLER, sampler_names
-from pipelines.types import ControlKind, ControlUnit, GenerationRequest
+from pipelines.types import MAX_STEPS, MIN_STEPS, ControlKind, ControlUnit, GenerationRequest
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -273,7 +273,8 @@ def _quiet_loading(args) -> None:
 
 def _refuse_existing(*paths: Path | None, overwrite: bool) -> None:
     for path in paths:
-        if path is not None and path.exists() and not overwrite:
+        # A folder of that name is not replaced even with --overwrite: check_target says so.
+        if path is not None and path.is_file() and not overwrite:
             raise StudioError(f"{path} exists; pass --overwrite to replace it.")
 
 
@@ -321,9 +322,14 @@ def parse_samplers(text: str) -> list[str | tuple[str, int]]:
         name, sep, steps = item.rpartition(":")
         if sep:
             try:
-                entries.append((name.strip(), int(steps)))
+                count = int(steps)
             except ValueError:
                 raise ValidationError(f"{item!r}: use NAME or NAME:STEPS.") from None
+            if not MIN_STEPS <= count <= MAX_STEPS:
+                raise ValidationError(
+                    f"{item!r}: Steps must be a whole number from {MIN_STEPS} to {MAX_STEPS}."
+                )
+            entries.append((name.strip(), count))
         else:
             entries.append(item)
     if len(entries) < 2:

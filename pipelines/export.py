@@ -47,6 +47,7 @@ DEFAULT_FILE_PATTERN = "{date}-{index:05d}-{seed}-{prompt}.png"
 # Files being written are hidden beside their target under this prefix, so that a later start can
 # tell its own leftovers (after a kill or a power cut) from anyone else's files.
 TEMP_PREFIX = ".diffusion-studio-"
+MAX_FILE_NAME_BYTES = 255  # a file name's limit on the common file systems (ext4, NTFS, APFS)
 STALE_TEMP_AGE = 3600.0  # seconds; a write takes seconds, so an older temp file is abandoned
 _OWN_TEMP_RE = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{8}-.*\.tmp")
 _EARLIER_TEMP_RE = re.compile(r"\..*\.[0-9a-f]{8}\.tmp")  # .<stem>.<hex>.tmp, before the prefix
@@ -435,6 +436,13 @@ def check_target(
     path = Path(path)
     if "\0" in str(path):
         raise ExportError(f"Cannot save {str(path)!r}: a file name cannot contain a NUL character.")
+    if path.is_dir():
+        raise ExportError(f"Cannot save as {path}: a folder has that name.")
+    if len(os.fsencode(path.name)) > MAX_FILE_NAME_BYTES:
+        raise ExportError(
+            f"Cannot save {path.name[:40]}…: the file name is longer than the "
+            f"{MAX_FILE_NAME_BYTES} bytes file systems take."
+        )
     if path.suffix.lower() not in suffixes:
         names = " or ".join(suffixes)
         raise ExportError(f"Cannot save {path.name!r}: the file name must end in {names}.")
@@ -458,10 +466,22 @@ def check_target(
             raise ExportError(f"Cannot create the folder {folder}: {exc.strerror or exc}.") from exc
     elif not folder.is_dir():
         raise ExportError(f"Cannot save into {folder}: it is a file, not a folder.")
-    if path.is_dir():
-        raise ExportError(f"Cannot save as {path}: a folder has that name.")
     if path.exists() and not overwrite:
         raise ExportError(f"{path} already exists; choose another name or allow overwriting.")
+    if not create and folder.is_dir():
+        _probe_write(folder, path)
+
+
+def _probe_write(folder: Path, path: Path) -> None:
+    # Checked before long work: a folder can look fine and still refuse files (read-only mounts,
+    # /proc, permissions), and the user should learn that before the image is made, not after.
+    probe = folder / f"{TEMP_PREFIX}{secrets.token_hex(4)}-probe.tmp"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise ExportError(f"Cannot save {path.name} in {folder}: {exc.strerror or exc}.") from exc
+    os.close(fd)
+    _discard(probe)
 
 
 def _publish(temp: Path, path: Path, overwrite: bool) -> None:
@@ -502,7 +522,8 @@ def write_atomically(
     """
     path = Path(path)
     check_target(path, overwrite, make_folder, suffixes)
-    temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{path.stem}.tmp")
+    # The stem is shortened so that the temp name stays within the limit the final name meets.
+    temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{path.stem[:64]}.tmp")
     try:
         # os.open with 0o666 lets the umask decide the final permissions, unlike mkstemp's 0o600.
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)

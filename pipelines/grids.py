@@ -202,10 +202,6 @@ def check_comparison_targets(
     :func:`save_columns` would refuse after it: so a failed check never leaves half the files."""
     check_target(grid, overwrite, make_folder=False, create=False)
     if animation is not None:
-        if Path(animation).suffix.lower() not in ANIMATION_SUFFIXES:
-            raise ExportError(
-                f"Cannot save {Path(animation).name!r}: an animation must end in .webp or .gif."
-            )
         check_target(animation, overwrite, False, tuple(ANIMATION_SUFFIXES), create=False)
     if columns is not None:
         folder = Path(columns)
