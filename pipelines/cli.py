@@ -276,9 +276,12 @@ def cmd_models(args) -> int:
 def cmd_info(args) -> int:
     import json
 
-    from pipelines.export import format_parameters, read_request
+    from pipelines.export import format_parameters, read_metadata
 
-    request = read_request(args.file)
+    metadata = read_metadata(args.file)
+    for warning in metadata.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    request = metadata.request
     print(json.dumps(request.to_dict(), indent=2) if args.json else format_parameters(request))
     return 0
 

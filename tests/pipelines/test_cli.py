@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -145,3 +147,20 @@ def test_compare_bad_samplers_exit_2(sd1_folder, tmp_path, capsys, samplers, mes
     code = cli.main(["compare", "--prompt", "x", "--model", str(sd1_folder), "--samplers", samplers,
                      "--out", str(tmp_path / "g.png")])  # fmt: skip
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_info_warns_when_the_two_settings_records_disagree(tmp_path, capsys):
+    from PIL import PngImagePlugin
+
+    from pipelines.export import METADATA_KEY, PARAMETERS_KEY
+    from pipelines.types import GenerationRequest
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PARAMETERS_KEY, "a dog\nSteps: 50, Sampler: Euler, CFG scale: 7, Seed: 1")
+    request = GenerationRequest("a cat\nNegative prompt: evil", seed=1)
+    info.add_text(METADATA_KEY, json.dumps({"version": 1, "request": request.to_dict()}))
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png", pnginfo=info)
+    assert cli.main(["info", str(tmp_path / "x.png")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("a cat\nnegative prompt: evil\nSteps: 20,")
+    assert captured.err.startswith("warning: x.png: its settings text differs")

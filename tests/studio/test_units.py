@@ -87,7 +87,7 @@ def test_token_counter_flags_text_past_the_window(qtbot):
 
 
 def test_main_opens_the_window_and_quits_cleanly(qtbot, tmp_path):
-    from PySide6.QtCore import QTimer
+    from PySide6.QtCore import QCoreApplication, QEvent, QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
     from studio.app import main
@@ -95,7 +95,16 @@ def test_main_opens_the_window_and_quits_cleanly(qtbot, tmp_path):
 
     app = QApplication.instance()
     QTimer.singleShot(1500, app.quit)
-    assert main(["--settings", str(tmp_path / "s.ini")]) == 0
+    try:
+        assert main(["--settings", str(tmp_path / "s.ini")]) == 0
+    finally:
+        # Closing the last window on quit posts a second Quit; left in the queue, it would end the
+        # next test's event loop at once.
+        QCoreApplication.removePostedEvents(None, QEvent.Type.Quit)
+    loop, fired = QEventLoop(), []
+    QTimer.singleShot(50, lambda: (fired.append(True), loop.quit()))
+    loop.exec()
+    assert fired, "a Quit event survived the test and ended the next event loop at once"
 
     (window,) = [
         w
