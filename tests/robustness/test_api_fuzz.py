@@ -36,6 +36,9 @@ REQUEST_CASES = [
     case({"prompt": ["a", "b"]}, "prompt", id="prompt-list"),
     case({"negative_prompt": None}, "negative", id="negative-none"),
     case({"negative_prompt": 5}, "negative", id="negative-number"),
+    case({"prompt": "x" * 10_001}, "prompt", id="prompt-10001-characters"),
+    case({"prompt": "x" * 10_000_000}, "prompt", id="prompt-10-mb"),
+    case({"negative_prompt": "x" * 10_001}, "negative", id="negative-10001-characters"),
     # steps
     case({"steps": True}, "steps", id="steps-bool"),
     case({"steps": 1.5}, "steps", id="steps-fraction"),

@@ -66,6 +66,9 @@ GENERATE_CASES = [
     case(["--sampler", "Nope"], "Unknown sampler", id="sampler-unknown"),
     case(["--sampler", ""], "Unknown sampler", id="sampler-empty"),
     case(["--sampler", "Euler; rm -rf ~"], "Unknown sampler", id="sampler-shell-text"),
+    # prompts
+    case(["--prompt", "a red circle " * 1000], "characters", id="prompt-13000-characters"),
+    case(["--negative", "blurry " * 2000], "characters", id="negative-14000-characters"),
     # models
     case(["--model", "{in}/missing.safetensors"], "missing.safetensors", id="model-missing"),
     case(["--model", "{in}/empty-folder"], "empty-folder", id="model-empty-folder"),
