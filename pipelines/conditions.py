@@ -25,10 +25,11 @@ from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from pipelines.annotators import annotator_files, annotator_search_folders, find_annotator
-from pipelines.errors import ImageReadError, ModelFormatError, ValidationError
+from pipelines.errors import ModelFormatError, ValidationError
+from pipelines.images import open_image
 from pipelines.types import ControlKind, ControlUnit, ResizeMode
 
 # ---------------------------------------------------------------------------------------------
@@ -37,29 +38,10 @@ from pipelines.types import ControlKind, ControlUnit, ResizeMode
 
 def load_image(path: str | Path) -> Image.Image:
     """Read an image file as RGB; every way it can fail becomes an :class:`ImageReadError`."""
-    path = Path(path)
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            # Phone photos are stored sideways with an EXIF rotation; the map must be upright.
-            image = ImageOps.exif_transpose(opened)
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: the file does not exist.") from None
-    except IsADirectoryError:
-        raise ImageReadError(f"{path} is a folder, not an image file.") from None
-    except PermissionError:
-        raise ImageReadError(f"{path}: no permission to read this file.") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(
-            f"{path} is not an image in a supported format (PNG, JPEG, WebP, BMP, TIFF, ...) "
-            "or it is damaged."
-        ) from None
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{path} is too large to open safely: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        # Pillow reports truncated or corrupt data as OSError (and, for some formats, SyntaxError).
-        raise ImageReadError(f"{path} is damaged or truncated and cannot be read: {exc}") from None
-    return to_rgb(image)
+    with open_image(path) as opened:
+        # Phone photos are stored sideways with an EXIF rotation; the map must be upright.
+        image = ImageOps.exif_transpose(opened)
+        return to_rgb(image)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

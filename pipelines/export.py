@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import string
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,10 +27,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin
 
 from pipelines.errors import ExportError, ImageReadError, StudioError, ValidationError
-from pipelines.types import MAX_SEED, ControlKind, ControlUnit, GenerationRequest, ResizeMode
+from pipelines.images import open_image
+from pipelines.types import (
+    MAX_SEED,
+    ControlKind,
+    ControlUnit,
+    GenerationRequest,
+    ResizeMode,
+    guess_control_kind,
+)
 
 PARAMETERS_KEY = "parameters"
 METADATA_KEY = "diffusion-studio"
@@ -42,6 +51,9 @@ STALE_TEMP_AGE = 3600.0  # seconds; a write takes seconds, so an older temp file
 _OWN_TEMP_RE = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{8}-.*\.tmp")
 _EARLIER_TEMP_RE = re.compile(r"\..*\.[0-9a-f]{8}\.tmp")  # .<stem>.<hex>.tmp, before the prefix
 PROMPT_IN_NAME_MAX = 40
+# Pillow refuses to read a text chunk over 1 MiB (PngImagePlugin.MAX_TEXT_CHUNK); a request within
+# its own limits takes a few tens of kilobytes.
+MAX_METADATA_BYTES = 512 * 1024
 
 # Our registry's names are A1111's, except where the algorithm differs in name only.
 # Read direction: A1111 / older tools' name -> our registry name.
@@ -283,14 +295,11 @@ def _split_unit_text(text: str) -> dict[str, str]:
     return values
 
 
-def _kind_for(module: str, model: str) -> ControlKind:
-    for name in (module.lower(), model.lower()):
-        if "canny" in name:
-            return ControlKind.CANNY
-        if "pose" in name:
-            return ControlKind.POSE
-        if "depth" in name:
-            return ControlKind.DEPTH
+def _kind_for(*names: str) -> ControlKind:
+    for name in names:
+        kind = guess_control_kind(name)
+        if kind is not None:
+            return kind
     return ControlKind.CUSTOM
 
 
@@ -304,9 +313,9 @@ def _control_from_values(values: dict[str, str], label: str) -> ControlUnit | No
     # Only a module we run ourselves means "preprocess"; any other (softedge, invert, ...) is
     # recorded as a ready map whose kind the model name tells. A1111 text never carries the image,
     # so the user supplies it either way.
-    module_kind = ControlKind.CUSTOM if module in _NO_MODULE else _kind_for(module, "")
+    module_kind = ControlKind.CUSTOM if module in _NO_MODULE else _kind_for(module)
     preprocess = module_kind is not ControlKind.CUSTOM
-    kind = module_kind if preprocess else _kind_for("", model)
+    kind = module_kind if preprocess else _kind_for(model)
     unit: dict[str, Any] = {"kind": kind, "model": model, "preprocess": preprocess}
     if "Weight" in values:
         unit["strength"] = _to_float(f"{label} Weight", values["Weight"])
@@ -391,10 +400,18 @@ def _png_info(
     document: dict[str, Any] = {"version": METADATA_VERSION, "request": request.to_dict()}
     if extra:
         document["extra"] = dict(extra)
+    parameters = format_parameters(request)
+    text = json.dumps(document, ensure_ascii=False, allow_nan=False)
+    size = len(parameters.encode("utf-8")) + len(text.encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        raise ExportError(
+            f"The settings to store in the PNG take {size:,} bytes; at most "
+            f"{MAX_METADATA_BYTES:,} can be stored (and read back by image viewers)."
+        )
     info = PngImagePlugin.PngInfo()
     # add_text writes tEXt when the text is Latin-1 and iTXt (UTF-8) otherwise, as A1111 does.
-    info.add_text(PARAMETERS_KEY, format_parameters(request))
-    info.add_text(METADATA_KEY, json.dumps(document, ensure_ascii=False, allow_nan=False))
+    info.add_text(PARAMETERS_KEY, parameters)
+    info.add_text(METADATA_KEY, text)
     return info
 
 
@@ -404,9 +421,20 @@ def _savable(image: Image.Image) -> Image.Image:
     return image.convert("RGBA" if "A" in image.getbands() else "RGB")
 
 
-def _check_target(
-    path: Path, overwrite: bool, make_folder: bool, suffixes: tuple[str, ...] = (".png",)
+def check_target(
+    path: str | os.PathLike[str],
+    overwrite: bool,
+    make_folder: bool,
+    suffixes: tuple[str, ...] = (".png",),
+    *,
+    create: bool = True,
 ) -> None:
+    """Raise :class:`ExportError` unless ``path`` can be written: its suffix, its folder (made
+    here with ``make_folder`` and ``create``, only its last level), and no file or folder in the
+    way unless ``overwrite``. Callers run it before any long work, so a bad target fails first."""
+    path = Path(path)
+    if "\0" in str(path):
+        raise ExportError(f"Cannot save {str(path)!r}: a file name cannot contain a NUL character.")
     if path.suffix.lower() not in suffixes:
         names = " or ".join(suffixes)
         raise ExportError(f"Cannot save {path.name!r}: the file name must end in {names}.")
@@ -414,6 +442,12 @@ def _check_target(
     if not folder.exists():
         if not make_folder:
             raise ExportError(f"Cannot save {path.name}: the folder {folder} does not exist.")
+        if not create:
+            if not folder.parent.is_dir():
+                raise ExportError(
+                    f"Cannot create the folder {folder}: its parent folder does not exist."
+                )
+            return
         try:
             folder.mkdir()  # only the last folder: a mistyped parent should fail, not be created
         except FileNotFoundError:
@@ -467,9 +501,7 @@ def write_atomically(
     (and only the last level). Every failure is an :class:`ExportError`.
     """
     path = Path(path)
-    if "\0" in str(path):
-        raise ExportError(f"Cannot save {str(path)!r}: a file name cannot contain a NUL character.")
-    _check_target(path, overwrite, make_folder, suffixes)
+    check_target(path, overwrite, make_folder, suffixes)
     temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{path.stem}.tmp")
     try:
         # os.open with 0o666 lets the umask decide the final permissions, unlike mkstemp's 0o600.
@@ -552,28 +584,13 @@ def write_png(
 
 
 def _read_text_chunks(path: Path) -> dict[str, str]:
-    try:
-        with Image.open(path) as image:
-            if image.format != "PNG":
-                raise ImageReadError(
-                    f"{path.name} is a {image.format or 'non-PNG'} image; settings are read from "
-                    "PNG files only."
-                )
-            image.load()  # decodes everything, so a damaged file fails here, not later
-            return {str(k): str(v) for k, v in getattr(image, "text", {}).items()}
-    except ImageReadError:
-        raise
-    except FileNotFoundError:
-        raise ImageReadError(f"{path} does not exist.") from None
-    except IsADirectoryError:
-        raise ImageReadError(f"{path} is a folder, not an image.") from None
-    except PermissionError:
-        raise ImageReadError(f"No permission to read {path}.") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path.name} is not an image file.") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        # Pillow reports bad checksums as SyntaxError and truncation as OSError.
-        raise ImageReadError(f"{path.name} is damaged and cannot be read ({exc}).") from exc
+    with open_image(path) as image:
+        if image.format != "PNG":
+            raise ImageReadError(
+                f"{path.name} is a {image.format or 'non-PNG'} image; settings are read from "
+                "PNG files only."
+            )
+        return {str(k): str(v) for k, v in getattr(image, "text", {}).items()}
 
 
 def _from_json(text: str) -> tuple[GenerationRequest, dict[str, Any]]:
@@ -639,6 +656,7 @@ def read_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
     if parameters and parameters.strip():
         try:
             request = parse_parameters(parameters)
+            request.check_fields()  # refused whole here, never half applied by a caller
         except StudioError as exc:
             raise ImageReadError(
                 f"The settings stored in {path.name} cannot be read: {exc}"
@@ -651,6 +669,54 @@ def read_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
 
 def read_request(path: str | os.PathLike[str]) -> GenerationRequest:
     return read_metadata(path).request
+
+
+# ---------------------------------------------------------------------------------------------
+# The app's own data folder and the condition maps kept in it
+
+APP_FOLDER_NAME = "Diffusion Studio"  # the organisation and application names the window uses
+MAPS_SUBFOLDER = "condition-maps"
+
+
+def default_data_folder() -> Path:
+    """Where the window keeps its own files (Qt's AppDataLocation for its names), found without Qt
+    so that the command line keeps its map copies in the same place."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / APP_FOLDER_NAME / APP_FOLDER_NAME
+
+
+def condition_maps_folder(data_folder: str | os.PathLike[str]) -> Path:
+    return Path(data_folder) / MAPS_SUBFOLDER
+
+
+def save_condition_map(
+    image: Image.Image, folder: str | os.PathLike[str], stem: str = "map"
+) -> Path:
+    """Write ``image`` as a new RGB PNG in ``folder`` under a name never used before; return it.
+
+    A request names its condition image by path, and history, settings and exported PNGs keep that
+    path: so a map is never overwritten, and a later edit is a new file.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"Cannot create the folder {folder}: {exc.strerror or exc}.") from exc
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    while True:
+        # Time for people browsing the folder, a random part so that two maps never share a name.
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = folder / f"{file_name_part(stem) or 'map'}-{stamp}-{secrets.token_hex(4)}.png"
+        try:
+            return write_atomically(path, lambda handle: rgb.save(handle, format="PNG"))
+        except ExportError:
+            if not path.exists():
+                raise  # taken names are retried; any other failure is reported
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,12 @@ MAX_CONTROL_UNITS = 3
 MAX_PROMPT_CHARS = 10_000
 
 
+def snap_size(value: float) -> int:
+    """The nearest multiple of 8 (halves round up) within MIN_SIZE..MAX_SIZE: the one rule for
+    turning any width or height into one the models take."""
+    return max(MIN_SIZE, min(MAX_SIZE, math.floor(value / 8 + 0.5) * 8))
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
@@ -69,6 +75,17 @@ class ControlKind(str, enum.Enum):
     POSE = "pose"
     DEPTH = "depth"
     CUSTOM = "custom"
+
+
+def guess_control_kind(name: str) -> ControlKind | None:
+    """The kind a ControlNet or preprocessor name says (``control_v11p_sd15_canny``, ``openpose``,
+    ``depth_midas``), or None when it names none of them."""
+    lowered = name.lower()
+    for word, kind in (("canny", ControlKind.CANNY), ("pose", ControlKind.POSE),
+                       ("depth", ControlKind.DEPTH)):  # fmt: skip
+        if word in lowered:
+            return kind
+    return None
 
 
 class ResizeMode(str, enum.Enum):

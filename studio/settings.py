@@ -17,7 +17,7 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
 
-from pipelines.errors import StudioError
+from pipelines.errors import StudioError, ValidationError
 from pipelines.types import GenerationRequest, MemoryOptions
 
 log = logging.getLogger(__name__)
@@ -199,6 +199,9 @@ class StudioSettings:
 
     @output_folder.setter
     def output_folder(self, folder: str) -> None:
+        """Raises :class:`~pipelines.errors.ValidationError` for a name no folder can have."""
+        if "\0" in str(folder):
+            raise ValidationError("The output folder's name contains a NUL character.")
         self._store.setValue("output/folder", str(folder))
 
     @property

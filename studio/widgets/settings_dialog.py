@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pipelines.errors import StudioError
+from pipelines.errors import StudioError, ValidationError
 from pipelines.export import check_file_pattern
 from pipelines.types import MemoryOptions
 from studio.settings import DEVICES, PRECISIONS, StudioSettings
@@ -103,6 +103,7 @@ class SettingsDialog(QDialog):
         self.pattern_problem.setStyleSheet("color: #e06c6c;")
         self.pattern_problem.hide()
         self.file_pattern.textChanged.connect(self._check_pattern)
+        self.output_folder.textChanged.connect(self._check_pattern)
 
         models = QGroupBox("Models")
         form = QFormLayout(models)
@@ -139,6 +140,8 @@ class SettingsDialog(QDialog):
     def _check_pattern(self) -> bool:
         try:
             check_file_pattern(self.file_pattern.text().strip() or self.settings.file_pattern)
+            if "\0" in self.output_folder.text():
+                raise ValidationError("The output folder's name contains a NUL character.")
         except StudioError as problem:
             self.pattern_problem.setText(str(problem))
             self.pattern_problem.show()

@@ -434,13 +434,13 @@ def test_overwrite_true_replaces(tmp_path):
 
 def test_a_file_appearing_between_check_and_rename_is_not_overwritten(tmp_path, monkeypatch):
     target = tmp_path / "race.png"
-    real_check = export._check_target
+    real_check = export.check_target
 
     def check_then_someone_else_writes(path, *args):
         real_check(path, *args)
         path.write_bytes(b"someone else's file")
 
-    monkeypatch.setattr(export, "_check_target", check_then_someone_else_writes)
+    monkeypatch.setattr(export, "check_target", check_then_someone_else_writes)
     with pytest.raises(ExportError, match="already exists"):
         write_png(image(), GenerationRequest("p"), target)
     assert target.read_bytes() == b"someone else's file"
@@ -871,3 +871,24 @@ def test_a_killed_write_leaves_a_temp_file_the_next_sweep_removes(tmp_path):
     assert left.name.startswith(".diffusion-studio-") and not target.exists()
     assert sweep_stale_temp_files(tmp_path, now=left.stat().st_mtime + 3601) == [left]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_metadata_is_limited_to_what_readers_take_and_a_longest_prompt_fits(tmp_path):
+    longest = GenerationRequest("ü" * 10_000, negative_prompt="x" * 10_000, seed=1)
+    assert read_request(write_png(image(), longest, tmp_path / "long.png")) == longest
+    with pytest.raises(ExportError, match="at most 524,288 can be stored"):
+        write_png(image(), longest, tmp_path / "huge.png", extra={"log": "x" * 600_000})
+    assert not (tmp_path / "huge.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [("Steps: 99999", "Steps"), ("Size: 99999999x64", "Width"), ("CFG scale: 1e9", "CFG")],
+)
+def test_settings_text_out_of_range_is_refused_whole_when_read(tmp_path, line, named):
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PARAMETERS_KEY, f"a cat\n{line}, Sampler: Euler, Seed: 1, Model: m")
+    target = tmp_path / "a1111.png"
+    image().save(target, pnginfo=info)
+    with pytest.raises(ImageReadError, match=f"cannot be read: {named}"):
+        read_request(target)

@@ -86,3 +86,53 @@ def test_numpy_numbers_count_as_numbers_and_long_prompts_say_the_limit():
     ).validate()
     with pytest.raises(ValidationError, match="at most 10,000"):
         GenerationRequest(prompt="x" * 10_001).validate()
+
+
+@pytest.mark.parametrize(
+    ("value", "snapped"),
+    [
+        (300, 304),
+        (308, 312),
+        (316, 320),
+        (301, 304),
+        (299.9, 296),
+        (3, 64),
+        (10**9, 4096),
+        (4100, 4096),
+    ],
+)
+def test_sizes_snap_to_the_nearest_multiple_of_8_halves_up_within_limits(value, snapped):
+    from pipelines.types import snap_size
+
+    assert snap_size(value) == snapped
+
+
+def test_discovery_and_the_settings_text_read_a_controlnet_kind_by_one_rule():
+    from pipelines import export, models
+    from pipelines.types import guess_control_kind
+
+    assert models.guess_control_kind is guess_control_kind
+    for name, kind in (("control_v11p_sd15_openpose", ControlKind.POSE),
+                       ("diffusers_xl_depth_full", ControlKind.DEPTH),
+                       ("t2i-adapter_canny", ControlKind.CANNY), ("softedge_hed", None)):  # fmt: skip
+        assert guess_control_kind(name) == kind
+        assert export._kind_for(name) == (kind or ControlKind.CUSTOM)
+
+
+def test_maps_and_settings_pngs_fail_to_open_with_the_same_messages(tmp_path):
+    import os
+
+    from pipelines.conditions import load_image
+    from pipelines.errors import ImageReadError
+    from pipelines.export import read_request
+
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+    for name in ("missing.png", "folder.png", "text.png", "cut.png"):
+        messages = []
+        for read in (load_image, read_request):
+            with pytest.raises(ImageReadError) as caught:
+                read(tmp_path / name)
+            messages.append(str(caught.value))
+        assert messages[0] == messages[1] and str(tmp_path / name) in messages[0]

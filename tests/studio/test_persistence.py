@@ -240,3 +240,17 @@ def test_stale_temp_files_are_swept_from_the_output_and_data_folders(tmp_path):
     os.utime(keep, (1, 1))
     assert sorted(settings.sweep_stale_temp_files()) == sorted(left)
     assert keep.exists() and not any(p.exists() for p in left)
+
+
+def test_an_output_folder_name_with_a_nul_is_refused_when_set(qtbot, tmp_path):
+    from studio.widgets.settings_dialog import SettingsDialog
+
+    settings = StudioSettings(tmp_path / "s.ini")
+    with pytest.raises(StudioError, match="NUL"):
+        settings.output_folder = "/tmp/a\0b"
+    dialog = SettingsDialog(settings)
+    qtbot.addWidget(dialog)
+    dialog.output_folder.setText("/tmp/a\0b")
+    assert "NUL" in dialog.pattern_problem.text()
+    dialog.accept()
+    assert dialog.result() != dialog.DialogCode.Accepted

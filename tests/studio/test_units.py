@@ -115,3 +115,41 @@ def test_main_opens_the_window_and_quits_cleanly(qtbot, tmp_path):
     assert not window.session.thread.isRunning()
     assert (tmp_path / "s.ini").exists()  # state saved to the injected file only
     window.deleteLater()
+
+
+class CountingTokenizer:
+    """The real CLIP tokenizer, counting its calls and the characters it was given."""
+
+    def __init__(self) -> None:
+        from transformers import CLIPTokenizer
+
+        from pipelines.resources import resource_path
+
+        self.real = CLIPTokenizer.from_pretrained(resource_path("tokenizers", "clip"))
+        self.model_max_length = self.real.model_max_length
+        self.calls: list[int] = []
+
+    def __call__(self, text, **kwargs):
+        self.calls.append(len(text))
+        return self.real(text, **kwargs)
+
+
+def test_typing_into_a_megabyte_prompt_tokenizes_little_and_rarely(qtbot):
+    from pipelines.prompts import COUNTED_CHARS
+    from studio.widgets.prompt_panel import PromptPanel
+
+    panel = PromptPanel()
+    qtbot.addWidget(panel)
+    tokenizer = CountingTokenizer()
+    panel.set_tokenizer(tokenizer)
+    tokenizer.calls.clear()
+    panel.prompt.setPlainText("a castle in fog, " * 60_000)  # about 1 MB
+    panel.prompt.moveCursor(panel.prompt.textCursor().MoveOperation.End)
+    qtbot.keyClicks(panel.prompt, " and a dragon")  # 13 keystrokes in quick succession
+    qtbot.waitUntil(lambda: bool(tokenizer.calls))
+    qtbot.wait(300)  # any timer still pending would fire here
+    # One count after the typing stops, of the prompt only (the negative box did not change),
+    # and of a bounded prefix, not the megabyte.
+    assert tokenizer.calls == [COUNTED_CHARS]
+    assert panel.prompt_tokens.text().endswith("+ / 75 tokens")
+    assert "Generate refuses prompts over 10,000 characters" in panel.prompt_tokens.toolTip()
