@@ -134,6 +134,7 @@ GENERATE_CASES = [
     case(["--out", "/proc/diffusion-studio-fuzz.png"], "diffusion-studio-fuzz.png",
          id="out-unwritable", unfixed=12),
     case(["--out", "{out}/existing.png"], "--overwrite", id="out-exists-no-overwrite"),
+    case(["--out", "{out}/" + "x" * 300 + ".png"], "x" * 20, id="out-name-too-long", unfixed=14),
     case(["--out", "{out}/image.jpg", "--model", "{in}/missing.safetensors"], ".png",
          id="out-suffix-checked-before-model"),
     case(["--out", "{out}/a/b/image.png", "--model", "{in}/missing.safetensors"],
@@ -264,6 +265,7 @@ def test_models_reports_bad_files_and_goes_on(bad_folder, capsys):
     assert str(bad_folder) in out
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch: seconds per case
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
