@@ -24,6 +24,12 @@ def case(*values, id: str, unfixed: int | None = None, slow: bool = False):  # n
     return pytest.param(*values, id=id, marks=marks)
 
 
+def assert_untouched(out_folder: Path) -> None:
+    """The output folder holds only the file the user already had, unchanged."""
+    assert sorted(p.name for p in out_folder.iterdir()) == ["existing.png"]
+    assert (out_folder / "existing.png").read_bytes() == b"keep me"
+
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return (
         struct.pack(">I", len(data))

@@ -22,8 +22,3 @@ def out_folder(tmp_path):
     folder.mkdir()
     (folder / "existing.png").write_bytes(b"keep me")
     return folder
-
-
-def assert_untouched(out_folder) -> None:
-    assert sorted(p.name for p in out_folder.iterdir()) == ["existing.png"]
-    assert (out_folder / "existing.png").read_bytes() == b"keep me"

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import cli
-from tests.robustness.cases import case
-from tests.robustness.conftest import assert_untouched
+from tests.robustness.cases import assert_untouched, case
 
 GENERATE = ["generate", "--prompt", "a red circle", "--model", "{model}", "--steps", "1",
             "--size", "64x64", "--seed", "1", "--out", "{out}/image.png"]  # fmt: skip
