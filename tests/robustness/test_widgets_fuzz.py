@@ -33,6 +33,12 @@ def studio(qapp, tmp_path_factory, sd1_folder, controlnet_sd1_folder):
     from studio.widgets.main_window import MainWindow
 
     root = tmp_path_factory.mktemp("window")
+    # Built before any test's own folders are set up, so it gets folders of its own.
+    env = pytest.MonkeyPatch()
+    for name in ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME",
+                 "DIFFUSION_STUDIO_LOG_DIR"):  # fmt: skip
+        (root / name).mkdir()
+        env.setenv(name, str(root / name))
     settings = StudioSettings(root / "settings" / "studio.ini")
     settings.model_folders = [str(sd1_folder.parent), str(controlnet_sd1_folder.parent)]
     settings.output_folder = str(root / "out")
@@ -46,6 +52,7 @@ def studio(qapp, tmp_path_factory, sd1_folder, controlnet_sd1_folder):
         QTest.qWait(10)
     yield window
     window.close()
+    env.undo()
     assert not window.session.thread.isRunning()
     window.deleteLater()
 
