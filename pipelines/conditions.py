@@ -248,6 +248,10 @@ def _annotator_module(name: str) -> ModuleType:
 def render_pose(people: Iterable[PosePerson], width: int, height: int) -> Image.Image:
     """The OpenPose condition map of ``people``, drawn by controlnet-aux's body renderer."""
     _check_size(width, height)
+    if width > MAX_POSE_CANVAS or height > MAX_POSE_CANVAS:
+        raise ValidationError(
+            f"A pose map of {width}x{height} is too large; at most {MAX_POSE_CANVAS} pixels a side."
+        )
     people = list(people)
     _check_people_count(len(people))
     for index, person in enumerate(people):

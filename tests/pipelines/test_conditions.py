@@ -308,6 +308,8 @@ def test_pose_json_limits_people_canvas_size_depth_and_bytes(tmp_path):
         pose_from_openpose_json(_pose_with_first_point_at(5.0, people=101))
     with pytest.raises(ValidationError, match="at most 100"):
         render_pose(people * 2, 64, 64)
+    with pytest.raises(ValidationError, match="at most 16384 pixels"):
+        render_pose(people[:1], 10**6, 10**6)  # would be 3 TB of canvas
     huge_canvas = {"people": [], "canvas_width": 10**12, "canvas_height": 64}
     with pytest.raises(ValidationError, match="at most 16384 pixels"):
         pose_from_openpose_json(huge_canvas)

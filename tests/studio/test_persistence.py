@@ -254,3 +254,23 @@ def test_an_output_folder_name_with_a_nul_is_refused_when_set(qtbot, tmp_path):
     assert "NUL" in dialog.pattern_problem.text()
     dialog.accept()
     assert dialog.result() != dialog.DialogCode.Accepted
+
+
+def test_the_command_line_keeps_its_maps_in_the_windows_data_folder(qapp):
+    import sys
+
+    from PySide6.QtCore import QCoreApplication
+
+    from pipelines.export import default_data_folder
+    from studio.settings import APPLICATION, ORGANISATION
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the Qt-free path is checked against Qt where the tests run")
+    names = QCoreApplication.organizationName(), QCoreApplication.applicationName()
+    QCoreApplication.setOrganizationName(ORGANISATION)
+    QCoreApplication.setApplicationName(APPLICATION)
+    try:
+        assert StudioSettings().data_folder == default_data_folder()
+    finally:
+        QCoreApplication.setOrganizationName(names[0])
+        QCoreApplication.setApplicationName(names[1])
