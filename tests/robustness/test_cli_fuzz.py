@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from pipelines import cli
 from tests.robustness.cases import assert_untouched, case
@@ -65,6 +66,11 @@ GENERATE_CASES = [
     case(["--sampler", "Nope"], "Unknown sampler", id="sampler-unknown"),
     case(["--sampler", ""], "Unknown sampler", id="sampler-empty"),
     case(["--sampler", "Euler; rm -rf ~"], "Unknown sampler", id="sampler-shell-text"),
+    # devices this machine does not have
+    pytest.param(["--device", "cuda"], "cuda", id="device-cuda-absent",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
+    pytest.param(["--device", "mps"], "mps", id="device-mps-absent",
+                 marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is here")),
     # prompts
     case(["--prompt", "a red circle " * 1000], "characters", id="prompt-13000-characters"),
     case(["--negative", "blurry " * 2000], "characters", id="negative-14000-characters"),
