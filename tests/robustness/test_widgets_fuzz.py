@@ -378,3 +378,22 @@ def test_window_opens_and_generates_on_a_broken_settings_file(
         window.close()
     assert not window.session.thread.isRunning()
     window.deleteLater()
+
+
+# ---- cancelling ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("when", ["at-once", "after-first-preview"])
+def test_cancel_keeps_history_and_panels(qtbot, window, sd1_folder, when):
+    window.apply_request(GenerationRequest(model=str(sd1_folder), **{**GOOD, "steps": 50}))
+    before = panel_values(window)
+    done = len(window.session.history)
+    window.generate()
+    assert window.session.busy
+    if when == "after-first-preview":
+        qtbot.waitUntil(lambda: window.progress.value() >= 1, timeout=TIMEOUT)
+    window.cancel()
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=TIMEOUT)
+    assert len(window.session.history) == done
+    assert panel_values(window) == before
+    generates(qtbot, window, sd1_folder)
