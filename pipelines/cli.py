@@ -273,8 +273,13 @@ def _quiet_loading(args) -> None:
 
 def _refuse_existing(*paths: Path | None, overwrite: bool) -> None:
     for path in paths:
-        # A folder of that name is not replaced even with --overwrite: check_target says so.
-        if path is not None and path.is_file() and not overwrite:
+        if path is None or overwrite:
+            continue
+        try:
+            taken = path.is_file()  # a folder of that name is refused by check_target instead
+        except OSError:
+            continue  # a name no file can have: check_target says why
+        if taken:
             raise StudioError(f"{path} exists; pass --overwrite to replace it.")
 
 

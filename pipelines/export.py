@@ -436,13 +436,14 @@ def check_target(
     path = Path(path)
     if "\0" in str(path):
         raise ExportError(f"Cannot save {str(path)!r}: a file name cannot contain a NUL character.")
-    if path.is_dir():
-        raise ExportError(f"Cannot save as {path}: a folder has that name.")
+    # Before any look at the disk: a stat of an over-long name raises instead of answering.
     if len(os.fsencode(path.name)) > MAX_FILE_NAME_BYTES:
         raise ExportError(
             f"Cannot save {path.name[:40]}…: the file name is longer than the "
             f"{MAX_FILE_NAME_BYTES} bytes file systems take."
         )
+    if path.is_dir():
+        raise ExportError(f"Cannot save as {path}: a folder has that name.")
     if path.suffix.lower() not in suffixes:
         names = " or ".join(suffixes)
         raise ExportError(f"Cannot save {path.name!r}: the file name must end in {names}.")
