@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -247,3 +248,61 @@ def test_tiny_decoder_found_in_model_folders_drives_tiny_previews(sd1_folder, tm
     assert engine.loaded.previews.tiny_vae is not None
     assert tiny[-1].image.shape == (64, 64, 3)
     assert not np.array_equal(tiny[-1].image, approximate[-1].image)
+
+
+def _in_two_threads(*jobs):
+    """Run each job in its own thread, started together; their results, or the first error."""
+    barrier = threading.Barrier(len(jobs))
+    results: list = [None] * len(jobs)
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[index] = jobs[index]()
+        except BaseException as error:  # noqa: BLE001 - reported by the test below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(thread.is_alive() for thread in threads), "a run never finished"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _yield_often(preview) -> None:
+    time.sleep(0.002)  # gives the other thread the interpreter between steps
+
+
+def test_runs_from_two_threads_each_give_the_image_of_a_lone_run(engine, request_for):
+    first = request_for(seed=11, sampler="Euler", steps=6)
+    second = request_for(seed=12, sampler="DPM++ 2M Karras", steps=9, cfg_scale=4.0)
+    alone = [pixels(engine.run(first)), pixels(engine.run(second))]
+    for _ in range(3):
+        together = _in_two_threads(
+            lambda: engine.run(first, on_step=_yield_often),
+            lambda: engine.run(second, on_step=_yield_often),
+        )
+        assert np.array_equal(pixels(together[0]), alone[0])
+        assert np.array_equal(pixels(together[1]), alone[1])
+
+
+def test_a_comparison_and_a_run_from_two_threads_do_not_mix(engine, request_for):
+    from pipelines.compare import compare
+
+    request = request_for(seed=5, steps=5)
+    other = request_for(seed=6, sampler="UniPC", steps=7)
+    samplers = ["Euler", "DDIM", "Heun"]  # two in lockstep, one through the engine
+    alone = pixels(engine.run(other))
+    compared_alone = [np.asarray(c.image) for c in compare(engine, request, samplers).columns]
+    comparison, run = _in_two_threads(
+        lambda: compare(engine, request, samplers, on_step=lambda i, p: _yield_often(p)),
+        lambda: engine.run(other, on_step=_yield_often),
+    )
+    assert np.array_equal(pixels(run), alone)
+    for column, expected in zip(comparison.columns, compared_alone, strict=True):
+        assert np.array_equal(np.asarray(column.image), expected), column.sampler
