@@ -306,3 +306,54 @@ def test_a_comparison_and_a_run_from_two_threads_do_not_mix(engine, request_for)
     assert np.array_equal(pixels(run), alone)
     for column, expected in zip(comparison.columns, compared_alone, strict=True):
         assert np.array_equal(np.asarray(column.image), expected), column.sampler
+
+
+def _save_sd1_with_vae_blocks(folder, blocks: int):
+    """The tiny SD 1.x model with a VAE of ``blocks`` levels: it scales by 2 ** (blocks - 1)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from tests.tiny_models import build_sd1_pipeline
+
+    pipe = build_sd1_pipeline()
+    torch.manual_seed(4)
+    pipe.vae = AutoencoderKL(
+        block_out_channels=(16, 32, 32, 32, 32)[:blocks],
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        latent_channels=4,
+        norm_num_groups=16,
+        layers_per_block=1,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.mark.parametrize("preview", [PreviewMode.APPROXIMATE, PreviewMode.FULL])
+def test_image_has_the_requested_size_when_the_vae_scales_by_four(tmp_path, preview):
+    from pipelines.engine import Engine
+
+    folder = _save_sd1_with_vae_blocks(tmp_path / "vae-x4", blocks=3)
+    engine = Engine()
+    previews = []
+    request = GenerationRequest(
+        prompt="a red circle", model=str(folder), seed=3, steps=2, width=96, height=64
+    )
+    result = engine.run(replace(request, preview=preview), on_step=previews.append)
+    assert result.image.size == (96, 64)
+    assert engine.loaded.scale_factor == 4
+    assert result.latents.shape[-2:] == (16, 24)
+    assert previews[-1].image.shape == (64, 96, 3)
+
+
+def test_size_the_vae_cannot_make_is_refused_before_denoising(tmp_path):
+    from pipelines.engine import Engine
+
+    folder = _save_sd1_with_vae_blocks(tmp_path / "vae-x16", blocks=5)
+    engine = Engine()
+    request = GenerationRequest(prompt="x", model=str(folder), seed=3, steps=2, width=72, height=64)
+    steps = []
+    with pytest.raises(ValidationError, match="Width 72 is not a multiple of 16.*use 64 or 80"):
+        engine.run(request, on_step=steps.append)
+    assert steps == []
+    assert engine.run(replace(request, width=64), on_step=steps.append).image.size == (64, 64)
