@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from pipelines.engine import Engine, EngineSettings
-from pipelines.types import ControlKind, ControlUnit, GenerationRequest
+from pipelines.types import ControlKind, ControlUnit, GenerationRequest, StepPreview
 
 
 def build_small(folder: Path) -> tuple[Path, Path]:
@@ -103,7 +103,7 @@ def cancel_latency(engine: Engine, request: GenerationRequest, at_step: int = 3)
     cancel = threading.Event()
     steps: list[int] = []
 
-    def on_step(preview):
+    def on_step(preview: StepPreview) -> None:
         steps.append(preview.step)
         if preview.step == at_step:
             cancel.set()
@@ -126,7 +126,7 @@ def preset_arguments(parser: argparse.ArgumentParser, rounds: int) -> None:
     parser.add_argument("--rounds", type=int, default=rounds)
 
 
-def preset_setup(args, folder: Path) -> tuple[Engine, GenerationRequest, Path]:
+def preset_setup(args: argparse.Namespace, folder: Path) -> tuple[Engine, GenerationRequest, Path]:
     """Build the preset's model in ``folder``: the engine, a request for it, its ControlNet."""
     build = build_small if args.preset == "small" else build_sd15
     model, controlnet = build(folder)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -250,7 +253,7 @@ def test_tiny_decoder_found_in_model_folders_drives_tiny_previews(sd1_folder, tm
     assert not np.array_equal(tiny[-1].image, approximate[-1].image)
 
 
-def _in_two_threads(*jobs):
+def _in_two_threads(*jobs: Callable[[], Any]) -> list[Any]:
     """Run each job in its own thread, started together; their results, or the first error."""
     barrier = threading.Barrier(len(jobs))
     results: list = [None] * len(jobs)
@@ -274,7 +277,7 @@ def _in_two_threads(*jobs):
     return results
 
 
-def _yield_often(preview) -> None:
+def _yield_often(preview: object) -> None:
     time.sleep(0.002)  # gives the other thread the interpreter between steps
 
 
@@ -308,7 +311,7 @@ def test_a_comparison_and_a_run_from_two_threads_do_not_mix(engine, request_for)
         assert np.array_equal(np.asarray(column.image), expected), column.sampler
 
 
-def _save_sd1_with_vae_blocks(folder, blocks: int):
+def _save_sd1_with_vae_blocks(folder: Path, blocks: int) -> Path:
     """The tiny SD 1.x model with a VAE of ``blocks`` levels: it scales by 2 ** (blocks - 1)."""
     import torch
     from diffusers import AutoencoderKL
