@@ -90,6 +90,7 @@ class CompareResult:
     timings: dict[str, float] = field(default_factory=dict)
     condition_maps: tuple[Any, ...] = ()
     warnings: tuple[str, ...] = ()
+    precision: str = ""  # the weights' number format: "fp32", "bf16" or "fp16"
 
     @property
     def max_steps(self) -> int:
@@ -149,6 +150,7 @@ def compare(
         timings={"total": time.perf_counter() - started},
         condition_maps=prepared.condition_maps,
         warnings=prepared.warnings,
+        precision=prepared.precision,
     )
 
 

@@ -463,6 +463,7 @@ class Engine:
                     timings={"denoise": time.perf_counter() - started},
                     condition_maps=prepared.condition_maps,
                     warnings=prepared.warnings,
+                    precision=prepared.precision,
                 )
             except torch.cuda.OutOfMemoryError as error:
                 self.recover_memory()
@@ -479,6 +480,7 @@ class Engine:
             condition_maps=prepared.condition_maps,
             warnings=prepared.warnings,
             latents=tracker.final_latents,
+            precision=prepared.precision,
         )
 
     def _condition_maps(self, request: GenerationRequest) -> list[Image.Image]:
