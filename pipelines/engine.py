@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="Should have tb<=t1", category=UserWarning)
 
 StepCallback = Callable[[StepPreview], None]
+PreviewGate = Callable[[], bool]
 ProgressCallback = Callable[[float, str], None]
 
 DEFAULT_MODEL_FOLDER = ("models", "toy-world")
@@ -427,17 +428,25 @@ class Engine:
         on_step: StepCallback | None = None,
         cancel: threading.Event | None = None,
         on_progress: ProgressCallback | None = None,
+        wants_preview: PreviewGate | None = None,
     ) -> GenerationResult:
         with self._lock:
-            return self.execute(self.prepare(request, on_progress), on_step, cancel)
+            prepared = self.prepare(request, on_progress)
+            return self.execute(prepared, on_step, cancel, wants_preview)
 
     def execute(
         self,
         prepared: PreparedRun,
         on_step: StepCallback | None = None,
         cancel: threading.Event | None = None,
+        wants_preview: PreviewGate | None = None,
     ) -> GenerationResult:
-        """Denoise a prepared run with a scheduler of its own."""
+        """Denoise a prepared run with a scheduler of its own.
+
+        ``on_step`` gets a decoded x0 preview after each completed step. ``wants_preview``, when
+        given, is asked first: while it says False (the consumer has not taken the previous
+        frame yet) the step is neither decoded nor reported; the last step always is.
+        """
         request = prepared.request
         pipe = prepared.pipeline
         with self.exclusive(prepared, batch=2 if prepared.guided else 1):
@@ -449,6 +458,7 @@ class Engine:
                 prepared.model.previews,
                 on_step,
                 cancel or threading.Event(),
+                wants_preview,
             )
             kwargs = self._call_arguments(prepared)
             started = time.perf_counter()
@@ -575,12 +585,14 @@ class _StepTracker:
         previews: PreviewDecoder,
         on_step: StepCallback | None,
         cancel: threading.Event,
+        wants_preview: PreviewGate | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.request = request
         self.previews = previews
         self.on_step = on_step
         self.cancel = cancel
+        self.wants_preview = wants_preview
         self.evaluations = 0
         self.completed = 0
         self.denoised: torch.Tensor | None = None
@@ -635,12 +647,16 @@ class _StepTracker:
         self.evaluations += 1
         if self.cancel.is_set():
             raise _Cancelled
-        if self._step_completed(is_last=step == pipe.num_timesteps - 1):
+        is_last = step == pipe.num_timesteps - 1
+        if self._step_completed(is_last=is_last):
             self.completed += 1
             elapsed = time.perf_counter() - self.started
             if self.completed == 1:
                 self.timings["first_step"] = elapsed
-            if self.on_step is not None and self.denoised is not None:
+            # A consumer still holding the previous frame would drop this one: skip its decoding.
+            # The last step is always delivered, so the consumer ends on the run's final estimate.
+            wanted = is_last or self.wants_preview is None or self.wants_preview()
+            if self.on_step is not None and self.denoised is not None and wanted:
                 image = self.previews.decode(self.denoised, self.request.preview)
                 self.on_step(
                     StepPreview(

@@ -360,3 +360,32 @@ def test_size_the_vae_cannot_make_is_refused_before_denoising(tmp_path):
         engine.run(request, on_step=steps.append)
     assert steps == []
     assert engine.run(replace(request, width=64), on_step=steps.append).image.size == (64, 64)
+
+
+def test_a_consumer_still_holding_a_frame_gets_fewer_decodes_and_the_last_step(
+    engine, request_for, monkeypatch
+):
+    request = request_for(steps=8, sampler="DPM++ 2M")
+    every = []
+    engine.run(request, on_step=every.append)
+    decodes = []
+    previews = engine.loaded.previews
+    decode = previews.decode
+    monkeypatch.setattr(previews, "decode", lambda *a, **k: decodes.append(1) or decode(*a, **k))
+    # A slow consumer: a one-frame mailbox it empties at every third question only.
+    mailbox, taken, asked = [], [], []
+
+    def wants_preview() -> bool:
+        asked.append(1)
+        if len(asked) % 3 == 0 and mailbox:
+            taken.append(mailbox.pop())
+        return not mailbox
+
+    result = engine.run(request, on_step=mailbox.append, wants_preview=wants_preview)
+    delivered = taken + mailbox
+    assert len(decodes) == len(delivered) < len(every)
+    assert [p.step for p in delivered] == sorted({p.step for p in delivered})
+    assert delivered[-1].step == 8 and np.array_equal(delivered[-1].image, every[-1].image)
+    for preview in delivered:
+        assert np.array_equal(preview.image, every[preview.step - 1].image)
+    assert np.array_equal(pixels(result), pixels(engine.run(request)))
