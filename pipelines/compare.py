@@ -5,7 +5,10 @@ columns is the sampler (and, when asked for, its step count). Columns that the b
 *lockstep*: one UNet (and ControlNet) call per step for all of them, each sample with its own
 timestep, after which each column's own scheduler instance steps its own slice. A lockstep column
 gives the same image as :meth:`Engine.run <pipelines.engine.Engine.run>` with that sampler (up to
-float rounding from the larger batch); the rest run one after another through ``Engine.run``.
+float rounding from the larger batch); the rest run one after another through
+:meth:`Engine.execute <pipelines.engine.Engine.execute>`. All columns share one
+:class:`~pipelines.engine.PreparedRun` (model, control images, starting noise), each with its own
+sampler, and the comparison holds the engine, so runs from other threads wait until it ends.
 
 Lockstep needs a sampler that evaluates the model exactly once per step (multi-step solvers included):
 Heun, DPM2, DPM2 a, DPM++ SDE (two evaluations per step) and PNDM (one warm-up evaluation) run on
@@ -83,9 +86,8 @@ class CompareColumn:
 class CompareResult:
     request: GenerationRequest  # the shared request, seed and size resolved
     columns: list[CompareColumn]
-    initial_noise: (
-        torch.Tensor
-    )  # (1, C, H/s, W/s) for the VAE's scale s, CPU float32: every column starts here
+    # (1, C, H/s, W/s) for the VAE's scale factor s, CPU float32: every column starts here
+    initial_noise: torch.Tensor
     cancelled: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     condition_maps: tuple[Any, ...] = ()
