@@ -50,7 +50,7 @@ def build_small(folder: Path) -> tuple[Path, Path]:
     return folder / "small", folder / "small-controlnet-canny"
 
 
-def build_sd15(folder: Path) -> tuple[Path, Path]:
+def build_sd15(folder: Path, controlnet: bool = True) -> tuple[Path, Path | None]:
     """SD 1.5's UNet, VAE and ControlNet architectures from the shipped configs, random weights."""
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -65,9 +65,11 @@ def build_sd15(folder: Path) -> tuple[Path, Path]:
     text = CLIPTextConfig.from_pretrained(configs / "text_encoder")
     pipe.text_encoder = CLIPTextModel(text)
     pipe.save_pretrained(folder / "sd15", safe_serialization=True)
+    if not controlnet:
+        return folder / "sd15", None
     controlnet_config = resource_path("configs", "controlnet-sd1")
-    controlnet = ControlNetModel.from_config(ControlNetModel.load_config(controlnet_config))
-    controlnet.save_pretrained(folder / "sd15-controlnet-canny", safe_serialization=True)
+    net = ControlNetModel.from_config(ControlNetModel.load_config(controlnet_config))
+    net.save_pretrained(folder / "sd15-controlnet-canny", safe_serialization=True)
     return folder / "sd15", folder / "sd15-controlnet-canny"
 
 
