@@ -4,6 +4,7 @@ against fp32.
     python -m benchmarks.bench_cpu                          # both parts
     python -m benchmarks.bench_cpu --part threads --rounds 8
     python -m benchmarks.bench_cpu --part precision --sd15-size 128 --sd15-steps 4
+    python -m benchmarks.bench_cpu --part unet --sd15-size 256 --sd15-rounds 2   # UNet step only
 
 **Threads.** OpenMP reads its waiting policy once, when torch loads, so each policy runs in a
 worker process of its own, all loading the bundled default model; the parent asks them for one
@@ -233,9 +234,47 @@ def cpu_model() -> str:
     return names[0] if names else platform.processor() or "cpu"
 
 
+def measure_unet(args: argparse.Namespace) -> None:
+    """One SD 1.5 UNet evaluation (a CFG pair) in fp32 and bf16, alternately: seconds per step and
+    the bf16 output's error relative to fp32's. No VAE and no pipeline, so it fits where emulated
+    bf16 makes a whole image too slow to time."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from pipelines.resources import resource_path
+
+    config = UNet2DConditionModel.load_config(resource_path("configs", "sd1", "unet"))
+    torch.manual_seed(0)
+    unets = {"fp32": UNet2DConditionModel.from_config(config).eval()}
+    unets["bf16"] = UNet2DConditionModel.from_config(config).eval()
+    unets["bf16"].load_state_dict(unets["fp32"].state_dict())
+    unets["bf16"].to(torch.bfloat16)
+    side = args.sd15_size // 8
+    generator = torch.Generator().manual_seed(1)
+    sample = torch.randn(2, 4, side, side, generator=generator)
+    text = torch.randn(2, 77, config["cross_attention_dim"], generator=generator)
+    outputs, seconds = {}, {"fp32": [], "bf16": []}
+    with torch.inference_mode():
+        for index in range(args.sd15_rounds + 1):  # the first round warms up
+            for name, unet in unets.items():
+                dtype = next(unet.parameters()).dtype
+                started = time.perf_counter()
+                out = unet(sample.to(dtype), 500, encoder_hidden_states=text.to(dtype)).sample
+                if index:
+                    seconds[name].append(time.perf_counter() - started)
+                outputs[name] = out.float()
+    error = float((outputs["bf16"] - outputs["fp32"]).norm() / outputs["fp32"].norm())
+    fp32, bf16 = statistics.median(seconds["fp32"]), statistics.median(seconds["bf16"])
+    print(f"\nSD 1.5 UNet (random weights), {args.sd15_size}x{args.sd15_size} image, CFG pair, "
+          f"{torch.get_num_threads()} threads, {args.sd15_rounds} rounds")  # fmt: skip
+    print(f"fp32 {fp32:.2f} s/step ({1 / fp32:.2f} it/s), bf16 {bf16:.2f} s/step "
+          f"({1 / bf16:.2f} it/s): bf16 / fp32 speed {fp32 / bf16:.2f}x; "
+          f"relative error of the bf16 output {error:.4f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["threads", "precision", "all"], default="all")
+    parser.add_argument("--part", choices=["threads", "precision", "unet", "all"], default="all")
     parser.add_argument("--rounds", type=int, default=8, help="thread rounds per condition")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--sd15-size", type=int, default=128)
@@ -261,6 +300,8 @@ def main() -> None:
         measure_threads(args.rounds, args.steps)
     if args.part in ("precision", "all"):
         measure_precision(args)
+    if args.part == "unet":
+        measure_unet(args)
 
 
 if __name__ == "__main__":
