@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from pipelines.engine import Engine, EngineSettings
-from pipelines.types import ControlKind, ControlUnit, GenerationRequest
+from pipelines.types import ControlKind, ControlUnit, GenerationRequest, StepPreview
 
 
 def build_small(folder: Path) -> tuple[Path, Path]:
@@ -50,7 +50,7 @@ def build_small(folder: Path) -> tuple[Path, Path]:
     return folder / "small", folder / "small-controlnet-canny"
 
 
-def build_sd15(folder: Path) -> tuple[Path, Path]:
+def build_sd15(folder: Path, controlnet: bool = True) -> tuple[Path, Path | None]:
     """SD 1.5's UNet, VAE and ControlNet architectures from the shipped configs, random weights."""
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -65,9 +65,11 @@ def build_sd15(folder: Path) -> tuple[Path, Path]:
     text = CLIPTextConfig.from_pretrained(configs / "text_encoder")
     pipe.text_encoder = CLIPTextModel(text)
     pipe.save_pretrained(folder / "sd15", safe_serialization=True)
+    if not controlnet:
+        return folder / "sd15", None
     controlnet_config = resource_path("configs", "controlnet-sd1")
-    controlnet = ControlNetModel.from_config(ControlNetModel.load_config(controlnet_config))
-    controlnet.save_pretrained(folder / "sd15-controlnet-canny", safe_serialization=True)
+    net = ControlNetModel.from_config(ControlNetModel.load_config(controlnet_config))
+    net.save_pretrained(folder / "sd15-controlnet-canny", safe_serialization=True)
     return folder / "sd15", folder / "sd15-controlnet-canny"
 
 
@@ -103,7 +105,7 @@ def cancel_latency(engine: Engine, request: GenerationRequest, at_step: int = 3)
     cancel = threading.Event()
     steps: list[int] = []
 
-    def on_step(preview):
+    def on_step(preview: StepPreview) -> None:
         steps.append(preview.step)
         if preview.step == at_step:
             cancel.set()
@@ -126,7 +128,7 @@ def preset_arguments(parser: argparse.ArgumentParser, rounds: int) -> None:
     parser.add_argument("--rounds", type=int, default=rounds)
 
 
-def preset_setup(args, folder: Path) -> tuple[Engine, GenerationRequest, Path]:
+def preset_setup(args: argparse.Namespace, folder: Path) -> tuple[Engine, GenerationRequest, Path]:
     """Build the preset's model in ``folder``: the engine, a request for it, its ControlNet."""
     build = build_small if args.preset == "small" else build_sd15
     model, controlnet = build(folder)

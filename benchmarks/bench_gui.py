@@ -18,6 +18,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -47,7 +48,7 @@ def main() -> None:
     window.resize(1400, 860)
     window.show()
 
-    def wait(predicate, timeout_s: float = 600) -> None:
+    def wait(predicate: Callable[[], object], timeout_s: float = 600) -> None:
         loop, timer = QEventLoop(), QTimer()
         timer.timeout.connect(lambda: predicate() and loop.quit())
         timer.start(2)
@@ -67,7 +68,7 @@ def main() -> None:
     painted: list[float] = []
     original_set_image = window.canvas.set_image
 
-    def set_image(image, *a, **k):
+    def set_image(image: object, *a: object, **k: object) -> None:
         painted.append(time.perf_counter())
         original_set_image(image, *a, **k)
 

@@ -5,7 +5,10 @@ columns is the sampler (and, when asked for, its step count). Columns that the b
 *lockstep*: one UNet (and ControlNet) call per step for all of them, each sample with its own
 timestep, after which each column's own scheduler instance steps its own slice. A lockstep column
 gives the same image as :meth:`Engine.run <pipelines.engine.Engine.run>` with that sampler (up to
-float rounding from the larger batch); the rest run one after another through ``Engine.run``.
+float rounding from the larger batch); the rest run one after another through
+:meth:`Engine.execute <pipelines.engine.Engine.execute>`. All columns share one
+:class:`~pipelines.engine.PreparedRun` (model, control images, starting noise), each with its own
+sampler, and the comparison holds the engine, so runs from other threads wait until it ends.
 
 Lockstep needs a sampler that evaluates the model exactly once per step (multi-step solvers included):
 Heun, DPM2, DPM2 a, DPM++ SDE (two evaluations per step) and PNDM (one warm-up evaluation) run on
@@ -26,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -36,6 +39,9 @@ from pipelines.denoised import denoised_estimate
 from pipelines.errors import OutOfMemoryError, ValidationError
 from pipelines.samplers import SamplerSpec, get_sampler
 from pipelines.types import GenerationRequest, ModelFamily, PreviewMode, StepPreview
+
+if TYPE_CHECKING:
+    from pipelines.engine import Engine, LoadedModel, PreparedRun
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +86,13 @@ class CompareColumn:
 class CompareResult:
     request: GenerationRequest  # the shared request, seed and size resolved
     columns: list[CompareColumn]
-    initial_noise: torch.Tensor  # (1, C, H/8, W/8), CPU float32: every column starts here
+    # (1, C, H/s, W/s) for the VAE's scale factor s, CPU float32: every column starts here
+    initial_noise: torch.Tensor
     cancelled: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     condition_maps: tuple[Any, ...] = ()
     warnings: tuple[str, ...] = ()
+    precision: str = ""  # the weights' number format: "fp32", "bf16" or "fp16"
 
     @property
     def max_steps(self) -> int:
@@ -96,7 +104,7 @@ class CompareResult:
 
 
 def compare(
-    engine,
+    engine: Engine,
     request: GenerationRequest,
     samplers: Sequence[SamplerEntry],
     on_step: CompareStepCallback | None = None,
@@ -112,29 +120,39 @@ def compare(
     ``cancelled`` set and keeps every preview made so far.
     """
     entries = _entries(samplers, request.steps)
-    request = engine.prepare(request, on_progress)
-    columns = [
-        CompareColumn(name, steps, replace(request, sampler=name, steps=steps))
-        for name, steps in entries
-    ]
-    loaded = engine.loaded
-    for column in columns:
-        column.request.validate()
-        spec = get_sampler(column.sampler)
-        column.planned_evaluations = spec.total_evaluations(column.steps, loaded.scheduler_config)
-    noise = engine.initial_noise(request, loaded.pipeline.unet.config.in_channels)
-    cancel = cancel or threading.Event()
-    run = _Comparison(engine, request, columns, noise, on_step, cancel, history_side)
-    started = time.perf_counter()
-    run.execute()
+    # Runs from other threads wait: they would change the shared pipeline between our passes.
+    with engine.exclusive():
+        prepared = engine.prepare(request, on_progress)
+        request = prepared.request
+        columns = [
+            CompareColumn(name, steps, replace(request, sampler=name, steps=steps))
+            for name, steps in entries
+        ]
+        # The comparison is about watching the steps: a request without previews still gets them.
+        mode = PreviewMode.APPROXIMATE if request.preview is PreviewMode.NONE else request.preview
+        runs = [
+            prepared.with_changes(sampler=column.sampler, steps=column.steps, preview=mode)
+            for column in columns
+        ]
+        for column in columns:
+            spec = get_sampler(column.sampler)
+            column.planned_evaluations = spec.total_evaluations(
+                column.steps, prepared.model.scheduler_config
+            )
+        comparison = _Comparison(
+            engine, runs, columns, on_step, cancel or threading.Event(), history_side
+        )
+        started = time.perf_counter()
+        comparison.execute()
     return CompareResult(
         request=request,
         columns=columns,
-        initial_noise=noise,
+        initial_noise=prepared.initial_noise,
         cancelled=any(c.cancelled for c in columns),
         timings={"total": time.perf_counter() - started},
-        condition_maps=tuple(run.maps),
-        warnings=tuple(run.warnings),
+        condition_maps=prepared.condition_maps,
+        warnings=prepared.warnings,
+        precision=prepared.precision,
     )
 
 
@@ -160,44 +178,45 @@ def lockstep_capable(spec: SamplerSpec, steps: int, base_config: Any) -> bool:
     return len(scheduler.timesteps) == steps
 
 
-def _batchable_model(engine) -> bool:
-    loaded = engine.loaded
-    config = loaded.pipeline.unet.config
+def _batchable_model(model: LoadedModel) -> bool:
+    config = model.pipeline.unet.config
     # SDXL's added conditioning and guidance-embedding (LCM) UNets take inputs not replicated here.
     return (
-        loaded.family is ModelFamily.SD1
+        model.family is ModelFamily.SD1
         and config.time_cond_proj_dim is None
         and config.addition_embed_type is None
     )
 
 
 class _Comparison:
-    """The state of one comparison: which columns run together, and the shared inputs."""
+    """The state of one comparison: which columns run together, and where their steps go."""
 
-    def __init__(self, engine, request, columns, noise, on_step, cancel, history_side) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        runs: list[PreparedRun],
+        columns: list[CompareColumn],
+        on_step: CompareStepCallback | None,
+        cancel: threading.Event,
+        history_side: int,
+    ) -> None:
         self.engine = engine
-        self.request = request
+        self.runs = runs  # one per column: the shared preparation with the column's sampler
         self.columns = columns
-        self.noise = noise
         self.on_step = on_step
         self.cancel = cancel
         self.history_side = history_side
-        self.maps: list[Image.Image] = []
-        self.warnings: list[str] = []
-        # The comparison is about watching the steps: a request without previews still gets them.
-        self.mode = (
-            PreviewMode.APPROXIMATE if request.preview is PreviewMode.NONE else request.preview
-        )
 
     def jobs(self) -> list[list[int]]:
         """Column indices to run together, in the order of each job's first column."""
-        if not _batchable_model(self.engine):
+        model = self.runs[0].model
+        if not _batchable_model(model):
             return [[i] for i in range(len(self.columns))]
-        config = self.engine.loaded.scheduler_config
         groups: dict[int, list[int]] = {}
         jobs: list[list[int]] = []
         for index, column in enumerate(self.columns):
-            if lockstep_capable(get_sampler(column.sampler), column.steps, config):
+            spec = get_sampler(column.sampler)
+            if lockstep_capable(spec, column.steps, model.scheduler_config):
                 if column.steps not in groups:
                     groups[column.steps] = []
                     jobs.append(groups[column.steps])
@@ -207,10 +226,7 @@ class _Comparison:
         return jobs
 
     def execute(self) -> None:
-        jobs = self.jobs()
-        if any(len(job) > 1 for job in jobs):
-            self._prepare_shared()
-        for job in jobs:
+        for job in self.jobs():
             if self.cancel.is_set():
                 for index in job:
                     self.columns[index].cancelled = True
@@ -220,34 +236,7 @@ class _Comparison:
             else:
                 self._run_lockstep(job)
 
-    # ---- shared inputs ----------------------------------------------------------------------
-    def _prepare_shared(self) -> None:
-        engine, request = self.engine, self.request
-        units = request.active_controls
-        paths = tuple(engine.check_controls(engine.loaded, units))
-        self.maps = engine.condition_maps(request)
-        self.pipe = engine.pipeline_for(engine.loaded, paths)
-        engine.apply_memory_options(self.pipe, request)
-        self.warnings = engine.prompt_warnings(self.pipe, request)
-
-    # ---- one column through the engine --------------------------------------------------------
-    def _run_single(self, index: int) -> None:
-        column = self.columns[index]
-
-        def on_step(preview: StepPreview) -> None:
-            self._record(index, preview)
-
-        result = self.engine.run(
-            replace(column.request, preview=self.mode), on_step=on_step, cancel=self.cancel
-        )
-        column.cancelled = result.cancelled
-        column.image = result.image
-        column.latents = result.latents
-        if not self.maps:
-            self.maps = list(result.condition_maps)
-        self.warnings = self.warnings or list(result.warnings)
-
-    def _record(self, index: int, preview: StepPreview) -> None:
+    def record(self, index: int, preview: StepPreview) -> None:
         column = self.columns[index]
         column.previews.append(downscale(preview.image, self.history_side))
         column.evaluations.append(preview.evaluations)
@@ -255,28 +244,51 @@ class _Comparison:
         if self.on_step is not None:
             self.on_step(index, preview)
 
+    # ---- one column through the engine --------------------------------------------------------
+    def _run_single(self, index: int) -> None:
+        column = self.columns[index]
+
+        def on_step(preview: StepPreview) -> None:
+            self.record(index, preview)
+
+        result = self.engine.execute(self.runs[index], on_step=on_step, cancel=self.cancel)
+        column.cancelled = result.cancelled
+        column.image = result.image
+        column.latents = result.latents
+
     # ---- several columns, one batched model call per step ---------------------------------------
     def _run_lockstep(self, job: list[int]) -> None:
+        first = self.runs[job[0]]
+        lockstep = _Lockstep(
+            [self.runs[i] for i in job],
+            [self.columns[i] for i in job],
+            self.cancel,
+            on_step=lambda position, preview: self.record(job[position], preview),
+        )
+        copies = 2 if first.guided else 1
         try:
-            with torch.inference_mode():
-                _Lockstep(self, job).run()
+            with self.engine.exclusive(first, batch=copies * len(job)), torch.inference_mode():
+                first.apply_memory_options()
+                lockstep.run()
         except torch.cuda.OutOfMemoryError as error:
             self.engine.recover_memory()
-            request = self.request
+            request = first.request
             raise OutOfMemoryError(
                 f"The GPU ran out of memory comparing {len(job)} samplers at {request.width}x"
                 f"{request.height}. Compare fewer samplers at once, lower the size, or switch on "
                 "attention slicing or VAE tiling in Settings."
             ) from error
         finally:
-            self.pipe.maybe_free_model_hooks()
+            first.pipeline.maybe_free_model_hooks()
 
 
 @dataclass
 class _Track:
     """One lockstep column's own scheduler and latents."""
 
-    index: int
+    position: int  # in the job: the index of its run and column
+    run: PreparedRun
+    column: CompareColumn
     scheduler: Any
     timesteps: torch.Tensor
     latents: torch.Tensor
@@ -288,27 +300,36 @@ class _Lockstep:
 
     Each track does exactly what the pipeline does for one image: latents scaled by its scheduler's
     ``init_noise_sigma``, ``scale_model_input`` and ``step`` with the pipeline's extra arguments
-    (``eta``, a generator seeded as :class:`~pipelines.engine.Engine` seeds it), guidance per sample.
-    The model batch is ``[uncond x n, cond x n]``.
+    (``eta``, the generator :meth:`PreparedRun.sampler_generator` gives ``Engine.run``), guidance
+    per sample. The model batch is ``[uncond x n, cond x n]``. The runs share one preparation and
+    one step count; they differ in their sampler only.
     """
 
-    def __init__(self, comparison: _Comparison, job: list[int]) -> None:
-        self.comparison = comparison
-        self.job = job
-        self.pipe = comparison.pipe
-        self.request = comparison.request
-        self.steps = comparison.columns[job[0]].steps
+    def __init__(
+        self,
+        runs: list[PreparedRun],
+        columns: list[CompareColumn],
+        cancel: threading.Event,
+        on_step: Callable[[int, StepPreview], None],
+    ) -> None:
+        self.runs = runs
+        self.columns = columns
+        self.cancel = cancel
+        self.on_step = on_step  # (position in the job, preview) after every completed step
+        self.shared = runs[0]
+        self.pipe = self.shared.pipeline
+        self.request = self.shared.request
+        self.steps = self.request.steps
         self.device = self.pipe._execution_device
-        self.guided = self.request.cfg_scale > 1.0  # the pipelines' do_classifier_free_guidance
+        self.guided = self.shared.guided
 
     def run(self) -> None:
-        tracks = [self._track(index) for index in self.job]
+        tracks = [self._track(position) for position in range(len(self.runs))]
         embeds = self._prompt_embeds(len(tracks))
         control = self._control_images(len(tracks))
         started = time.perf_counter()
-        columns = self.comparison.columns
-        for index in self.job:
-            columns[index].lockstep = True
+        for column in self.columns:
+            column.lockstep = True
         for i in range(self.steps):
             if self._cancelled():
                 return
@@ -321,18 +342,15 @@ class _Lockstep:
             self._finish(track)
 
     def _cancelled(self) -> bool:
-        if not self.comparison.cancel.is_set():
+        if not self.cancel.is_set():
             return False
-        for index in self.job:
-            self.comparison.columns[index].cancelled = True
+        for column in self.columns:
+            column.cancelled = True
         return True
 
-    def _track(self, index: int) -> _Track:
-        column = self.comparison.columns[index]
-        engine = self.comparison.engine
-        scheduler = get_sampler(column.sampler).make(
-            engine.loaded.scheduler_config, seed=self.request.seed
-        )
+    def _track(self, position: int) -> _Track:
+        run = self.runs[position]
+        scheduler = run.new_scheduler()
         scheduler.set_timesteps(self.steps, device=self.device)
         parameters = set(inspect.signature(scheduler.step).parameters)
         step_kwargs: dict[str, Any] = {}
@@ -340,10 +358,12 @@ class _Lockstep:
             step_kwargs["eta"] = 0.0
         if "generator" in parameters:
             # The same separate noise stream as Engine.run, so a lockstep column equals its run.
-            step_kwargs["generator"] = torch.Generator("cpu").manual_seed(self.request.seed + 1)
-        noise = self.comparison.noise.to(self.device, engine.dtype)
+            step_kwargs["generator"] = run.sampler_generator()
+        noise = run.initial_noise.to(self.device, run.dtype)
         return _Track(
-            index=index,
+            position=position,
+            run=run,
+            column=self.columns[position],
             scheduler=scheduler,
             timesteps=scheduler.timesteps,
             latents=noise * scheduler.init_noise_sigma,
@@ -380,7 +400,7 @@ class _Lockstep:
                 do_classifier_free_guidance=self.guided,
                 guess_mode=self._guess_mode,
             )
-            for condition in self.comparison.maps
+            for condition in self.shared.condition_maps
         ]
 
     @property
@@ -398,7 +418,14 @@ class _Lockstep:
             for unit in self.request.active_controls
         ]
 
-    def _residuals(self, model_input, timesteps, embeds, control, i) -> dict[str, Any]:
+    def _residuals(
+        self,
+        model_input: torch.Tensor,
+        timesteps: torch.Tensor,
+        embeds: torch.Tensor,
+        control: list[torch.Tensor] | None,
+        i: int,
+    ) -> dict[str, Any]:
         scales = self._control_scales(i)
         if control is None or not any(scales):
             # A residual scaled by 0 adds exactly nothing: skipping the ControlNet changes no value.
@@ -423,7 +450,13 @@ class _Lockstep:
         return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
     # ---- one step -----------------------------------------------------------------------------
-    def _predict(self, tracks, i, embeds, control) -> list[torch.Tensor]:
+    def _predict(
+        self,
+        tracks: list[_Track],
+        i: int,
+        embeds: torch.Tensor,
+        control: list[torch.Tensor] | None,
+    ) -> list[torch.Tensor]:
         scaled = [
             t.scheduler.scale_model_input(t.latents, t.timesteps[i]) for t in tracks
         ]  # per column: each scheduler scales by its own noise level
@@ -455,20 +488,20 @@ class _Lockstep:
         )
         track.latents = output[0]
         denoised = denoised_estimate(scheduler, prediction, timestep, sample, step_index, output)
-        column = self.comparison.columns[track.index]
-        image = self.comparison.engine.loaded.previews.decode(denoised, self.comparison.mode)
+        run = track.run
+        image = run.model.previews.decode(denoised, run.request.preview)
         preview = StepPreview(
             step=i + 1,
             total=self.steps,
-            sampler=column.sampler,
+            sampler=run.request.sampler,
             image=image,
             elapsed=elapsed,
             evaluations=i + 1,
         )
-        self.comparison._record(track.index, preview)
+        self.on_step(track.position, preview)
 
     def _finish(self, track: _Track) -> None:
-        column = self.comparison.columns[track.index]
+        column = track.column
         column.latents = track.latents.detach().float().cpu()
         vae = self.pipe.vae
         decoded = vae.decode(track.latents / vae.config.scaling_factor, return_dict=False)[0]
@@ -514,7 +547,9 @@ def align_steps(
     return [_aligned_index(c, position, mode, fraction) for c in columns]
 
 
-def _aligned_index(column: CompareColumn, position, mode: AlignMode, fraction: bool) -> int:
+def _aligned_index(
+    column: CompareColumn, position: float | int, mode: AlignMode, fraction: bool
+) -> int:
     count = len(column.previews)
     if count == 0:
         return -1

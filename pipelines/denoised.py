@@ -6,10 +6,17 @@ do not, so it is computed from the model output and the noise level of the step.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin
 
-def noise_level(scheduler, timestep, step_index: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+
+def noise_level(
+    scheduler: SchedulerMixin, timestep: torch.Tensor | float, step_index: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(alpha_t, sigma_t) with x_t = alpha_t * x0 + sigma_t * noise, in the scheduler's sample space."""
     if step_index is not None and hasattr(scheduler, "_sigma_to_alpha_sigma_t"):
         return scheduler._sigma_to_alpha_sigma_t(scheduler.sigmas[step_index])
@@ -20,7 +27,12 @@ def noise_level(scheduler, timestep, step_index: int | None) -> tuple[torch.Tens
 
 
 def denoised_estimate(
-    scheduler, model_output: torch.Tensor, timestep, sample: torch.Tensor, step_index, output
+    scheduler: SchedulerMixin,
+    model_output: torch.Tensor,
+    timestep: torch.Tensor | float,
+    sample: torch.Tensor,
+    step_index: int | None,
+    output: Any,  # the scheduler's step output: a dataclass, or a tuple with return_dict=False
 ) -> torch.Tensor:
     predicted = getattr(output, "pred_original_sample", None)
     if predicted is not None:

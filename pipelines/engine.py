@@ -7,22 +7,24 @@ base components.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pipelines import models
+from pipelines import cpu, models
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
-from pipelines.errors import ModelNotFoundError, OutOfMemoryError
+from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
 from pipelines.previews import PreviewDecoder
 from pipelines.prompts import prompt_report, truncation_warning
 from pipelines.resources import resource_path
@@ -37,12 +39,17 @@ from pipelines.types import (
     StepPreview,
 )
 
+if TYPE_CHECKING:
+    from diffusers import AutoencoderTiny, DiffusionPipeline
+    from PIL import Image
+
 log = logging.getLogger(__name__)
 
 # torchsde's Brownian tree warns about float rounding at the end of the interval; it is harmless.
 warnings.filterwarnings("ignore", message="Should have tb<=t1", category=UserWarning)
 
 StepCallback = Callable[[StepPreview], None]
+PreviewGate = Callable[[], bool]
 ProgressCallback = Callable[[float, str], None]
 
 DEFAULT_MODEL_FOLDER = ("models", "toy-world")
@@ -59,17 +66,90 @@ class EngineSettings:
     tiny_vae: dict[str, Path] = field(
         default_factory=dict
     )  # family value -> AutoencoderTiny folder
+    threads: int = 0  # CPU threads per run; 0: chosen from the work size and the cores
 
 
 @dataclass
 class LoadedModel:
     path: Path
     family: ModelFamily
-    pipeline: object  # StableDiffusionPipeline or StableDiffusionXLPipeline
-    scheduler_config: object
+    pipeline: DiffusionPipeline  # StableDiffusionPipeline or StableDiffusionXLPipeline
+    scheduler_config: Any
     previews: PreviewDecoder
     native_size: tuple[int, int]  # width, height
     cpu_offload: bool
+    scale_factor: int = 8  # image pixels per latent pixel, from the VAE's own layout
+    unet_parameters: int = 0  # the work per latent pixel, for choosing CPU threads
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """Everything a denoising pass over one request needs, decided once, before any step.
+
+    :meth:`Engine.run` executes one; a comparison runs one per sampler from the same preparation
+    (:meth:`with_changes`), so every column shares the model, control images and starting noise.
+    Schedulers hold per-run state, so each pass takes a fresh one from :meth:`new_scheduler`.
+    """
+
+    request: GenerationRequest  # validated; seed and size resolved
+    model: LoadedModel
+    pipeline: DiffusionPipeline  # the base pipeline, or a ControlNet one around the same weights
+    condition_maps: tuple[Image.Image, ...]  # the exact images the active ControlNets receive
+    warnings: tuple[str, ...]  # what the user should know (e.g. a truncated prompt)
+    initial_noise: torch.Tensor  # (1, C, H / scale, W / scale), CPU float32
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.dtype)
+
+    @property
+    def guided(self) -> bool:
+        return self.request.cfg_scale > 1.0  # the pipelines' do_classifier_free_guidance
+
+    @property
+    def latent_pixels(self) -> int:
+        return int(self.initial_noise.shape[-2] * self.initial_noise.shape[-1])
+
+    def new_scheduler(self) -> Any:
+        spec = get_sampler(self.request.sampler)
+        return spec.make(self.model.scheduler_config, seed=self.request.seed)
+
+    def sampler_generator(self) -> torch.Generator:
+        # A separate stream for the samplers' fresh noise, so ancestral runs are reproducible.
+        return torch.Generator("cpu").manual_seed(self.request.seed + 1)
+
+    def with_changes(
+        self,
+        *,
+        sampler: str | None = None,
+        steps: int | None = None,
+        preview: PreviewMode | None = None,
+    ) -> PreparedRun:
+        """The same preparation with another sampler, step count or preview: none of them changes
+        the model, the control images or the starting noise."""
+        changes: dict[str, Any] = {}
+        if sampler is not None:
+            changes["sampler"] = sampler
+        if steps is not None:
+            changes["steps"] = steps
+        if preview is not None:
+            changes["preview"] = preview
+        request = replace(self.request, **changes)
+        request.validate()
+        return replace(self, request=request)
+
+    def apply_memory_options(self) -> None:
+        pipe, memory = self.pipeline, self.request.memory
+        if memory.attention_slicing:
+            pipe.enable_attention_slicing()
+        else:
+            pipe.disable_attention_slicing()
+        if memory.vae_tiling:
+            pipe.vae.enable_tiling()
+        else:
+            pipe.vae.disable_tiling()
 
 
 class _Cancelled(Exception):
@@ -90,24 +170,45 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
-    named = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-    if precision in named:
-        return named[precision]
-    # Half precision halves memory and doubles speed on GPUs; CPUs have no fast fp16 kernels.
-    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+_PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def pick_dtype(
+    device: torch.device, precision: str = "auto", cpu_flags: frozenset[str] | None = None
+) -> torch.dtype:
+    """The weights' number format. ``cpu_flags`` are the CPU's feature flags (read when omitted)."""
+    if precision in _PRECISIONS:
+        return _PRECISIONS[precision]
+    # Half precision halves memory and doubles speed on GPUs.
+    if device.type in ("cuda", "mps"):
+        return torch.float16
+    # CPUs have no fast fp16 kernels; bf16 is fast only where the CPU has bf16 units, and
+    # emulated (slower than fp32) everywhere else.
+    return torch.bfloat16 if cpu.native_bf16(cpu_flags) else torch.float32
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    return next(name for name, value in _PRECISIONS.items() if value == dtype)
 
 
 class Engine:
+    """Runs requests on one loaded model. Safe to share between threads: runs take turns."""
+
     def __init__(self, settings: EngineSettings | None = None) -> None:
         models.set_offline_environment()
         self.settings = settings or EngineSettings()
         self.device = pick_device(self.settings.device)
         self.dtype = pick_dtype(self.device, self.settings.precision)
         self._loaded: LoadedModel | None = None
-        self._controlnets: dict[Path, tuple[object, ModelFamily]] = {}
-        self._assembled: dict[tuple, object] = {}
-        self._lock = threading.Lock()
+        self._controlnets: dict[Path, tuple[Any, ModelFamily]] = {}
+        self._assembled: dict[tuple[Path, tuple[Path, ...]], DiffusionPipeline] = {}
+        # Re-entrant: a comparison holds it across its passes, each of which may be a run.
+        self._lock = threading.RLock()
+
+    @property
+    def precision(self) -> str:
+        """The weights' number format in use: "fp32", "bf16" or "fp16"."""
+        return precision_name(self.dtype)
 
     # ---- models -------------------------------------------------------------------------------
     @property
@@ -173,11 +274,15 @@ class Engine:
                 previews=previews,
                 native_size=(size, size),
                 cpu_offload=cpu_offload,
+                scale_factor=scale,
+                unet_parameters=sum(p.numel() for p in pipe.unet.parameters()),
             )
-            report(1.0, f"{path.name} ready ({family.label}, {self.device.type}).")
+            report(
+                1.0, f"{path.name} ready ({family.label}, {self.device.type}, {self.precision})."
+            )
             return self._loaded
 
-    def _load_tiny_vae(self, family: ModelFamily):
+    def _load_tiny_vae(self, family: ModelFamily) -> AutoencoderTiny | None:
         folder = self.settings.tiny_vae.get(family.value)
         if not folder:
             found = models.discover_models(self.settings.model_folders).tiny_vaes()
@@ -201,7 +306,7 @@ class Engine:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _controlnet(self, path: Path, family: ModelFamily) -> object:
+    def _controlnet(self, path: Path, family: ModelFamily) -> Any:
         if path not in self._controlnets:
             controlnet, _ = models.load_controlnet(
                 path, device="cpu", dtype=self.dtype, allow_pickle=self.settings.allow_pickle
@@ -211,7 +316,9 @@ class Engine:
             self._controlnets[path] = (controlnet.to(self.device), family)
         return self._controlnets[path][0]
 
-    def pipeline_for(self, loaded: LoadedModel, controlnet_paths: tuple[Path, ...]):
+    def _pipeline_for(
+        self, loaded: LoadedModel, controlnet_paths: tuple[Path, ...]
+    ) -> DiffusionPipeline:
         if not controlnet_paths:
             return loaded.pipeline
         key = (loaded.path, controlnet_paths)
@@ -257,15 +364,35 @@ class Engine:
     # ---- requests -----------------------------------------------------------------------------
     def prepare(
         self, request: GenerationRequest, on_progress: ProgressCallback | None = None
-    ) -> GenerationRequest:
-        """Validate, load the model, and fill in the seed and the model's native size."""
+    ) -> PreparedRun:
+        """Validate ``request``, load its model, resolve its seed and size, and build every input
+        of the denoising pass: the pipeline with its ControlNets, control images, starting noise."""
         request.validate()
-        loaded = self.load(request.model, request.memory.cpu_offload, on_progress)
-        width, height = loaded.native_size
-        request = replace(request, width=request.width or width, height=request.height or height)
-        return request.resolve_seed()
+        with self._lock:
+            loaded = self.load(request.model, request.memory.cpu_offload, on_progress)
+            width, height = loaded.native_size
+            request = replace(
+                request, width=request.width or width, height=request.height or height
+            ).resolve_seed()
+            _check_size(request, loaded.scale_factor)
+            units = request.active_controls
+            controlnet_paths = tuple(self._check_controls(loaded, units))
+            maps = self._condition_maps(request)
+            pipe = self._pipeline_for(loaded, controlnet_paths)
+            notes = self._prompt_warnings(pipe, request)
+            noise = self.initial_noise(request, pipe.unet.config.in_channels, loaded.scale_factor)
+            return PreparedRun(
+                request=request,
+                model=loaded,
+                pipeline=pipe,
+                condition_maps=tuple(maps),
+                warnings=tuple(notes),
+                initial_noise=noise,
+                device=self.device,
+                dtype=self.dtype,
+            )
 
-    def check_controls(self, loaded: LoadedModel, units: tuple[ControlUnit, ...]) -> list[Path]:
+    def _check_controls(self, loaded: LoadedModel, units: tuple[ControlUnit, ...]) -> list[Path]:
         paths = []
         for unit in units:
             path = Path(unit.model).expanduser()
@@ -277,58 +404,96 @@ class Engine:
             paths.append(path.resolve())
         return paths
 
+    @contextlib.contextmanager
+    def exclusive(self, prepared: PreparedRun | None = None, batch: int = 1) -> Iterator[None]:
+        """Hold the engine for the block: runs from other threads wait until it ends.
+
+        With ``prepared``, torch also gets the CPU thread count chosen for its work (``batch``
+        images per model call). A comparison holds the engine across all of its passes.
+        """
+        with self._lock, contextlib.ExitStack() as stack:
+            if prepared is not None and self.device.type == "cpu":
+                model = prepared.model
+                count = cpu.choose_threads(
+                    prepared.latent_pixels * batch,
+                    model.unet_parameters,
+                    setting=self.settings.threads,
+                )
+                stack.enter_context(cpu.thread_count(count))
+            yield
+
     def run(
         self,
         request: GenerationRequest,
         on_step: StepCallback | None = None,
         cancel: threading.Event | None = None,
         on_progress: ProgressCallback | None = None,
+        wants_preview: PreviewGate | None = None,
     ) -> GenerationResult:
-        request = self.prepare(request, on_progress)
-        loaded = self._loaded
-        units = request.active_controls
-        controlnet_paths = tuple(self.check_controls(loaded, units))
-        maps = self.condition_maps(request)
-        pipe = self.pipeline_for(loaded, controlnet_paths)
-        self.apply_memory_options(pipe, request)
-        notes = self.prompt_warnings(pipe, request)
-        spec = get_sampler(request.sampler)
-        pipe.scheduler = spec.make(loaded.scheduler_config, seed=request.seed)
-        tracker = _StepTracker(
-            pipe.scheduler, request, loaded.previews, on_step, cancel or threading.Event()
-        )
-        kwargs = self._call_arguments(pipe, request, units, maps)
-        started = time.perf_counter()
-        try:
-            with torch.inference_mode():
-                output = pipe(**kwargs, callback_on_step_end=tracker.on_step_end)
-        except _Cancelled:
-            return GenerationResult(
-                request=request,
-                image=None,
-                cancelled=True,
-                timings={"denoise": time.perf_counter() - started},
-                condition_maps=tuple(maps),
-                warnings=tuple(notes),
+        with self._lock:
+            prepared = self.prepare(request, on_progress)
+            return self.execute(prepared, on_step, cancel, wants_preview)
+
+    def execute(
+        self,
+        prepared: PreparedRun,
+        on_step: StepCallback | None = None,
+        cancel: threading.Event | None = None,
+        wants_preview: PreviewGate | None = None,
+    ) -> GenerationResult:
+        """Denoise a prepared run with a scheduler of its own.
+
+        ``on_step`` gets a decoded x0 preview after each completed step. ``wants_preview``, when
+        given, is asked first: while it says False (the consumer has not taken the previous
+        frame yet) the step is neither decoded nor reported; the last step always is.
+        """
+        request = prepared.request
+        pipe = prepared.pipeline
+        with self.exclusive(prepared, batch=2 if prepared.guided else 1):
+            prepared.apply_memory_options()
+            pipe.scheduler = prepared.new_scheduler()
+            tracker = _StepTracker(
+                pipe.scheduler,
+                request,
+                prepared.model.previews,
+                on_step,
+                cancel or threading.Event(),
+                wants_preview,
             )
-        except torch.cuda.OutOfMemoryError as error:
-            self.recover_memory()
-            raise OutOfMemoryError(
-                f"The GPU ran out of memory at {request.width}x{request.height}. Lower the size, or "
-                "switch on attention slicing, VAE tiling or CPU offload in Settings."
-            ) from error
-        finally:
-            tracker.detach()
+            kwargs = self._call_arguments(prepared)
+            started = time.perf_counter()
+            try:
+                with torch.inference_mode():
+                    output = pipe(**kwargs, callback_on_step_end=tracker.on_step_end)
+            except _Cancelled:
+                return GenerationResult(
+                    request=request,
+                    image=None,
+                    cancelled=True,
+                    timings={"denoise": time.perf_counter() - started},
+                    condition_maps=prepared.condition_maps,
+                    warnings=prepared.warnings,
+                    precision=prepared.precision,
+                )
+            except torch.cuda.OutOfMemoryError as error:
+                self.recover_memory()
+                raise OutOfMemoryError(
+                    f"The GPU ran out of memory at {request.width}x{request.height}. Lower the "
+                    "size, or switch on attention slicing, VAE tiling or CPU offload in Settings."
+                ) from error
+            finally:
+                tracker.detach()
         return GenerationResult(
             request=request,
             image=output.images[0],
             timings={**tracker.timings, "total": time.perf_counter() - started},
-            condition_maps=tuple(maps),
-            warnings=tuple(notes),
+            condition_maps=prepared.condition_maps,
+            warnings=prepared.warnings,
             latents=tracker.final_latents,
+            precision=prepared.precision,
         )
 
-    def condition_maps(self, request: GenerationRequest) -> list:
+    def _condition_maps(self, request: GenerationRequest) -> list[Image.Image]:
         """The exact images the active ControlNets receive, at the request's (resolved) size."""
         return [
             prepare_condition(
@@ -346,17 +511,7 @@ class Engine:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def apply_memory_options(self, pipe, request: GenerationRequest) -> None:
-        if request.memory.attention_slicing:
-            pipe.enable_attention_slicing()
-        else:
-            pipe.disable_attention_slicing()
-        if request.memory.vae_tiling:
-            pipe.vae.enable_tiling()
-        else:
-            pipe.vae.disable_tiling()
-
-    def prompt_warnings(self, pipe, request: GenerationRequest) -> list[str]:
+    def _prompt_warnings(self, pipe: DiffusionPipeline, request: GenerationRequest) -> list[str]:
         warnings = []
         for label, text in (
             ("prompt", request.prompt),
@@ -367,14 +522,22 @@ class Engine:
                 warnings.append(truncation_warning(label, report))
         return warnings
 
-    def initial_noise(self, request: GenerationRequest, channels: int = 4) -> torch.Tensor:
+    def initial_noise(
+        self, request: GenerationRequest, channels: int = 4, scale_factor: int | None = None
+    ) -> torch.Tensor:
+        """The starting latents of ``request`` (seed and size resolved); ``scale_factor`` is the
+        VAE's, the loaded model's when omitted."""
+        if scale_factor is None:
+            scale_factor = self._loaded.scale_factor if self._loaded else 8
+        _check_size(request, scale_factor)
         # Drawn on the CPU so a seed gives the same picture on every device.
         generator = torch.Generator("cpu").manual_seed(request.seed)
-        shape = (1, channels, request.height // 8, request.width // 8)
+        shape = (1, channels, request.height // scale_factor, request.width // scale_factor)
         return torch.randn(shape, generator=generator, dtype=torch.float32)
 
-    def _call_arguments(self, pipe, request, units, maps) -> dict:
-        latents = self.initial_noise(request, pipe.unet.config.in_channels)
+    def _call_arguments(self, prepared: PreparedRun) -> dict[str, Any]:
+        request, maps = prepared.request, prepared.condition_maps
+        units = request.active_controls
         kwargs = dict(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt or None,
@@ -382,9 +545,8 @@ class Engine:
             guidance_scale=request.cfg_scale,
             width=request.width,
             height=request.height,
-            latents=latents.to(self.device, self.dtype),
-            # A separate stream for the samplers' fresh noise, so ancestral runs are reproducible.
-            generator=torch.Generator("cpu").manual_seed(request.seed + 1),
+            latents=prepared.initial_noise.to(prepared.device, prepared.dtype),
+            generator=prepared.sampler_generator(),
             callback_on_step_end_tensor_inputs=["latents"],
         )
         if units:
@@ -400,15 +562,37 @@ class Engine:
         return kwargs
 
 
+def _check_size(request: GenerationRequest, scale_factor: int) -> None:
+    # The VAE turns each latent pixel into scale_factor x scale_factor image pixels: any other size
+    # would come out cropped, labelled with the size that was asked for.
+    for name, value in (("Width", request.width), ("Height", request.height)):
+        if value % scale_factor:
+            lower = value - value % scale_factor
+            upper = lower + scale_factor
+            raise ValidationError(
+                f"{name} {value} is not a multiple of {scale_factor}, which this model's VAE "
+                f"needs; use {max(lower, scale_factor)} or {upper}."
+            )
+
+
 class _StepTracker:
     """Watches the scheduler's steps to stream x0 previews and to stop on cancel."""
 
-    def __init__(self, scheduler, request, previews, on_step, cancel: threading.Event) -> None:
+    def __init__(
+        self,
+        scheduler: Any,
+        request: GenerationRequest,
+        previews: PreviewDecoder,
+        on_step: StepCallback | None,
+        cancel: threading.Event,
+        wants_preview: PreviewGate | None = None,
+    ) -> None:
         self.scheduler = scheduler
         self.request = request
         self.previews = previews
         self.on_step = on_step
         self.cancel = cancel
+        self.wants_preview = wants_preview
         self.evaluations = 0
         self.completed = 0
         self.denoised: torch.Tensor | None = None
@@ -419,7 +603,7 @@ class _StepTracker:
 
         # wraps() keeps the signature: pipelines only pass `generator` to schedulers that accept it.
         @functools.wraps(self._original_step)
-        def step(*args, **kwargs):
+        def step(*args: Any, **kwargs: Any) -> Any:
             return self._step(*args, **kwargs)
 
         scheduler.step = step
@@ -427,7 +611,14 @@ class _StepTracker:
     def detach(self) -> None:
         self.scheduler.step = self._original_step
 
-    def _step(self, model_output, timestep, sample, *args, **kwargs):
+    def _step(
+        self,
+        model_output: torch.Tensor,
+        timestep: torch.Tensor | float,
+        sample: torch.Tensor,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
         step_index = getattr(self.scheduler, "step_index", None)
         output = self._original_step(model_output, timestep, sample, *args, **kwargs)
         if self.on_step is not None and self.request.preview is not PreviewMode.NONE:
@@ -446,16 +637,26 @@ class _StepTracker:
             return scheduler.counter != 1  # PLMS spends its first step on a warm-up evaluation
         return True
 
-    def on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+    def on_step_end(
+        self,
+        pipe: DiffusionPipeline,
+        step: int,
+        timestep: torch.Tensor | float,
+        callback_kwargs: dict[str, Any],
+    ) -> dict[str, Any]:
         self.evaluations += 1
         if self.cancel.is_set():
             raise _Cancelled
-        if self._step_completed(is_last=step == pipe.num_timesteps - 1):
+        is_last = step == pipe.num_timesteps - 1
+        if self._step_completed(is_last=is_last):
             self.completed += 1
             elapsed = time.perf_counter() - self.started
             if self.completed == 1:
                 self.timings["first_step"] = elapsed
-            if self.on_step is not None and self.denoised is not None:
+            # A consumer still holding the previous frame would drop this one: skip its decoding.
+            # The last step is always delivered, so the consumer ends on the run's final estimate.
+            wanted = is_last or self.wants_preview is None or self.wants_preview()
+            if self.on_step is not None and self.denoised is not None and wanted:
                 image = self.previews.decode(self.denoised, self.request.preview)
                 self.on_step(
                     StepPreview(

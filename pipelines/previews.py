@@ -6,11 +6,16 @@ a tiny autoencoder (TAESD family) when its weights are present, and the full VAE
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from PIL import Image
 
 from pipelines.types import PreviewMode
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, AutoencoderTiny
 
 MAX_PREVIEW_SIDE = 512
 _FIT_IMAGES = 12
@@ -23,8 +28,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return array.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def preview_size(latent_height: int, latent_width: int) -> tuple[int, int]:
-    height, width = latent_height * 8, latent_width * 8
+def preview_size(latent_height: int, latent_width: int, scale_factor: int = 8) -> tuple[int, int]:
+    height, width = latent_height * scale_factor, latent_width * scale_factor
     scale = min(1.0, MAX_PREVIEW_SIDE / max(height, width))
     return max(1, round(height * scale)), max(1, round(width * scale))
 
@@ -38,7 +43,7 @@ def _synthetic_images(count: int, size: int, generator: torch.Generator) -> torc
 
 
 @torch.no_grad()
-def fit_linear_decoder(vae, seed: int = 0) -> torch.Tensor:
+def fit_linear_decoder(vae: AutoencoderKL, seed: int = 0) -> torch.Tensor:
     """Least-squares fit of RGB ≈ [latent, 1] @ W on VAE-encoded synthetic images; W is (C+1, 3)."""
     generator = torch.Generator().manual_seed(seed)
     images = _synthetic_images(_FIT_IMAGES, _FIT_SIZE, generator)
@@ -56,10 +61,14 @@ def fit_linear_decoder(vae, seed: int = 0) -> torch.Tensor:
 class PreviewDecoder:
     """Decodes x0 latents (scaled as the UNet sees them) to uint8 RGB previews of bounded size."""
 
-    def __init__(self, vae, tiny_vae=None, upcast: bool = False) -> None:
+    def __init__(
+        self, vae: AutoencoderKL, tiny_vae: AutoencoderTiny | None = None, upcast: bool = False
+    ) -> None:
         self.vae = vae
         self.tiny_vae = tiny_vae
         self.upcast = upcast
+        # Image pixels per latent pixel: each of the VAE's blocks but the last halves the size.
+        self.scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self._linear: torch.Tensor | None = None
 
     @property
@@ -74,7 +83,7 @@ class PreviewDecoder:
             return None
         if mode is PreviewMode.TINY and self.tiny_vae is None:
             mode = PreviewMode.APPROXIMATE
-        size = preview_size(latents.shape[-2], latents.shape[-1])
+        size = preview_size(latents.shape[-2], latents.shape[-1], self.scale_factor)
         if mode is PreviewMode.APPROXIMATE:
             weights = self.linear.to(latents.device)
             x = latents.float().permute(0, 2, 3, 1)
@@ -93,7 +102,7 @@ class PreviewDecoder:
 
 
 @torch.no_grad()
-def decode_full(vae, latents: torch.Tensor, upcast: bool = False) -> torch.Tensor:
+def decode_full(vae: AutoencoderKL, latents: torch.Tensor, upcast: bool = False) -> torch.Tensor:
     param = next(vae.parameters())
     # SDXL's VAE overflows in fp16; its config asks for fp32 decoding.
     wants_upcast = upcast and param.dtype == torch.float16 and vae.config.get("force_upcast", False)

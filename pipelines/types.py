@@ -337,3 +337,4 @@ class GenerationResult:
     condition_maps: tuple[Any, ...] = ()  # the PIL images each active ControlNet received
     warnings: tuple[str, ...] = ()
     latents: Any | None = None  # final latents (torch tensor, CPU) for tests and re-decoding
+    precision: str = ""  # the weights' number format of the run: "fp32", "bf16" or "fp16"

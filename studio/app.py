@@ -101,6 +101,9 @@ def _parse_gui_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None, debug: bool = False) -> int:
+    from pipelines.cpu import apply_environment  # passive OpenMP waiting: before torch loads
+
+    apply_environment()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in CLI_COMMANDS:
         if debug:

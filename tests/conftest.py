@@ -67,9 +67,10 @@ def controlnet_sdxl_folder(tmp_path_factory):
 @pytest.fixture(scope="session")
 def engine():
     """One engine for the session: loading is what the cache is for."""
-    from pipelines.engine import Engine
+    from pipelines.engine import Engine, EngineSettings
 
-    return Engine()
+    # fp32 everywhere: bf16-capable CPUs would otherwise pick bf16, and the tests compare exactly.
+    return Engine(EngineSettings(precision="fp32"))
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -251,3 +255,141 @@ def test_tiny_decoder_found_in_model_folders_drives_tiny_previews(sd1_folder, tm
     assert engine.loaded.previews.tiny_vae is not None
     assert tiny[-1].image.shape == (64, 64, 3)
     assert not np.array_equal(tiny[-1].image, approximate[-1].image)
+
+
+def _in_two_threads(*jobs: Callable[[], Any]) -> list[Any]:
+    """Run each job in its own thread, started together; their results, or the first error."""
+    barrier = threading.Barrier(len(jobs))
+    results: list = [None] * len(jobs)
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[index] = jobs[index]()
+        except BaseException as error:  # noqa: BLE001 - reported by the test below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(thread.is_alive() for thread in threads), "a run never finished"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _yield_often(preview: object) -> None:
+    time.sleep(0.002)  # gives the other thread the interpreter between steps
+
+
+def test_runs_from_two_threads_each_give_the_image_of_a_lone_run(engine, request_for):
+    first = request_for(seed=11, sampler="Euler", steps=6)
+    second = request_for(seed=12, sampler="DPM++ 2M Karras", steps=9, cfg_scale=4.0)
+    alone = [pixels(engine.run(first)), pixels(engine.run(second))]
+    for _ in range(3):
+        together = _in_two_threads(
+            lambda: engine.run(first, on_step=_yield_often),
+            lambda: engine.run(second, on_step=_yield_often),
+        )
+        assert np.array_equal(pixels(together[0]), alone[0])
+        assert np.array_equal(pixels(together[1]), alone[1])
+
+
+def test_a_comparison_and_a_run_from_two_threads_do_not_mix(engine, request_for):
+    from pipelines.compare import compare
+
+    request = request_for(seed=5, steps=5)
+    other = request_for(seed=6, sampler="UniPC", steps=7)
+    samplers = ["Euler", "DDIM", "Heun"]  # two in lockstep, one through the engine
+    alone = pixels(engine.run(other))
+    compared_alone = [np.asarray(c.image) for c in compare(engine, request, samplers).columns]
+    comparison, run = _in_two_threads(
+        lambda: compare(engine, request, samplers, on_step=lambda i, p: _yield_often(p)),
+        lambda: engine.run(other, on_step=_yield_often),
+    )
+    assert np.array_equal(pixels(run), alone)
+    for column, expected in zip(comparison.columns, compared_alone, strict=True):
+        assert np.array_equal(np.asarray(column.image), expected), column.sampler
+
+
+def _save_sd1_with_vae_blocks(folder: Path, blocks: int) -> Path:
+    """The tiny SD 1.x model with a VAE of ``blocks`` levels: it scales by 2 ** (blocks - 1)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from tests.tiny_models import build_sd1_pipeline
+
+    pipe = build_sd1_pipeline()
+    torch.manual_seed(4)
+    pipe.vae = AutoencoderKL(
+        block_out_channels=(16, 32, 32, 32, 32)[:blocks],
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        latent_channels=4,
+        norm_num_groups=16,
+        layers_per_block=1,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.mark.parametrize("preview", [PreviewMode.APPROXIMATE, PreviewMode.FULL])
+def test_image_has_the_requested_size_when_the_vae_scales_by_four(tmp_path, preview):
+    from pipelines.engine import Engine
+
+    folder = _save_sd1_with_vae_blocks(tmp_path / "vae-x4", blocks=3)
+    engine = Engine()
+    previews = []
+    request = GenerationRequest(
+        prompt="a red circle", model=str(folder), seed=3, steps=2, width=96, height=64
+    )
+    result = engine.run(replace(request, preview=preview), on_step=previews.append)
+    assert result.image.size == (96, 64)
+    assert engine.loaded.scale_factor == 4
+    assert result.latents.shape[-2:] == (16, 24)
+    assert previews[-1].image.shape == (64, 96, 3)
+
+
+def test_size_the_vae_cannot_make_is_refused_before_denoising(tmp_path):
+    from pipelines.engine import Engine
+
+    folder = _save_sd1_with_vae_blocks(tmp_path / "vae-x16", blocks=5)
+    engine = Engine()
+    request = GenerationRequest(prompt="x", model=str(folder), seed=3, steps=2, width=72, height=64)
+    steps = []
+    with pytest.raises(ValidationError, match="Width 72 is not a multiple of 16.*use 64 or 80"):
+        engine.run(request, on_step=steps.append)
+    assert steps == []
+    assert engine.run(replace(request, width=64), on_step=steps.append).image.size == (64, 64)
+
+
+def test_a_consumer_still_holding_a_frame_gets_fewer_decodes_and_the_last_step(
+    engine, request_for, monkeypatch
+):
+    request = request_for(steps=8, sampler="DPM++ 2M")
+    every = []
+    engine.run(request, on_step=every.append)
+    decodes = []
+    previews = engine.loaded.previews
+    decode = previews.decode
+    monkeypatch.setattr(previews, "decode", lambda *a, **k: decodes.append(1) or decode(*a, **k))
+    # A slow consumer: a one-frame mailbox it empties at every third question only.
+    mailbox, taken, asked = [], [], []
+
+    def wants_preview() -> bool:
+        asked.append(1)
+        if len(asked) % 3 == 0 and mailbox:
+            taken.append(mailbox.pop())
+        return not mailbox
+
+    result = engine.run(request, on_step=mailbox.append, wants_preview=wants_preview)
+    delivered = taken + mailbox
+    assert len(decodes) == len(delivered) < len(every)
+    assert [p.step for p in delivered] == sorted({p.step for p in delivered})
+    assert delivered[-1].step == 8 and np.array_equal(delivered[-1].image, every[-1].image)
+    for preview in delivered:
+        assert np.array_equal(preview.image, every[preview.step - 1].image)
+    assert np.array_equal(pixels(result), pixels(engine.run(request)))
