@@ -1,12 +1,16 @@
 """Command line: ``diffusion-studio generate|compare|models|info``.
 
-Errors the user can fix (bad sizes, missing files, unknown samplers) print one line on stderr and
-exit with status 2; no traceback.
+Errors the user can fix (bad sizes, missing files, unknown samplers, a damaged model) print one
+line on stderr and exit with status 2, before any long work where they can be known up front:
+outputs, device and condition images are checked before a model loads. Tracebacks go to the log
+file (and to the console with ``--verbose``), never to the console before the message.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -17,6 +21,11 @@ from pipelines.samplers import DEFAULT_SAMPLER, sampler_names
 from pipelines.types import ControlKind, ControlUnit, GenerationRequest
 
 EXIT_USAGE = 2
+EXIT_FAILURE = 1
+LOG_FILE_NAME = "diffusion-studio-cli.log"
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(threadName)s %(name)s: %(message)s"
+
+log = logging.getLogger(__name__)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -54,6 +63,7 @@ def parse_control(text: str, preprocess: bool) -> tuple[ControlKind, str, float]
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffusion-studio", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=_version())
+    _add_verbose(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate one image")
@@ -74,10 +84,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the models found and where the studio looked")
     models.add_argument("--model-dir", action="append", type=Path, default=[])
+    _add_verbose(models, argparse.SUPPRESS)
 
     info = sub.add_parser("info", help="print the settings stored in a PNG")
     info.add_argument("file", type=Path)
     info.add_argument("--json", action="store_true", help="print the full request as JSON")
+    _add_verbose(info, argparse.SUPPRESS)
     return parser
 
 
@@ -93,13 +105,14 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size", default=None, help="WIDTHxHEIGHT (default: the model's native size)"
     )
+    # Both go into one list, so ControlNet units keep the order of the command line.
     parser.add_argument(
-        "--control", action="append", default=[], metavar="KIND:IMAGE[:STRENGTH]",
-        help="run KIND's preprocessor on a photo (repeatable)",
+        "--control", action="append", default=[], dest="controls", metavar="KIND:IMAGE[:STRENGTH]",
+        type=lambda text: (True, text), help="run KIND's preprocessor on a photo (repeatable)",
     )  # fmt: skip
     parser.add_argument(
-        "--control-map", action="append", default=[], metavar="KIND:MAP[:STRENGTH]",
-        help="use a ready-made condition map (repeatable)",
+        "--control-map", action="append", dest="controls", metavar="KIND:MAP[:STRENGTH]",
+        type=lambda text: (False, text), help="use a ready-made condition map (repeatable)",
     )  # fmt: skip
     parser.add_argument(
         "--controlnet", action="append", default=[], metavar="KIND=PATH",
@@ -108,6 +121,14 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotator-dir", action="append", type=Path, default=[])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt files (runs code)")
+    _add_verbose(parser, argparse.SUPPRESS)
+
+
+def _add_verbose(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", default=default,
+        help="show progress messages and, on errors, the traceback (always in the log file)",
+    )  # fmt: skip
 
 
 def _version() -> str:
@@ -131,28 +152,51 @@ def _engine(args):
     return Engine(settings)
 
 
+def _absolute(path: str) -> str:
+    # A relative path means nothing once the request is restored from another folder.
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _model_argument(model: str) -> str:
+    # --model takes a path or a name found in the model folders; only a path is made absolute.
+    return _absolute(model) if model and os.path.exists(os.path.expanduser(model)) else model
+
+
+def parse_controlnet(item: str) -> tuple[ControlKind, str]:
+    kind_text, sep, path = item.partition("=")
+    if not sep or not path.strip():
+        raise ValidationError(f"--controlnet {item!r}: use KIND=PATH.")
+    try:
+        kind = ControlKind(kind_text.strip().lower())
+    except ValueError:
+        kinds = ", ".join(k.value for k in ControlKind)
+        raise ValidationError(
+            f"--controlnet {item!r}: unknown control kind {kind_text!r}; use {kinds}."
+        ) from None
+    return kind, _absolute(path.strip())
+
+
 def build_request(args, engine) -> GenerationRequest:
+    """The request the arguments describe; control images and model paths are absolute, and the
+    ControlNet units follow the order of ``--control`` and ``--control-map`` as given."""
     width = height = None
     if args.size:
         width, height = parse_size(args.size)
-    chosen = {}
-    for item in args.controlnet:
-        kind, sep, path = item.partition("=")
-        if not sep:
-            raise ValidationError(f"--controlnet {item!r}: use KIND=PATH.")
-        chosen[ControlKind(kind.lower())] = path
+    chosen = dict(parse_controlnet(item) for item in args.controlnet)
+    model = _model_argument(args.model)
     units = []
-    for texts, preprocess in ((args.control, True), (args.control_map, False)):
-        for text in texts:
-            kind, image, strength = parse_control(text, preprocess)
-            model = chosen.get(kind) or str(engine.default_controlnet(args.model, kind))
-            units.append(
-                ControlUnit(kind, model, image=image, preprocess=preprocess, strength=strength)
+    for preprocess, text in args.controls or ():
+        kind, image, strength = parse_control(text, preprocess)
+        controlnet = chosen.get(kind) or str(engine.default_controlnet(model, kind))
+        units.append(
+            ControlUnit(
+                kind, controlnet, image=_absolute(image), preprocess=preprocess, strength=strength
             )
+        )
     return GenerationRequest(
         prompt=args.prompt,
         negative_prompt=args.negative,
-        model=args.model,
+        model=model,
         seed=args.seed,
         steps=args.steps,
         cfg_scale=args.cfg,
@@ -161,6 +205,39 @@ def build_request(args, engine) -> GenerationRequest:
         sampler=args.sampler,
         controls=tuple(units),
     )
+
+
+def keep_map_copies(
+    request: GenerationRequest, data_folder: Path | None = None
+) -> GenerationRequest:
+    """The request with each control image replaced by a copy kept in the app's data folder, as the
+    window keeps its maps: the request, and the PNG that records it, then name a file that stays
+    where it is when the original is moved, edited or deleted. Reading the images here also checks
+    them before any model loads."""
+    from dataclasses import replace
+
+    from pipelines.conditions import load_image
+    from pipelines.export import condition_maps_folder, default_data_folder, save_condition_map
+
+    folder = condition_maps_folder(data_folder or default_data_folder())
+    units = []
+    for unit in request.controls:
+        if unit.image:
+            copy = save_condition_map(load_image(unit.image), folder, Path(unit.image).stem)
+            log.info("kept a copy of %s as %s", unit.image, copy)
+            unit = replace(unit, image=str(copy))
+        units.append(unit)
+    return replace(request, controls=tuple(units))
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValidationError("--device cuda: no usable CUDA GPU here; use --device cpu or auto.")
+    mps = getattr(torch.backends, "mps", None)
+    if device == "mps" and not (mps is not None and mps.is_available()):
+        raise ValidationError("--device mps: Apple's GPU (MPS) is not available here; use cpu.")
 
 
 class _ProgressBar:
@@ -180,21 +257,52 @@ class _ProgressBar:
             self.bar.close()
 
 
-def cmd_generate(args) -> int:
-    from pipelines.export import write_png
+def _progress_printer(args):
+    # Loading messages are for someone watching; a script reading stderr gets only the outcome.
+    if getattr(args, "verbose", False) or sys.stderr.isatty():
+        return lambda fraction, message: print(message, file=sys.stderr)
+    return lambda fraction, message: log.info("%s", message)
 
+
+def _quiet_loading(args) -> None:
+    if not (getattr(args, "verbose", False) or sys.stderr.isatty()):
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()  # its loading bar would precede an error line
+
+
+def _refuse_existing(*paths: Path | None, overwrite: bool) -> None:
+    for path in paths:
+        if path is not None and path.exists() and not overwrite:
+            raise StudioError(f"{path} exists; pass --overwrite to replace it.")
+
+
+def _sweep(*folders: Path | None) -> None:
+    from pipelines.export import condition_maps_folder, default_data_folder, sweep_stale_temp_files
+
+    # Leftovers of writes killed half-way (kill -9, a power cut) in the folders written to now.
+    for folder in (*folders, condition_maps_folder(default_data_folder())):
+        if folder is not None:
+            for path in sweep_stale_temp_files(folder):
+                log.info("removed %s, left by an interrupted save", path)
+
+
+def cmd_generate(args) -> int:
+    from pipelines.export import check_target, write_png
+
+    _refuse_existing(args.out, overwrite=args.overwrite)
+    check_target(args.out, args.overwrite, make_folder=False, create=False)
+    check_device(args.device)
     engine = _engine(args)
     request = build_request(args, engine)
     request.validate()
-    if args.out.exists() and not args.overwrite:
-        raise StudioError(f"{args.out} exists; pass --overwrite to replace it.")
+    _sweep(args.out.parent)
+    request = keep_map_copies(request)
+    _quiet_loading(args)
     bar = _ProgressBar()
     try:
         result = engine.run(
-            request,
-            on_step=bar.step,
-            cancel=threading.Event(),
-            on_progress=lambda fraction, message: print(message, file=sys.stderr),
+            request, on_step=bar.step, cancel=threading.Event(), on_progress=_progress_printer(args)
         )
     finally:
         bar.close()
@@ -225,15 +333,19 @@ def parse_samplers(text: str) -> list[str | tuple[str, int]]:
 
 def cmd_compare(args) -> int:
     from pipelines.compare import compare
-    from pipelines.grids import save_animation, save_columns, save_grid
+    from pipelines.grids import check_comparison_targets, save_animation, save_columns, save_grid
 
+    samplers = parse_samplers(args.samplers)
+    columns = [(e, args.steps) if isinstance(e, str) else e for e in samplers]
+    _refuse_existing(args.out, args.animation, overwrite=args.overwrite)
+    check_comparison_targets(args.out, args.animation, args.columns, columns, args.overwrite)
+    check_device(args.device)
     engine = _engine(args)
     request = build_request(args, engine)
     request.validate()
-    samplers = parse_samplers(args.samplers)
-    for target in (args.out, args.animation):
-        if target is not None and target.exists() and not args.overwrite:
-            raise StudioError(f"{target} exists; pass --overwrite to replace it.")
+    _sweep(args.out.parent, args.animation and args.animation.parent, args.columns)
+    request = keep_map_copies(request)
+    _quiet_loading(args)
     total = sum(entry[1] if isinstance(entry, tuple) else request.steps for entry in samplers)
     from tqdm import tqdm
 
@@ -276,11 +388,59 @@ def cmd_models(args) -> int:
 def cmd_info(args) -> int:
     import json
 
-    from pipelines.export import format_parameters, read_request
+    from pipelines.export import format_parameters, read_metadata
 
-    request = read_request(args.file)
+    metadata = read_metadata(args.file)
+    for warning in metadata.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    request = metadata.request
     print(json.dumps(request.to_dict(), indent=2) if args.json else format_parameters(request))
     return 0
+
+
+def log_folder() -> Path:
+    """The folder of the app's logs (the window's too): DIFFUSION_STUDIO_LOG_DIR when set."""
+    override = os.environ.get("DIFFUSION_STUDIO_LOG_DIR")
+    if override:
+        return Path(override)
+    from pipelines.export import APP_FOLDER_NAME, default_data_folder
+
+    if sys.platform.startswith("linux"):
+        state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+        return Path(state) / APP_FOLDER_NAME / APP_FOLDER_NAME / "logs"
+    return default_data_folder() / "logs"
+
+
+def _start_logging(verbose: bool) -> tuple[list[logging.Handler], Path | None]:
+    handlers: list[logging.Handler] = []
+    path: Path | None = log_folder() / LOG_FILE_NAME
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(path, encoding="utf-8"))
+    except OSError:
+        path = None  # no log file: the console still gets the one-line message
+    if verbose:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    root = logging.getLogger()
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+        root.addHandler(handler)
+    if not handlers:
+        # Without any handler, Python prints warnings (and logged tracebacks) to stderr.
+        handlers.append(logging.NullHandler())
+        root.addHandler(handlers[0])
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return handlers, path
+
+
+def _stop_logging(handlers: list[logging.Handler], level: int) -> None:
+    root = logging.getLogger()
+    for handler in handlers:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -291,14 +451,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "models": cmd_models,
         "info": cmd_info,
     }[args.command]
+    level = logging.getLogger().level
+    handlers, log_path = _start_logging(bool(getattr(args, "verbose", False)))
+    where = f"; details in {log_path}" if log_path else ""
     try:
         return handler(args)
     except StudioError as error:
+        log.info("%s failed: %s", args.command, error, exc_info=True)
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug, not the user's doing: one line, the traceback in the log
+        log.exception("%s failed unexpectedly", args.command)
+        detail = (str(error).strip().splitlines() or [""])[0][:300]
+        print(f"error: unexpected {type(error).__name__}: {detail}{where}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        _stop_logging(handlers, level)
+        if "diffusers.utils" in sys.modules:  # loaded by the command: leave its bars as found
+            sys.modules["diffusers.utils"].logging.enable_progress_bar()
 
 
 if __name__ == "__main__":

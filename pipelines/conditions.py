@@ -25,10 +25,11 @@ from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from pipelines.annotators import annotator_files, annotator_search_folders, find_annotator
-from pipelines.errors import ImageReadError, ModelFormatError, ValidationError
+from pipelines.errors import ModelFormatError, ValidationError
+from pipelines.images import open_image
 from pipelines.types import ControlKind, ControlUnit, ResizeMode
 
 # ---------------------------------------------------------------------------------------------
@@ -37,29 +38,10 @@ from pipelines.types import ControlKind, ControlUnit, ResizeMode
 
 def load_image(path: str | Path) -> Image.Image:
     """Read an image file as RGB; every way it can fail becomes an :class:`ImageReadError`."""
-    path = Path(path)
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            # Phone photos are stored sideways with an EXIF rotation; the map must be upright.
-            image = ImageOps.exif_transpose(opened)
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: the file does not exist.") from None
-    except IsADirectoryError:
-        raise ImageReadError(f"{path} is a folder, not an image file.") from None
-    except PermissionError:
-        raise ImageReadError(f"{path}: no permission to read this file.") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(
-            f"{path} is not an image in a supported format (PNG, JPEG, WebP, BMP, TIFF, ...) "
-            "or it is damaged."
-        ) from None
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{path} is too large to open safely: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        # Pillow reports truncated or corrupt data as OSError (and, for some formats, SyntaxError).
-        raise ImageReadError(f"{path} is damaged or truncated and cannot be read: {exc}") from None
-    return to_rgb(image)
+    with open_image(path) as opened:
+        # Phone photos are stored sideways with an EXIF rotation; the map must be upright.
+        image = ImageOps.exif_transpose(opened)
+        return to_rgb(image)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -194,6 +176,14 @@ _BODY25_TO_BODY18 = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 
 
 Point = tuple[float, float]
 
+# OpenCV draws with 32-bit integer coordinates and aborts the process beyond them, so keypoints are
+# held to a range far outside any canvas but well inside that. The other limits keep a pose file
+# from taking minutes to draw or from exhausting the parser.
+MAX_POSE_COORDINATE = 100_000.0
+MAX_POSE_PEOPLE = 100
+MAX_POSE_CANVAS = 16_384
+MAX_POSE_JSON_BYTES = 10_000_000
+
 
 @dataclass
 class PosePerson:
@@ -207,6 +197,7 @@ class PosePerson:
                 f"A pose needs {NUM_KEYPOINTS} keypoints, this one has {len(self.keypoints)}."
             )
         self.keypoints = [None if p is None else (float(p[0]), float(p[1])) for p in self.keypoints]
+        _check_keypoints(self.keypoints)
 
     def transformed(
         self, scale_x: float, scale_y: float, dx: float = 0.0, dy: float = 0.0
@@ -223,6 +214,24 @@ class PosePerson:
         return [p for p in self.keypoints if p is not None]
 
 
+def _check_keypoints(points: Iterable[Point | None], who: str = "A pose") -> None:
+    for point in points:
+        if point is None:
+            continue
+        if not all(math.isfinite(v) and abs(v) <= MAX_POSE_COORDINATE for v in point):
+            raise ValidationError(
+                f"{who} has a keypoint at {point[0]:g}, {point[1]:g}; keypoints must be numbers "
+                f"within {MAX_POSE_COORDINATE:,.0f} pixels of the canvas origin."
+            )
+
+
+def _check_people_count(count: int) -> None:
+    if count > MAX_POSE_PEOPLE:
+        raise ValidationError(
+            f"The pose has {count} people; at most {MAX_POSE_PEOPLE} can be drawn in one map."
+        )
+
+
 _IMPORT_LOCK = threading.Lock()
 
 
@@ -237,6 +246,11 @@ def _annotator_module(name: str) -> ModuleType:
 def render_pose(people: Iterable[PosePerson], width: int, height: int) -> Image.Image:
     """The OpenPose condition map of ``people``, drawn by controlnet-aux's body renderer."""
     _check_size(width, height)
+    people = list(people)
+    _check_people_count(len(people))
+    for index, person in enumerate(people):
+        # Keypoint lists can be changed after construction; OpenCV must never see a wild value.
+        _check_keypoints(person.keypoints, f"Person {index + 1}")
     util = _annotator_module("controlnet_aux.open_pose.util")
     body = _annotator_module("controlnet_aux.open_pose.body")
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
@@ -291,14 +305,26 @@ def pose_from_openpose_json(
     """
     if isinstance(data, Path):
         try:
+            if data.stat().st_size > MAX_POSE_JSON_BYTES:
+                raise ValidationError(
+                    f"The pose file {data.name} is larger than "
+                    f"{MAX_POSE_JSON_BYTES // 1_000_000} MB; a pose file is a few kilobytes."
+                )
             data = data.read_bytes()
         except OSError as exc:
             raise ValidationError(f"Cannot read the pose file {data}: {exc}") from None
     if isinstance(data, str | bytes | bytearray):
+        if len(data) > MAX_POSE_JSON_BYTES:
+            raise ValidationError(
+                f"The pose JSON is larger than {MAX_POSE_JSON_BYTES // 1_000_000} MB; "
+                "a pose file is a few kilobytes."
+            )
         try:
             data = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValidationError(f"The pose file is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValidationError("The pose JSON is nested too deeply to be a pose.") from None
     if isinstance(data, list):
         # Some tools (ComfyUI's pose nodes) save one entry per frame; a condition map is one frame.
         if not data:
@@ -306,6 +332,7 @@ def pose_from_openpose_json(
         data = data[0]
     if not isinstance(data, dict) or not isinstance(data.get("people"), list):
         raise ValidationError('The pose JSON has no "people" list.')
+    _check_people_count(len(data["people"]))
 
     raw_people: list[list[tuple[float, float, float]]] = []
     for index, entry in enumerate(data["people"]):
@@ -326,6 +353,7 @@ def pose_from_openpose_json(
         values = [float(v) for v in flat]
         if not all(math.isfinite(v) for v in values):
             raise ValidationError(f"Person {index + 1} has keypoint values that are not finite.")
+        _check_keypoints(zip(values[0::3], values[1::3], strict=True), f"Person {index + 1}")
         triples = [tuple(values[i : i + 3]) for i in range(0, len(values), 3)]
         if len(triples) == 25:
             triples = [triples[i] for i in _BODY25_TO_BODY18]
@@ -351,13 +379,19 @@ def _canvas_size(data: dict[str, Any], default: tuple[int, int] | None) -> tuple
             )
         return int(default[0]), int(default[1])
     try:
+        if any(isinstance(v, bool) or not isinstance(v, int | float) for v in raw):
+            raise TypeError
         width, height = (int(v) for v in raw)  # type: ignore[arg-type]
         if (width, height) != raw or width < 1 or height < 1:
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValidationError(
             f"The pose JSON's canvas size must be two positive whole numbers, not {raw}."
         ) from None
+    if width > MAX_POSE_CANVAS or height > MAX_POSE_CANVAS:
+        raise ValidationError(
+            f"The pose JSON's canvas is {width}x{height}; at most {MAX_POSE_CANVAS} pixels a side."
+        )
     return width, height
 
 

@@ -19,22 +19,41 @@ import os
 import re
 import secrets
 import string
+import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin
 
 from pipelines.errors import ExportError, ImageReadError, StudioError, ValidationError
-from pipelines.types import ControlKind, ControlUnit, GenerationRequest, ResizeMode
+from pipelines.images import open_image
+from pipelines.types import (
+    MAX_SEED,
+    ControlKind,
+    ControlUnit,
+    GenerationRequest,
+    ResizeMode,
+    guess_control_kind,
+)
 
 PARAMETERS_KEY = "parameters"
 METADATA_KEY = "diffusion-studio"
 METADATA_VERSION = 1
 DEFAULT_FILE_PATTERN = "{date}-{index:05d}-{seed}-{prompt}.png"
+# Files being written are hidden beside their target under this prefix, so that a later start can
+# tell its own leftovers (after a kill or a power cut) from anyone else's files.
+TEMP_PREFIX = ".diffusion-studio-"
+STALE_TEMP_AGE = 3600.0  # seconds; a write takes seconds, so an older temp file is abandoned
+_OWN_TEMP_RE = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{8}-.*\.tmp")
+_EARLIER_TEMP_RE = re.compile(r"\..*\.[0-9a-f]{8}\.tmp")  # .<stem>.<hex>.tmp, before the prefix
 PROMPT_IN_NAME_MAX = 40
+# Pillow refuses to read a text chunk over 1 MiB (PngImagePlugin.MAX_TEXT_CHUNK); a request within
+# its own limits takes a few tens of kilobytes.
+MAX_METADATA_BYTES = 512 * 1024
 
 # Our registry's names are A1111's, except where the algorithm differs in name only.
 # Read direction: A1111 / older tools' name -> our registry name.
@@ -103,6 +122,7 @@ class ImageMetadata:
     extra: dict[str, Any] = field(default_factory=dict)
     parameters: str | None = None  # the A1111 text as stored, if any
     from_json: bool = False  # False: rebuilt from the A1111 text, so paths and options are missing
+    warnings: tuple[str, ...] = ()  # the two records disagree, or the JSON one was unreadable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,6 +170,28 @@ def _unit_text(unit: ControlUnit) -> str:
     return ", ".join(f"{key}: {value}" for key, value in items)
 
 
+# A prompt line a reader could take for the negative prompt's start or for the settings line.
+_MARKER_LINE_RE = re.compile(r"^\s*Negative prompt:")
+
+
+def _looks_like_settings(line: str) -> bool:
+    return len(_PARAM_RE.findall(line)) >= 3 and bool(_CORE_KEYS & _parameter_pairs(line).keys())
+
+
+def _unambiguous(text: str) -> str:
+    """``text`` with each line that readers would take for structure written in lower case.
+
+    The CLIP tokenizers lower-case every prompt, so the model reads the same words, while every
+    reader of this format (ours, A1111's and those that copy it) matches these keys case-sensitively.
+    Lines split on carriage returns too, as :func:`split_parameters` does.
+    """
+    lines = re.split(r"(\r\n|\r|\n)", text)
+    for i in range(0, len(lines), 2):
+        if _MARKER_LINE_RE.match(lines[i]) or _looks_like_settings(lines[i]):
+            lines[i] = lines[i].lower()
+    return "".join(lines)
+
+
 def format_parameters(request: GenerationRequest) -> str:
     sampler = _SAMPLER_TO_A1111.get(request.sampler, request.sampler)
     # The combined "DPM++ 2M Karras" spelling is read by every A1111 version, the split one
@@ -169,9 +211,9 @@ def format_parameters(request: GenerationRequest) -> str:
         if unit.enabled:
             pairs.append((f"ControlNet {index}", _unit_text(unit)))
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in pairs)
-    text = request.prompt
+    text = _unambiguous(request.prompt)
     if request.negative_prompt:
-        text += f"\nNegative prompt: {request.negative_prompt}"
+        text += f"\nNegative prompt: {_unambiguous(request.negative_prompt)}"
     return f"{text}\n{line}"
 
 
@@ -253,14 +295,11 @@ def _split_unit_text(text: str) -> dict[str, str]:
     return values
 
 
-def _kind_for(module: str, model: str) -> ControlKind:
-    for name in (module.lower(), model.lower()):
-        if "canny" in name:
-            return ControlKind.CANNY
-        if "pose" in name:
-            return ControlKind.POSE
-        if "depth" in name:
-            return ControlKind.DEPTH
+def _kind_for(*names: str) -> ControlKind:
+    for name in names:
+        kind = guess_control_kind(name)
+        if kind is not None:
+            return kind
     return ControlKind.CUSTOM
 
 
@@ -274,9 +313,9 @@ def _control_from_values(values: dict[str, str], label: str) -> ControlUnit | No
     # Only a module we run ourselves means "preprocess"; any other (softedge, invert, ...) is
     # recorded as a ready map whose kind the model name tells. A1111 text never carries the image,
     # so the user supplies it either way.
-    module_kind = ControlKind.CUSTOM if module in _NO_MODULE else _kind_for(module, "")
+    module_kind = ControlKind.CUSTOM if module in _NO_MODULE else _kind_for(module)
     preprocess = module_kind is not ControlKind.CUSTOM
-    kind = module_kind if preprocess else _kind_for("", model)
+    kind = module_kind if preprocess else _kind_for(model)
     unit: dict[str, Any] = {"kind": kind, "model": model, "preprocess": preprocess}
     if "Weight" in values:
         unit["strength"] = _to_float(f"{label} Weight", values["Weight"])
@@ -361,10 +400,18 @@ def _png_info(
     document: dict[str, Any] = {"version": METADATA_VERSION, "request": request.to_dict()}
     if extra:
         document["extra"] = dict(extra)
+    parameters = format_parameters(request)
+    text = json.dumps(document, ensure_ascii=False, allow_nan=False)
+    size = len(parameters.encode("utf-8")) + len(text.encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        raise ExportError(
+            f"The settings to store in the PNG take {size:,} bytes; at most "
+            f"{MAX_METADATA_BYTES:,} can be stored (and read back by image viewers)."
+        )
     info = PngImagePlugin.PngInfo()
     # add_text writes tEXt when the text is Latin-1 and iTXt (UTF-8) otherwise, as A1111 does.
-    info.add_text(PARAMETERS_KEY, format_parameters(request))
-    info.add_text(METADATA_KEY, json.dumps(document, ensure_ascii=False, allow_nan=False))
+    info.add_text(PARAMETERS_KEY, parameters)
+    info.add_text(METADATA_KEY, text)
     return info
 
 
@@ -374,9 +421,20 @@ def _savable(image: Image.Image) -> Image.Image:
     return image.convert("RGBA" if "A" in image.getbands() else "RGB")
 
 
-def _check_target(
-    path: Path, overwrite: bool, make_folder: bool, suffixes: tuple[str, ...] = (".png",)
+def check_target(
+    path: str | os.PathLike[str],
+    overwrite: bool,
+    make_folder: bool,
+    suffixes: tuple[str, ...] = (".png",),
+    *,
+    create: bool = True,
 ) -> None:
+    """Raise :class:`ExportError` unless ``path`` can be written: its suffix, its folder (made
+    here with ``make_folder`` and ``create``, only its last level), and no file or folder in the
+    way unless ``overwrite``. Callers run it before any long work, so a bad target fails first."""
+    path = Path(path)
+    if "\0" in str(path):
+        raise ExportError(f"Cannot save {str(path)!r}: a file name cannot contain a NUL character.")
     if path.suffix.lower() not in suffixes:
         names = " or ".join(suffixes)
         raise ExportError(f"Cannot save {path.name!r}: the file name must end in {names}.")
@@ -384,6 +442,12 @@ def _check_target(
     if not folder.exists():
         if not make_folder:
             raise ExportError(f"Cannot save {path.name}: the folder {folder} does not exist.")
+        if not create:
+            if not folder.parent.is_dir():
+                raise ExportError(
+                    f"Cannot create the folder {folder}: its parent folder does not exist."
+                )
+            return
         try:
             folder.mkdir()  # only the last folder: a mistyped parent should fail, not be created
         except FileNotFoundError:
@@ -437,8 +501,8 @@ def write_atomically(
     (and only the last level). Every failure is an :class:`ExportError`.
     """
     path = Path(path)
-    _check_target(path, overwrite, make_folder, suffixes)
-    temp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp")
+    check_target(path, overwrite, make_folder, suffixes)
+    temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{path.stem}.tmp")
     try:
         # os.open with 0o666 lets the umask decide the final permissions, unlike mkstemp's 0o600.
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
@@ -448,18 +512,56 @@ def write_atomically(
             os.fsync(handle.fileno())
         _publish(temp, path, overwrite)
     except ExportError:
-        temp.unlink(missing_ok=True)
+        _discard(temp)
         raise
     except PermissionError as exc:
-        temp.unlink(missing_ok=True)
+        _discard(temp)
         raise ExportError(f"No permission to write {path}.") from exc
     except OSError as exc:
-        temp.unlink(missing_ok=True)
+        _discard(temp)
         raise ExportError(f"Could not write {path}: {exc.strerror or exc}.") from exc
     except BaseException:
-        temp.unlink(missing_ok=True)
+        _discard(temp)
         raise
     return path
+
+
+def sweep_stale_temp_files(
+    folder: str | os.PathLike[str], max_age: float = STALE_TEMP_AGE, now: float | None = None
+) -> list[Path]:
+    """Delete this app's own temp files older than ``max_age`` seconds in ``folder``; return them.
+
+    A write killed half-way (``kill -9``, a crash, a power cut) leaves its hidden temp file behind;
+    nothing else ever removes it. Only names this module makes are touched, never other files.
+    """
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed  # a missing or unreadable folder has nothing of ours to clean
+    for entry in entries:
+        if not (_OWN_TEMP_RE.fullmatch(entry.name) or _EARLIER_TEMP_RE.fullmatch(entry.name)):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if now - entry.stat(follow_symlinks=False).st_mtime < max_age:
+                continue  # another running instance may be writing it right now
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _discard(temp: Path) -> None:
+    # Called while another error is on its way out: the removal's own failure (a read-only file
+    # system refuses even the unlink of a file never made) must not replace that error.
+    try:
+        temp.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def write_png(
@@ -482,62 +584,139 @@ def write_png(
 
 
 def _read_text_chunks(path: Path) -> dict[str, str]:
-    try:
-        with Image.open(path) as image:
-            if image.format != "PNG":
-                raise ImageReadError(
-                    f"{path.name} is a {image.format or 'non-PNG'} image; settings are read from "
-                    "PNG files only."
-                )
-            image.load()  # decodes everything, so a damaged file fails here, not later
-            return {str(k): str(v) for k, v in getattr(image, "text", {}).items()}
-    except ImageReadError:
-        raise
-    except FileNotFoundError:
-        raise ImageReadError(f"{path} does not exist.") from None
-    except IsADirectoryError:
-        raise ImageReadError(f"{path} is a folder, not an image.") from None
-    except PermissionError:
-        raise ImageReadError(f"No permission to read {path}.") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path.name} is not an image file.") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        # Pillow reports bad checksums as SyntaxError and truncation as OSError.
-        raise ImageReadError(f"{path.name} is damaged and cannot be read ({exc}).") from exc
+    with open_image(path) as image:
+        if image.format != "PNG":
+            raise ImageReadError(
+                f"{path.name} is a {image.format or 'non-PNG'} image; settings are read from "
+                "PNG files only."
+            )
+        return {str(k): str(v) for k, v in getattr(image, "text", {}).items()}
 
 
-def _from_json(text: str) -> tuple[GenerationRequest, dict[str, Any]] | None:
+def _from_json(text: str) -> tuple[GenerationRequest, dict[str, Any]]:
     try:
         document = json.loads(text)
-        request = GenerationRequest.from_dict(document["request"])
-    except (ValueError, TypeError, KeyError, AttributeError, StudioError):
-        return None
+    except (ValueError, RecursionError) as exc:
+        raise ValidationError(f"it is not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(document, dict) or "request" not in document:
+        raise ValidationError("it holds no request")
+    request = GenerationRequest.from_dict(document["request"])
     extra = document.get("extra")
     return request, extra if isinstance(extra, dict) else {}
 
 
+# What the A1111 text carries, to compare it with the JSON record.
+_CARRIED = ("prompt", "negative_prompt", "steps", "cfg_scale", "seed", "width", "height", "sampler")
+
+
+def _disagreement(request: GenerationRequest, parameters: str) -> str | None:
+    try:
+        stored = parse_parameters(parameters)
+        expected = parse_parameters(format_parameters(request))
+    except StudioError as exc:
+        return f"its settings text cannot be read ({exc})"
+    differing = [
+        name.replace("_", " ")
+        for name in _CARRIED
+        if getattr(stored, name) != getattr(expected, name)
+    ]
+    if not differing:
+        return None
+    return "its settings text differs from its complete settings in " + ", ".join(differing)
+
+
 def read_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
+    """The settings a PNG carries. The JSON record is complete and authoritative; the A1111 text is
+    read only without it. A disagreement between the two, or a damaged JSON record, is reported
+    in :attr:`ImageMetadata.warnings`."""
     path = Path(path)
     chunks = _read_text_chunks(path)
     parameters = chunks.get(PARAMETERS_KEY)
+    warnings: list[str] = []
     if METADATA_KEY in chunks:
-        # A damaged or future-incompatible JSON chunk falls back to the A1111 text below.
-        stored = _from_json(chunks[METADATA_KEY])
-        if stored is not None:
-            return ImageMetadata(stored[0], stored[1], parameters, from_json=True)
+        try:
+            request, extra = _from_json(chunks[METADATA_KEY])
+        except StudioError as exc:
+            # A damaged or future-incompatible JSON record falls back to the A1111 text below.
+            warnings.append(
+                f"The complete settings stored in {path.name} are damaged ({exc}); "
+                "only the settings text was read, so file paths and options are missing."
+            )
+        else:
+            if parameters is not None:
+                problem = _disagreement(request, parameters)
+                if problem is not None:
+                    warnings.append(
+                        f"{path.name}: {problem}; the complete settings were used. "
+                        "Another program may have edited the text."
+                    )
+            return ImageMetadata(
+                request, extra, parameters, from_json=True, warnings=tuple(warnings)
+            )
     if parameters and parameters.strip():
         try:
             request = parse_parameters(parameters)
+            request.check_fields()  # refused whole here, never half applied by a caller
         except StudioError as exc:
             raise ImageReadError(
                 f"The settings stored in {path.name} cannot be read: {exc}"
             ) from exc
-        return ImageMetadata(request, {}, parameters, from_json=False)
+        return ImageMetadata(request, {}, parameters, from_json=False, warnings=tuple(warnings))
+    if warnings:
+        raise ImageReadError(warnings[0].split("; only")[0] + ".")
     raise ImageReadError(f"{path.name} carries no generation settings.")
 
 
 def read_request(path: str | os.PathLike[str]) -> GenerationRequest:
     return read_metadata(path).request
+
+
+# ---------------------------------------------------------------------------------------------
+# The app's own data folder and the condition maps kept in it
+
+APP_FOLDER_NAME = "Diffusion Studio"  # the organisation and application names the window uses
+MAPS_SUBFOLDER = "condition-maps"
+
+
+def default_data_folder() -> Path:
+    """Where the window keeps its own files (Qt's AppDataLocation for its names), found without Qt
+    so that the command line keeps its map copies in the same place."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / APP_FOLDER_NAME / APP_FOLDER_NAME
+
+
+def condition_maps_folder(data_folder: str | os.PathLike[str]) -> Path:
+    return Path(data_folder) / MAPS_SUBFOLDER
+
+
+def save_condition_map(
+    image: Image.Image, folder: str | os.PathLike[str], stem: str = "map"
+) -> Path:
+    """Write ``image`` as a new RGB PNG in ``folder`` under a name never used before; return it.
+
+    A request names its condition image by path, and history, settings and exported PNGs keep that
+    path: so a map is never overwritten, and a later edit is a new file.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"Cannot create the folder {folder}: {exc.strerror or exc}.") from exc
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    while True:
+        # Time for people browsing the folder, a random part so that two maps never share a name.
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = folder / f"{file_name_part(stem) or 'map'}-{stamp}-{secrets.token_hex(4)}.png"
+        try:
+            return write_atomically(path, lambda handle: rgb.save(handle, format="PNG"))
+        except ExportError:
+            if not path.exists():
+                raise  # taken names are retried; any other failure is reported
 
 
 # ---------------------------------------------------------------------------------------------
@@ -572,6 +751,46 @@ def _pattern_fields(pattern: str) -> list[tuple[str, str | None, str, str | None
             known = ", ".join(f"{{{n}}}" for n in _NAME_FIELDS)
             raise ExportError(f"Unknown field {{{name}}} in the file name pattern; use {known}.")
     return parsed
+
+
+# File systems allow 255 bytes a name; the hidden temp name and a collision suffix need some.
+MAX_NAME_BYTES = 200
+MAX_PATTERN_CHARS = 500
+_MAX_FIELD_WIDTH = 40
+
+
+def check_file_pattern(pattern: str) -> None:
+    """Refuse, with a message a person can act on, a pattern that cannot give a plain file name.
+
+    Checked when the pattern is set, so that saving never meets it: unknown or malformed fields,
+    control characters, folder separators, field widths that would build huge names, and names
+    too long for the file system even with the longest values the fields take.
+    """
+    if not isinstance(pattern, str) or not pattern.strip():
+        raise ExportError("The file name pattern is empty; e.g. " + DEFAULT_FILE_PATTERN)
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise ExportError(f"The file name pattern is longer than {MAX_PATTERN_CHARS} characters.")
+    if any(ord(c) < 32 or ord(c) == 127 for c in pattern):
+        raise ExportError("The file name pattern contains a control character (such as NUL).")
+    if "/" in pattern or "\\" in pattern:
+        raise ExportError("The file name pattern must give a file name, without / or \\.")
+    for _literal, name, spec, _conversion in _pattern_fields(pattern):
+        if name is None or not spec:
+            continue
+        if "{" in spec:
+            raise ExportError(f"The field {{{name}}} has a nested field in its format {spec!r}.")
+        widths = [int(n) for n in re.findall(r"\d+", spec)]
+        if any(w > _MAX_FIELD_WIDTH for w in widths):
+            raise ExportError(
+                f"The field {{{name}:{spec}}} is wider than {_MAX_FIELD_WIDTH} characters."
+            )
+    longest = GenerationRequest("w" * PROMPT_IN_NAME_MAX, seed=MAX_SEED, sampler="DPM++ 2M Karras")
+    name = _fill_pattern(pattern, longest, 99_999, datetime(2000, 12, 31, 23, 59, 59))
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ExportError(
+            f"The file name pattern can give names of {len(name.encode('utf-8'))} bytes; "
+            f"file systems take about {MAX_NAME_BYTES}. Shorten its text or its fields."
+        )
 
 
 def _split_extension(pattern: str) -> str:
@@ -613,6 +832,27 @@ def _next_index(folder: Path, regex: re.Pattern[str]) -> int:
     return highest + 1
 
 
+def _fill_pattern(pattern: str, request: GenerationRequest, index: int, now: datetime) -> str:
+    values = {
+        "date": now.strftime("%Y-%m-%d"),
+        "time": now.strftime("%H-%M-%S"),  # no colons: Windows forbids them in names
+        "seed": str(request.seed) if request.seed is not None else "random",
+        "sampler": file_name_part(request.sampler),
+        "steps": request.steps,
+        "prompt": file_name_part(request.prompt) or "untitled",
+        "index": index,
+    }
+    try:
+        name = pattern.format(**values)
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+        raise ExportError(
+            f"The file name pattern {pattern!r} cannot be filled in: {exc}."
+        ) from None
+    if "/" in name or "\\" in name or "\0" in name or name in {"", ".", ".."}:
+        raise ExportError(f"The file name pattern {pattern!r} must give a plain file name.")
+    return name
+
+
 def next_free_path(
     folder: str | os.PathLike[str],
     pattern: str,
@@ -628,28 +868,12 @@ def next_free_path(
     another writer takes it first.
     """
     folder = Path(folder)
-    _pattern_fields(pattern)
+    check_file_pattern(pattern)
     now = now or datetime.now()
     if index is None:
         regex = _index_regex(pattern)
         index = _next_index(folder, regex) if regex is not None else 1
-    values = {
-        "date": now.strftime("%Y-%m-%d"),
-        "time": now.strftime("%H-%M-%S"),  # no colons: Windows forbids them in names
-        "seed": str(request.seed) if request.seed is not None else "random",
-        "sampler": file_name_part(request.sampler),
-        "steps": request.steps,
-        "prompt": file_name_part(request.prompt) or "untitled",
-        "index": index,
-    }
-    try:
-        name = pattern.format(**values)
-    except (ValueError, TypeError, IndexError, KeyError) as exc:
-        raise ExportError(
-            f"The file name pattern {pattern!r} cannot be filled in: {exc}."
-        ) from None
-    if "/" in name or "\\" in name or name in {"", ".", ".."}:
-        raise ExportError(f"The file name pattern {pattern!r} must give a plain file name.")
+    name = _fill_pattern(pattern, request, index, now)
     stem, suffix = (name[:-4], name[-4:]) if name.lower().endswith(".png") else (name, ".png")
     if not stem or stem.upper() in _WINDOWS_RESERVED:
         stem = f"{stem}_image"

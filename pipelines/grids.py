@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipelines.compare import CompareColumn, CompareResult
 from pipelines.errors import ExportError
-from pipelines.export import file_name_part, write_atomically, write_png
+from pipelines.export import check_target, file_name_part, write_atomically, write_png
 
 MAX_PER_ROW = 4
 BACKGROUND = (24, 24, 24)
@@ -187,6 +187,39 @@ def save_animation(
     return path
 
 
+def column_file_name(number: int, sampler: str, steps: int) -> str:
+    return f"{number:02d}-{file_name_part(sampler)}-{steps}.png"
+
+
+def check_comparison_targets(
+    grid: str | os.PathLike[str],
+    animation: str | os.PathLike[str] | None,
+    columns: str | os.PathLike[str] | None,
+    entries: Sequence[tuple[str, int]],
+    overwrite: bool,
+) -> None:
+    """Refuse, before any work, outputs :func:`save_grid`, :func:`save_animation` and
+    :func:`save_columns` would refuse after it: so a failed check never leaves half the files."""
+    check_target(grid, overwrite, make_folder=False, create=False)
+    if animation is not None:
+        if Path(animation).suffix.lower() not in ANIMATION_SUFFIXES:
+            raise ExportError(
+                f"Cannot save {Path(animation).name!r}: an animation must end in .webp or .gif."
+            )
+        check_target(animation, overwrite, False, tuple(ANIMATION_SUFFIXES), create=False)
+    if columns is not None:
+        folder = Path(columns)
+        if folder.exists() and not folder.is_dir():
+            raise ExportError(f"Cannot save the columns into {folder}: it is a file, not a folder.")
+        for number, (sampler, steps) in enumerate(entries, start=1):
+            check_target(
+                folder / column_file_name(number, sampler, steps), overwrite, True, create=False
+            )
+    named = [Path(p).resolve() for p in (grid, animation) if p is not None]
+    if len(set(named)) < len(named):
+        raise ExportError("The grid and the animation must be different files.")
+
+
 def save_columns(
     result: CompareResult, folder: str | os.PathLike[str], *, overwrite: bool = False
 ) -> list[Path]:
@@ -196,7 +229,7 @@ def save_columns(
     for number, column in enumerate(result.columns, start=1):
         if column.image is None:
             continue
-        name = f"{number:02d}-{file_name_part(column.sampler)}-{column.steps}.png"
+        name = column_file_name(number, column.sampler, column.steps)
         written.append(
             write_png(
                 column.image, column.request, folder / name, overwrite=overwrite, make_folder=True

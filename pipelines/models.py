@@ -25,7 +25,7 @@ import torch
 from pipelines.errors import FamilyMismatchError, ModelFormatError, ModelNotFoundError
 from pipelines.offline import set_offline_environment  # noqa: F401 - re-exported
 from pipelines.resources import resource_path
-from pipelines.types import ControlKind, ModelFamily
+from pipelines.types import ControlKind, ModelFamily, guess_control_kind
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,9 @@ class Discovery:
     models: list[ModelInfo] = field(default_factory=list)
     searched: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Entries the scan could not look at (no permission, a broken disk): (path, reason). Each is
+    # also told in ``problems``; the rest of the scan goes on without them.
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     def bases(self) -> list[ModelInfo]:
         return [m for m in self.models if m.role == "base"]
@@ -361,17 +364,6 @@ def _family_from_name(name: str) -> ModelFamily | None:
     return None
 
 
-def guess_control_kind(name: str) -> ControlKind | None:
-    lowered = name.lower()
-    if "canny" in lowered:
-        return ControlKind.CANNY
-    if "pose" in lowered:
-        return ControlKind.POSE
-    if "depth" in lowered:
-        return ControlKind.DEPTH
-    return None
-
-
 def _has_weights(folder: Path) -> bool:
     try:
         return any(p.name.endswith(_WEIGHT_SUFFIXES) for p in folder.iterdir())
@@ -392,6 +384,18 @@ class _Scanner:
 
     def problem(self, message: str) -> None:
         self.discovery.problems.append(message)
+
+    def skip(self, path: Path, error: OSError) -> None:
+        reason = error.strerror or str(error) or type(error).__name__
+        self.discovery.skipped.append((path, reason))
+        self.problem(f"{path}: cannot be read ({reason}); skipped.")
+
+    def guarded(self, path: Path, look) -> None:
+        # One unreadable entry (stat or listing refused) must not end the scan of everything else.
+        try:
+            look()
+        except OSError as error:
+            self.skip(path, error)
 
     def folder_model(self, folder: Path, source: Path, name: str, fmt: Format) -> bool:
         """Record ``folder`` if it is a diffusers model; True when it was one (do not descend)."""
@@ -466,35 +470,52 @@ class _Scanner:
     def walk(self, folder: Path, source: Path, depth: int = 0) -> None:
         if self.folder_model(folder, source, folder.name, "diffusers"):
             return
-        for entry in _entries(folder):
-            if entry.is_dir():
-                if depth < _MAX_DEPTH and entry.name not in _SKIP_DIRS:
-                    self.walk(entry, source, depth + 1)
-            elif entry.suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES:
-                # Pickle files beside a config.json are parts of a transformers/diffusers model.
-                if entry.suffix.lower() in PICKLE_SUFFIXES and (folder / "config.json").exists():
-                    continue
-                self.single_file(entry, source)
+        for entry in self.entries(folder):
+            self.guarded(entry, lambda entry=entry: self.walk_entry(folder, entry, source, depth))
+
+    def walk_entry(self, folder: Path, entry: Path, source: Path, depth: int) -> None:
+        if entry.is_dir():
+            if depth < _MAX_DEPTH and entry.name not in _SKIP_DIRS:
+                self.walk(entry, source, depth + 1)
+        elif entry.suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES:
+            # Pickle files beside a config.json are parts of a transformers/diffusers model.
+            if entry.suffix.lower() in PICKLE_SUFFIXES and (folder / "config.json").exists():
+                return
+            self.single_file(entry, source)
 
     def hf_cache(self, cache: Path) -> None:
-        for repo in _entries(cache):
-            if not (repo.is_dir() and repo.name.startswith("models--")):
-                continue
-            snapshot = _snapshot_of(repo)
-            if snapshot is None:
-                continue
-            name = repo.name.removeprefix("models--").replace("--", "/")
-            if self.folder_model(snapshot, cache, name, "hf_cache"):
-                continue
-            for entry in _entries(snapshot):
-                if entry.is_file() and entry.suffix.lower() in SAFE_SUFFIXES:
-                    self.single_file(entry, cache, f"{name}/{entry.stem}")
+        for repo in self.entries(cache):
+            self.guarded(repo, lambda repo=repo: self.hf_repo(cache, repo))
+
+    def hf_repo(self, cache: Path, repo: Path) -> None:
+        if not (repo.is_dir() and repo.name.startswith("models--")):
+            return
+        snapshot = _snapshot_of(repo)
+        if snapshot is None:
+            return
+        name = repo.name.removeprefix("models--").replace("--", "/")
+        if self.folder_model(snapshot, cache, name, "hf_cache"):
+            return
+        for entry in self.entries(snapshot):
+            if entry.is_file() and entry.suffix.lower() in SAFE_SUFFIXES:
+                self.single_file(entry, cache, f"{name}/{entry.stem}")
+
+    def entries(self, folder: Path) -> Iterator[Path]:
+        try:
+            return _entries(folder, strict=True)
+        except FileNotFoundError:
+            return iter(())
+        except OSError as error:
+            self.skip(folder, error)
+            return iter(())
 
 
-def _entries(folder: Path) -> Iterator[Path]:
+def _entries(folder: Path, strict: bool = False) -> Iterator[Path]:
     try:
         children = sorted(folder.iterdir())
     except OSError:
+        if strict:
+            raise
         return iter(())
     return iter(p for p in children if not p.name.startswith("."))
 
@@ -507,22 +528,27 @@ def discover_models(folders: Iterable[Path], include_hf_cache: bool = True) -> D
     for root in roots:
         if root == cache or _looks_like_hf_cache(root):
             discovery.searched.append(root)
-            scanner.hf_cache(root)
+            scanner.guarded(root, lambda root=root: scanner.hf_cache(root))
             continue
         for folder in [root, *(root / sub for sub in UI_SUBFOLDERS)]:
             if folder in discovery.searched:
                 continue
             discovery.searched.append(folder)
-            if folder.is_dir():
-                scanner.walk(folder, root)
+            scanner.guarded(
+                folder,
+                lambda folder=folder, root=root: folder.is_dir() and scanner.walk(folder, root),
+            )
     if include_hf_cache and cache not in discovery.searched:
         discovery.searched.append(cache)
-        scanner.hf_cache(cache)
+        scanner.guarded(cache, lambda: scanner.hf_cache(cache))
     return discovery
 
 
 def _looks_like_hf_cache(folder: Path) -> bool:
-    return any(p.name.startswith("models--") and p.is_dir() for p in _entries(folder))
+    try:
+        return any(p.name.startswith("models--") and p.is_dir() for p in _entries(folder))
+    except OSError:
+        return False  # an unreadable entry: scanned as a plain folder, which notes it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -581,10 +607,38 @@ def _check_no_missing_weights(module: torch.nn.Module, path: Path, part: str) ->
         )
 
 
+def _load_errors() -> tuple[type[Exception], ...]:
+    try:  # where diffusers says a component's weights are missing from a single file
+        from diffusers.loaders.single_file_utils import SingleFileComponentError
+    except ImportError:
+        return _LOAD_ERRORS
+    return (*_LOAD_ERRORS, SingleFileComponentError)
+
+
+_SHAPE_RE = re.compile(
+    r"(\S+) expected shape torch\.Size\((\[[^\]]*\])\), but got torch\.Size\((\[[^\]]*\])\)"
+)
+_MISSING_RE = re.compile(r"Failed to load (\w+)\. Weights for this component appear to be missing")
+
+
 def _wrap_load_error(path: Path, exc: Exception) -> ModelFormatError:
     log.exception("loading %s failed", path)
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ModelFormatError(f"Cannot load {path.name}: {detail}")
+    text = str(exc).strip()
+    shape, missing = _SHAPE_RE.search(text), _MISSING_RE.search(text)
+    if shape:
+        # diffusers' own advice (ignore_mismatched_sizes, ...) is for programmers; say what it means.
+        detail = (
+            f"its weight {shape[1]} has the shape {shape[3]}, the architecture needs {shape[2]}; "
+            "the file is damaged or made for another kind of model"
+        )
+    elif missing:
+        detail = (
+            f"it holds no weights for its {missing[1]}; the file is incomplete (a pruned or "
+            "partial checkpoint) or made for another kind of model"
+        )
+    else:
+        detail = text.splitlines()[0] if text else type(exc).__name__
+    return ModelFormatError(f"Cannot load {path.name}: {detail}.")
 
 
 @contextlib.contextmanager
@@ -660,7 +714,7 @@ def load_base_pipeline(
                     **_tokenizers(family),
                     **extra,
                 )
-    except _LOAD_ERRORS as exc:
+    except _load_errors() as exc:
         raise _wrap_load_error(path, exc) from exc
     for name, component in pipe.components.items():
         if isinstance(component, torch.nn.Module):
@@ -702,7 +756,7 @@ def load_controlnet(
                 model = ControlNetModel.from_single_file(
                     str(path), config=str(config), local_files_only=True, torch_dtype=dtype
                 )
-    except _LOAD_ERRORS as exc:
+    except _load_errors() as exc:
         raise _wrap_load_error(path, exc) from exc
     _check_no_missing_weights(model, path, "ControlNet")
     model.to(device)

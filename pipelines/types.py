@@ -23,6 +23,42 @@ MIN_CFG, MAX_CFG = 0.0, 30.0
 MIN_SIZE, MAX_SIZE = 64, 4096
 MAX_SEED = 2**32 - 1
 MAX_CONTROL_UNITS = 3
+# Far beyond what the text encoder reads (75 tokens is a few hundred characters): a longer text is
+# a paste gone wrong, and would only slow every step that handles it and bloat the metadata.
+MAX_PROMPT_CHARS = 10_000
+
+
+def snap_size(value: float) -> int:
+    """The nearest multiple of 8 (halves round up) within MIN_SIZE..MAX_SIZE: the one rule for
+    turning any width or height into one the models take."""
+    return max(MIN_SIZE, min(MAX_SIZE, math.floor(value / 8 + 0.5) * 8))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _require(ok: bool, field_name: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ValidationError(f"{field_name} must be {expected}, not {_shown(value)}.")
+
+
+def _check_text(field_name: str, value: Any) -> None:
+    _require(isinstance(value, str), field_name, "text", value)
+    if len(value) > MAX_PROMPT_CHARS:
+        raise ValidationError(
+            f"{field_name} is {len(value):,} characters long; at most {MAX_PROMPT_CHARS:,} are "
+            "allowed (the text encoder reads only the first 75 tokens)."
+        )
 
 
 class ModelFamily(str, enum.Enum):
@@ -39,6 +75,17 @@ class ControlKind(str, enum.Enum):
     POSE = "pose"
     DEPTH = "depth"
     CUSTOM = "custom"
+
+
+def guess_control_kind(name: str) -> ControlKind | None:
+    """The kind a ControlNet or preprocessor name says (``control_v11p_sd15_canny``, ``openpose``,
+    ``depth_midas``), or None when it names none of them."""
+    lowered = name.lower()
+    for word, kind in (("canny", ControlKind.CANNY), ("pose", ControlKind.POSE),
+                       ("depth", ControlKind.DEPTH)):  # fmt: skip
+        if word in lowered:
+            return kind
+    return None
 
 
 class ResizeMode(str, enum.Enum):
@@ -81,7 +128,28 @@ class ControlUnit:
     canny_high: int = 200
     enabled: bool = True
 
-    def validate(self) -> None:
+    def check_fields(self) -> None:
+        """Types and ranges of every field; what a stored unit must satisfy even while unfinished."""
+        _require(isinstance(self.kind, ControlKind), "A control unit's kind", "a kind", self.kind)
+        _require(isinstance(self.model, str), "A control unit's model", "a path", self.model)
+        _require(
+            self.image is None or isinstance(self.image, str),
+            "A control unit's image", "a path", self.image,
+        )  # fmt: skip
+        for name in ("preprocess", "enabled"):
+            value = getattr(self, name)
+            _require(isinstance(value, bool), f"A control unit's {name}", "true or false", value)
+        for name in ("strength", "start", "end"):
+            value = getattr(self, name)
+            _require(_is_number(value) and math.isfinite(value), f"ControlNet {name}", "a number",
+                     value)  # fmt: skip
+        for name in ("canny_low", "canny_high"):
+            value = getattr(self, name)
+            _require(_is_int(value), f"The Canny threshold {name}", "a whole number", value)
+        _require(
+            isinstance(self.resize_mode, ResizeMode),
+            "A control unit's resize mode", "fit, crop or stretch", self.resize_mode,
+        )  # fmt: skip
         if not 0.0 <= self.strength <= 2.0:
             raise ValidationError(
                 f"ControlNet strength must be between 0 and 2, not {self.strength}."
@@ -95,6 +163,9 @@ class ControlUnit:
                 f"Canny thresholds must satisfy 0 <= low <= high <= 255 (got {self.canny_low}, "
                 f"{self.canny_high})."
             )
+
+    def validate(self) -> None:
+        self.check_fields()
         if not self.model:
             raise ValidationError(f"The {self.kind.value} control unit has no ControlNet model.")
         if not self.image:
@@ -116,16 +187,22 @@ class GenerationRequest:
     memory: MemoryOptions = field(default_factory=MemoryOptions)
     preview: PreviewMode = PreviewMode.APPROXIMATE
 
-    def validate(self) -> None:
-        from pipelines.samplers import get_sampler  # the registry owns sampler names
-
-        if not isinstance(self.steps, int) or not MIN_STEPS <= self.steps <= MAX_STEPS:
+    def check_fields(self) -> None:
+        """Types and ranges of every field, without consulting the sampler registry or requiring
+        control units to be complete: what a stored request (history, settings, a PNG) must pass."""
+        _check_text("The prompt", self.prompt)
+        _check_text("The negative prompt", self.negative_prompt)
+        _require(isinstance(self.model, str), "The model", "a path or a name", self.model)
+        _require(_is_int(self.steps), "Steps", "a whole number", self.steps)
+        if not MIN_STEPS <= self.steps <= MAX_STEPS:
             raise ValidationError(f"Steps must be a whole number from {MIN_STEPS} to {MAX_STEPS}.")
+        _require(_is_number(self.cfg_scale), "CFG scale", "a number", self.cfg_scale)
         if not (math.isfinite(self.cfg_scale) and MIN_CFG <= self.cfg_scale <= MAX_CFG):
             raise ValidationError(f"CFG scale must be between {MIN_CFG:g} and {MAX_CFG:g}.")
         for name, value in (("Width", self.width), ("Height", self.height)):
             if value is None:
                 continue
+            _require(_is_int(value), name, "a whole number of pixels", value)
             if not MIN_SIZE <= value <= MAX_SIZE:
                 raise ValidationError(f"{name} must be between {MIN_SIZE} and {MAX_SIZE} pixels.")
             if value % 8:
@@ -133,8 +210,26 @@ class GenerationRequest:
                 raise ValidationError(
                     f"{name} {value} is not a multiple of 8; use {lower} or {upper}."
                 )
-        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
-            raise ValidationError(f"Seed must be between 0 and {MAX_SEED}.")
+        if self.seed is not None:
+            _require(_is_int(self.seed), "Seed", "a whole number", self.seed)
+            if not 0 <= self.seed <= MAX_SEED:
+                raise ValidationError(f"Seed must be between 0 and {MAX_SEED}.")
+        _require(isinstance(self.sampler, str), "Sampler", "a sampler name", self.sampler)
+        _require(isinstance(self.controls, tuple), "Controls", "a tuple of control units",
+                 self.controls)  # fmt: skip
+        for unit in self.controls:
+            _require(isinstance(unit, ControlUnit), "Each control", "a ControlUnit", unit)
+            unit.check_fields()
+        _require(isinstance(self.memory, MemoryOptions), "Memory", "MemoryOptions", self.memory)
+        for name in ("attention_slicing", "vae_tiling", "cpu_offload"):
+            value = getattr(self.memory, name)
+            _require(isinstance(value, bool), f"The memory option {name}", "true or false", value)
+        _require(isinstance(self.preview, PreviewMode), "Preview", "a preview mode", self.preview)
+
+    def validate(self) -> None:
+        from pipelines.samplers import get_sampler  # the registry owns sampler names
+
+        self.check_fields()
         get_sampler(self.sampler)
         active = [c for c in self.controls if c.enabled]
         if len(active) > MAX_CONTROL_UNITS:
@@ -157,19 +252,39 @@ class GenerationRequest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        """The request stored by :meth:`to_dict`, with every field's type and range checked
+        (:meth:`check_fields`), so a caller can refuse a damaged one before applying any of it.
+        Every failure is a :class:`ValidationError` naming the field."""
+        if not isinstance(data, dict):
+            raise ValidationError(f"The stored settings are not a table of fields: {_shown(data)}.")
+        values = _known(cls, data)
+        if "prompt" not in values:
+            raise ValidationError("The stored settings have no prompt.")
         if "controls" in values:
-            values["controls"] = tuple(_control_from_dict(c) for c in values["controls"] or ())
+            controls = values["controls"] or ()
+            _require(isinstance(controls, list | tuple), "Controls", "a list", controls)
+            values["controls"] = tuple(_control_from_dict(c) for c in controls)
         if "memory" in values:
-            values["memory"] = MemoryOptions(**_known(MemoryOptions, values["memory"] or {}))
+            memory = values["memory"] or {}
+            _require(isinstance(memory, dict), "Memory", "a table of options", memory)
+            values["memory"] = MemoryOptions(**_known(MemoryOptions, memory))
         if values.get("preview") is None:
             values.pop("preview", None)
         else:
-            values["preview"] = PreviewMode(values["preview"])
-        if "prompt" not in values:
-            raise ValidationError("The stored settings have no prompt.")
-        return cls(**values)
+            values["preview"] = _enum(PreviewMode, values["preview"], "Preview")
+        request = cls(**values)
+        request.check_fields()
+        return request
+
+
+def _enum(kind: type[enum.Enum], value: Any, field_name: str) -> Any:
+    try:
+        return kind(value)
+    except (ValueError, TypeError):
+        names = ", ".join(str(m.value) for m in kind)  # type: ignore[attr-defined]
+        raise ValidationError(
+            f"{field_name} must be one of {names}, not {_shown(value)}."
+        ) from None
 
 
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -177,13 +292,15 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in names}
 
 
-def _control_from_dict(data: dict[str, Any]) -> ControlUnit:
+def _control_from_dict(data: Any) -> ControlUnit:
+    if not isinstance(data, dict):
+        raise ValidationError(f"A stored control unit is not a table of fields: {_shown(data)}.")
     values = _known(ControlUnit, data)
     if "kind" not in values:
         raise ValidationError("A stored control unit has no kind.")
-    values["kind"] = ControlKind(values["kind"])
+    values["kind"] = _enum(ControlKind, values["kind"], "A control unit's kind")
     if "resize_mode" in values:
-        values["resize_mode"] = ResizeMode(values["resize_mode"])
+        values["resize_mode"] = _enum(ResizeMode, values["resize_mode"], "A resize mode")
     return ControlUnit(**values)
 
 

@@ -2,19 +2,25 @@
 
 A thin wrapper over QSettings. The location is injectable (a path to an INI file) so tests and
 portable installs never touch the user's real settings; without one, Qt's per-user default is used.
-INI files store everything as text, so every getter converts and falls back to a default.
+INI files store everything as text, and people edit them by hand, so every getter checks what it
+reads: a value of the wrong kind falls back to that key's default, with a note in the log (once per
+key) and in :attr:`StudioSettings.notes`. No value in the file can stop the window from opening.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
 
-from pipelines.types import MemoryOptions
+from pipelines.errors import StudioError, ValidationError
+from pipelines.types import GenerationRequest, MemoryOptions
+
+log = logging.getLogger(__name__)
 
 ORGANISATION = "Diffusion Studio"
 APPLICATION = "Diffusion Studio"
@@ -34,12 +40,30 @@ class EngineConfig:
     allow_pickle: bool = False
 
 
-def _to_bool(value: Any, default: bool) -> bool:
-    if value is None:
-        return default
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+class _Invalid(Exception):
+    """A stored value is not of its key's kind; the message says what was expected."""
+
+
+def _to_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise _Invalid("true or false")
+
+
+def _folder_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _Invalid("a list of folders")
+    return [item for item in value if item.strip()]
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class StudioSettings:
@@ -50,19 +74,48 @@ class StudioSettings:
             self._store = QSettings(str(path), QSettings.Format.IniFormat)
         self.path = Path(self._store.fileName())
         self._injected = path is not None
+        self.notes: list[str] = []  # what was wrong in the file and replaced by defaults
+        self._noted: set[str] = set()
 
     # ---- helpers ------------------------------------------------------------------------------
     def _get(self, key: str, default: Any = None) -> Any:
         return self._store.value(key, default)
 
-    def _json(self, key: str, default: Any) -> Any:
-        text = self._get(key)
-        if not text:
+    def _fallback(self, key: str, value: Any, expected: str, default: Any) -> Any:
+        if key not in self._noted:
+            self._noted.add(key)
+            note = (
+                f"The setting {key} in {self.path} is {_shown(value)}, not {expected}; "
+                f"using {_shown(default)} instead."
+            )
+            self.notes.append(note)
+            log.warning("%s", note)
+        return default
+
+    def _checked(self, key: str, default: Any, convert) -> Any:
+        """The stored value of ``key`` through ``convert``; the default when it is not stored or
+        ``convert`` refuses it."""
+        value = self._get(key)
+        if value is None:
             return default
         try:
-            return json.loads(str(text))
-        except ValueError:
-            return default
+            return convert(value)
+        except _Invalid as problem:
+            return self._fallback(key, value, str(problem), default)
+
+    def _json(self, key: str, default: Any, convert=lambda data: data) -> Any:
+        def parse(text: Any) -> Any:
+            if not isinstance(text, str):
+                raise _Invalid("JSON text")
+            if not text:
+                return default
+            try:
+                data = json.loads(text)
+            except (ValueError, RecursionError):
+                raise _Invalid("valid JSON") from None
+            return convert(data)
+
+        return self._checked(key, default, parse)
 
     def _set_json(self, key: str, value: Any) -> None:
         self._store.setValue(key, json.dumps(value))
@@ -73,7 +126,7 @@ class StudioSettings:
     # ---- engine -------------------------------------------------------------------------------
     @property
     def model_folders(self) -> list[str]:
-        return [str(p) for p in self._json("engine/model_folders", [])]
+        return self._json("engine/model_folders", [], _folder_list)
 
     @model_folders.setter
     def model_folders(self, folders: list[str]) -> None:
@@ -81,7 +134,7 @@ class StudioSettings:
 
     @property
     def annotator_folders(self) -> list[str]:
-        return [str(p) for p in self._json("engine/annotator_folders", [])]
+        return self._json("engine/annotator_folders", [], _folder_list)
 
     @annotator_folders.setter
     def annotator_folders(self, folders: list[str]) -> None:
@@ -89,8 +142,7 @@ class StudioSettings:
 
     @property
     def device(self) -> str:
-        value = str(self._get("engine/device", "auto"))
-        return value if value in DEVICES else "auto"
+        return self._checked("engine/device", "auto", _one_of(DEVICES))
 
     @device.setter
     def device(self, value: str) -> None:
@@ -98,8 +150,7 @@ class StudioSettings:
 
     @property
     def precision(self) -> str:
-        value = str(self._get("engine/precision", "auto"))
-        return value if value in PRECISIONS else "auto"
+        return self._checked("engine/precision", "auto", _one_of(PRECISIONS))
 
     @precision.setter
     def precision(self, value: str) -> None:
@@ -107,7 +158,7 @@ class StudioSettings:
 
     @property
     def allow_pickle(self) -> bool:
-        return _to_bool(self._get("engine/allow_pickle"), False)
+        return self._checked("engine/allow_pickle", False, _to_bool)
 
     @allow_pickle.setter
     def allow_pickle(self, value: bool) -> None:
@@ -115,9 +166,7 @@ class StudioSettings:
 
     @property
     def memory(self) -> MemoryOptions:
-        data = self._json("engine/memory", {})
-        names = ("attention_slicing", "vae_tiling", "cpu_offload")
-        return MemoryOptions(**{n: bool(data.get(n, False)) for n in names})
+        return self._json("engine/memory", MemoryOptions(), _memory)
 
     @memory.setter
     def memory(self, options: MemoryOptions) -> None:
@@ -142,22 +191,30 @@ class StudioSettings:
     # ---- output -------------------------------------------------------------------------------
     @property
     def output_folder(self) -> str:
-        value = self._get("output/folder")
+        value = self._checked("output/folder", "", _folder)
         if value:
-            return str(value)
+            return value
         pictures = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
         return str(Path(pictures or Path.home()) / "Diffusion Studio")
 
     @output_folder.setter
     def output_folder(self, folder: str) -> None:
+        """Raises :class:`~pipelines.errors.ValidationError` for a name no folder can have."""
+        if "\0" in str(folder):
+            raise ValidationError("The output folder's name contains a NUL character.")
         self._store.setValue("output/folder", str(folder))
 
     @property
     def file_pattern(self) -> str:
-        return str(self._get("output/pattern") or DEFAULT_FILE_PATTERN)
+        return self._checked("output/pattern", DEFAULT_FILE_PATTERN, _file_pattern)
 
     @file_pattern.setter
     def file_pattern(self, pattern: str) -> None:
+        """Raises :class:`~pipelines.errors.ExportError` (a StudioError) for a pattern that
+        cannot give a file name, before storing anything."""
+        from pipelines.export import check_file_pattern
+
+        check_file_pattern(pattern)
         self._store.setValue("output/pattern", pattern)
 
     @property
@@ -171,8 +228,7 @@ class StudioSettings:
     # ---- session ------------------------------------------------------------------------------
     @property
     def last_request(self) -> dict[str, Any] | None:
-        data = self._json("session/last_request", None)
-        return data if isinstance(data, dict) else None
+        return self._json("session/last_request", None, _request_data)
 
     @last_request.setter
     def last_request(self, data: dict[str, Any]) -> None:
@@ -180,8 +236,7 @@ class StudioSettings:
 
     @property
     def random_seed(self) -> bool | None:
-        value = self._get("session/random_seed")
-        return None if value is None else _to_bool(value, True)  # None: never stored
+        return self._checked("session/random_seed", None, _to_bool)  # None: never stored
 
     @random_seed.setter
     def random_seed(self, value: bool) -> None:
@@ -190,18 +245,23 @@ class StudioSettings:
     @property
     def comparison(self) -> tuple[bool, list]:
         """(compare mode on, the ticked samplers as names or [name, steps])."""
-        data = self._json("session/comparison", None)
-        if not isinstance(data, dict) or not isinstance(data.get("samplers"), list):
-            return False, []
-        samplers = [
-            e if isinstance(e, str) else (str(e[0]), int(e[1]))
-            for e in data["samplers"]
-            if isinstance(e, str) or (isinstance(e, list) and len(e) == 2 and isinstance(e[1], int))
-        ]
-        return bool(data.get("mode", False)), samplers
+        return self._json("session/comparison", (False, []), _comparison)
 
     def set_comparison(self, mode: bool, samplers: list) -> None:
         self._set_json("session/comparison", {"mode": bool(mode), "samplers": list(samplers)})
+
+    def sweep_stale_temp_files(self) -> list[Path]:
+        """Remove the app's own temp files left by writes killed half-way (see
+        :func:`pipelines.export.sweep_stale_temp_files`) from the folders it writes to."""
+        from pipelines.export import sweep_stale_temp_files
+
+        removed: list[Path] = []
+        for folder in (Path(self.output_folder), self.data_folder,
+                       self.data_folder / "condition-maps"):  # fmt: skip
+            removed += sweep_stale_temp_files(folder)
+        for path in removed:
+            log.info("removed %s, left by an interrupted save", path)
+        return removed
 
     def window_state(self, name: str) -> QByteArray | None:
         value = self._get(f"window/{name}")
@@ -209,3 +269,68 @@ class StudioSettings:
 
     def set_window_state(self, name: str, value: QByteArray) -> None:
         self._store.setValue(f"window/{name}", value)
+
+
+def _one_of(choices: tuple[str, ...]):
+    def convert(value: Any) -> str:
+        if value not in choices:
+            raise _Invalid("one of " + ", ".join(choices))
+        return value
+
+    return convert
+
+
+def _folder(value: Any) -> str:
+    if not isinstance(value, str) or "\0" in value:
+        raise _Invalid("a folder")
+    return value
+
+
+def _file_pattern(value: Any) -> str:
+    from pipelines.export import check_file_pattern
+
+    if not isinstance(value, str):
+        raise _Invalid("a file name pattern")
+    try:
+        check_file_pattern(value)
+    except StudioError as error:
+        raise _Invalid(f"a usable file name pattern ({error})") from None
+    return value
+
+
+def _memory(data: Any) -> MemoryOptions:
+    names = ("attention_slicing", "vae_tiling", "cpu_offload")
+    if not isinstance(data, dict) or not all(isinstance(data.get(n, False), bool) for n in names):
+        raise _Invalid("a table of memory options, each true or false")
+    return MemoryOptions(**{n: data.get(n, False) for n in names})
+
+
+def _request_data(data: Any) -> dict[str, Any]:
+    try:
+        GenerationRequest.from_dict(data)
+    except StudioError as error:
+        raise _Invalid(f"a stored request ({error})") from None
+    return data
+
+
+def _comparison(data: Any) -> tuple[bool, list]:
+    if not isinstance(data, dict) or not isinstance(data.get("samplers"), list):
+        raise _Invalid("a comparison (mode and samplers)")
+    mode = data.get("mode", False)
+    if not isinstance(mode, bool):
+        raise _Invalid("a comparison whose mode is true or false")
+    samplers: list = []
+    for entry in data["samplers"]:
+        if isinstance(entry, str):
+            samplers.append(entry)
+        elif (
+            isinstance(entry, list)
+            and len(entry) == 2
+            and isinstance(entry[0], str)
+            and isinstance(entry[1], int)
+            and not isinstance(entry[1], bool)
+        ):
+            samplers.append((entry[0], entry[1]))
+        else:
+            raise _Invalid("a comparison whose samplers are names or [name, steps]")
+    return mode, samplers

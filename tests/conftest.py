@@ -12,6 +12,28 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
+@pytest.fixture(autouse=True)
+def own_user_folders(tmp_path_factory, monkeypatch):
+    """Every test gets its own HOME, XDG folders and log folder, so none writes to the user's.
+
+    A hub cache the developer pointed to explicitly (HF_HUB_CACHE, HF_HOME) stays as it is; the
+    tests never download, and huggingface_hub read its paths at import anyway.
+    """
+    root = tmp_path_factory.mktemp("user")
+    folders = {
+        "HOME": root / "home",
+        "XDG_CONFIG_HOME": root / "config",
+        "XDG_DATA_HOME": root / "data",
+        "XDG_STATE_HOME": root / "state",
+        "XDG_CACHE_HOME": root / "cache",
+        "DIFFUSION_STUDIO_LOG_DIR": root / "log",
+    }
+    for name, folder in folders.items():
+        folder.mkdir()
+        monkeypatch.setenv(name, str(folder))
+    return folders
+
+
 @pytest.fixture(scope="session")
 def sd1_folder(tmp_path_factory):
     from tests.tiny_models import save_sd1

@@ -171,7 +171,10 @@ class PoseEditor(QObject):
         if self.selected is None:
             return
         people = copy.deepcopy(self.people)
-        people[self.selected] = change(people[self.selected])
+        try:
+            people[self.selected] = change(people[self.selected])
+        except ValidationError:
+            return  # the edit would move joints out of the drawable range: it is not taken
         self.set_people(people, text)
 
     def add_person(self) -> None:

@@ -24,7 +24,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pipelines.types import MAX_CFG, MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, GenerationRequest
+from pipelines.types import (
+    MAX_CFG,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_SIZE,
+    MAX_STEPS,
+    MIN_SIZE,
+    GenerationRequest,
+    snap_size,
+)
 
 NATIVE = "Model's native size"
 CUSTOM = "Custom"
@@ -41,8 +50,7 @@ MODEL_PATH_ROLE = Qt.ItemDataRole.UserRole
 DEFAULT_MODEL_LABEL = "Bundled default model"
 
 
-def snap8(value: int) -> int:
-    return max(MIN_SIZE, min(MAX_SIZE, int(round(value / 8)) * 8))
+snap8 = snap_size  # the core's rule, under the name the panel's callers know
 
 
 class PromptEdit(QPlainTextEdit):
@@ -72,6 +80,7 @@ class PromptPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._tokenizer = None
+        self._counted: dict[QLabel, tuple[object, str]] = {}  # what each label last counted
         self._native: tuple[int, int] | None = None
         self._ratio = 1.0
         self._syncing = False
@@ -262,14 +271,27 @@ class PromptPanel(QWidget):
             (self.prompt, self.prompt_tokens),
             (self.negative, self.negative_tokens),
         ):
-            report = prompt_report(self._tokenizer, edit.toPlainText())
-            label.setText(f"{report.tokens} / {report.window} tokens")
+            text = edit.toPlainText()
+            if self._counted.get(label) == (self._tokenizer, text):
+                continue  # typing in one box does not recount the other
+            self._counted[label] = (self._tokenizer, text)
+            report = prompt_report(self._tokenizer, text)
+            label.setText(f"{report.count_text} / {report.window} tokens")
             if report.fits:
                 label.setStyleSheet("")
                 label.setToolTip("Tokens used out of what the text encoder reads.")
             else:
                 label.setStyleSheet("color: #ff8060;")
-                label.setToolTip(f"Not read by the text encoder: “{report.dropped}”")
+                dropped = report.dropped
+                if len(dropped) > 300:
+                    dropped = dropped[:300] + f"… ({len(report.dropped):,} characters)"
+                label.setToolTip(f"Not read by the text encoder: “{dropped}”")
+            if len(text) > MAX_PROMPT_CHARS:
+                label.setStyleSheet("color: #ff8060;")
+                label.setToolTip(
+                    f"{len(text):,} characters: Generate refuses prompts over "
+                    f"{MAX_PROMPT_CHARS:,} characters."
+                )
 
     # ---- seed ---------------------------------------------------------------------------------
     def set_last_seed(self, seed: int) -> None:

@@ -19,6 +19,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pipelines.errors import StudioError, ValidationError
+from pipelines.export import check_file_pattern
 from pipelines.types import MemoryOptions
 from studio.settings import DEVICES, PRECISIONS, StudioSettings
 
@@ -95,6 +97,13 @@ class SettingsDialog(QDialog):
             "File names: {date} {time} {index} {seed} {sampler} {steps} {prompt}. Existing files "
             "are never overwritten; a free name is chosen."
         )
+        # Checked as it is typed, so OK can only store a pattern that gives a file name.
+        self.pattern_problem = QLabel()
+        self.pattern_problem.setWordWrap(True)
+        self.pattern_problem.setStyleSheet("color: #e06c6c;")
+        self.pattern_problem.hide()
+        self.file_pattern.textChanged.connect(self._check_pattern)
+        self.output_folder.textChanged.connect(self._check_pattern)
 
         models = QGroupBox("Models")
         form = QFormLayout(models)
@@ -110,6 +119,7 @@ class SettingsDialog(QDialog):
         form = QFormLayout(output)
         form.addRow("Folder", _row(self.output_folder, browse))
         form.addRow("File names", self.file_pattern)
+        form.addRow("", self.pattern_problem)
         note = QLabel("Device, precision and model folders apply to the next run.")
         note.setWordWrap(True)
         buttons = QDialogButtonBox(
@@ -126,6 +136,18 @@ class SettingsDialog(QDialog):
         folder = QFileDialog.getExistingDirectory(self, "Output folder", self.output_folder.text())
         if folder:
             self.output_folder.setText(folder)
+
+    def _check_pattern(self) -> bool:
+        try:
+            check_file_pattern(self.file_pattern.text().strip() or self.settings.file_pattern)
+            if "\0" in self.output_folder.text():
+                raise ValidationError("The output folder's name contains a NUL character.")
+        except StudioError as problem:
+            self.pattern_problem.setText(str(problem))
+            self.pattern_problem.show()
+            return False
+        self.pattern_problem.hide()
+        return True
 
     def load(self) -> None:
         s = self.settings
@@ -158,6 +180,9 @@ class SettingsDialog(QDialog):
         s.sync()
 
     def accept(self) -> None:
+        if not self._check_pattern():
+            self.file_pattern.setFocus()
+            return  # the message under the field says what to change
         self.save()
         super().accept()
 

@@ -278,6 +278,47 @@ def test_malformed_pose_json_is_rejected(data):
         pose_from_openpose_json(data)
 
 
+def _pose_with_first_point_at(value: float, people: int = 1) -> dict:
+    points = [value, value, 1.0] + [10.0, 10.0, 1.0] * (NUM_KEYPOINTS - 1)
+    person = {"pose_keypoints_2d": points}
+    return {"people": [person] * people, "canvas_width": 64, "canvas_height": 64}
+
+
+@pytest.mark.parametrize("value", [3e9, -3e9, 1e300, 2.0**31, 100_001.0])
+def test_pose_json_coordinates_beyond_the_drawable_range_are_refused(value):
+    with pytest.raises(ValidationError, match="keypoint at"):
+        pose_from_openpose_json(_pose_with_first_point_at(value))
+    with pytest.raises(ValidationError, match="keypoint at"):
+        pose_from_openpose_json(json.dumps(_pose_with_first_point_at(value)))
+
+
+def test_render_pose_refuses_keypoints_changed_to_wild_values_after_parsing():
+    (person,), width, height = pose_from_openpose_json(_pose_with_first_point_at(5.0))
+    person.keypoints[0] = (3e9, 3e9)  # the list stays mutable; OpenCV would abort the process
+    with pytest.raises(ValidationError, match="Person 1 has a keypoint"):
+        render_pose([person], width, height)
+    with pytest.raises(ValidationError, match="keypoint at"):
+        PosePerson([(1e300, 0.0)] * NUM_KEYPOINTS)
+
+
+def test_pose_json_limits_people_canvas_size_depth_and_bytes(tmp_path):
+    people, _, _ = pose_from_openpose_json(_pose_with_first_point_at(5.0, people=100))
+    assert len(people) == 100
+    with pytest.raises(ValidationError, match="101 people; at most 100"):
+        pose_from_openpose_json(_pose_with_first_point_at(5.0, people=101))
+    with pytest.raises(ValidationError, match="at most 100"):
+        render_pose(people * 2, 64, 64)
+    huge_canvas = {"people": [], "canvas_width": 10**12, "canvas_height": 64}
+    with pytest.raises(ValidationError, match="at most 16384 pixels"):
+        pose_from_openpose_json(huge_canvas)
+    with pytest.raises(ValidationError, match="nested too deeply"):
+        pose_from_openpose_json("[" * 100_000 + "]" * 100_000)
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * 10_000_001)
+    with pytest.raises(ValidationError, match="larger than 10 MB"):
+        pose_from_openpose_json(big)
+
+
 def test_pose_person_needs_18_points():
     with pytest.raises(ValidationError, match="18"):
         PosePerson([(0.0, 0.0)] * 17)

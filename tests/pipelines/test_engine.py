@@ -171,8 +171,12 @@ def test_random_seed_is_drawn_and_recorded(engine, request_for):
 
 
 def test_family_mismatch_is_reported_before_loading_weights(
-    engine, request_for, controlnet_sdxl_folder, condition_image
+    request_for, controlnet_sdxl_folder, condition_image
 ):
+    from pipelines.engine import Engine
+
+    # An engine of its own: the shared one may hold this ControlNet from an SDXL test run earlier.
+    engine = Engine()
     unit = ControlUnit(ControlKind.CANNY, str(controlnet_sdxl_folder), image=str(condition_image))
     with pytest.raises(FamilyMismatchError, match="SDXL"):
         engine.run(request_for(controls=(unit,)))

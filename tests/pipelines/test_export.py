@@ -15,6 +15,7 @@ from pipelines.export import (
     DEFAULT_FILE_PATTERN,
     METADATA_KEY,
     PARAMETERS_KEY,
+    check_file_pattern,
     file_name_part,
     format_parameters,
     model_display_name,
@@ -23,6 +24,7 @@ from pipelines.export import (
     read_metadata,
     read_request,
     split_parameters,
+    sweep_stale_temp_files,
     write_png,
 )
 from pipelines.types import (
@@ -35,6 +37,7 @@ from pipelines.types import (
 )
 
 NOW = datetime(2024, 5, 17, 9, 8, 7)
+NOW_TS = NOW.timestamp()
 
 
 def image(size: tuple[int, int] = (16, 12), mode: str = "RGB") -> Image.Image:
@@ -431,13 +434,13 @@ def test_overwrite_true_replaces(tmp_path):
 
 def test_a_file_appearing_between_check_and_rename_is_not_overwritten(tmp_path, monkeypatch):
     target = tmp_path / "race.png"
-    real_check = export._check_target
+    real_check = export.check_target
 
     def check_then_someone_else_writes(path, *args):
         real_check(path, *args)
         path.write_bytes(b"someone else's file")
 
-    monkeypatch.setattr(export, "_check_target", check_then_someone_else_writes)
+    monkeypatch.setattr(export, "check_target", check_then_someone_else_writes)
     with pytest.raises(ExportError, match="already exists"):
         write_png(image(), GenerationRequest("p"), target)
     assert target.read_bytes() == b"someone else's file"
@@ -713,3 +716,179 @@ def test_windows_reserved_names_are_avoided(tmp_path):
 def test_bad_patterns_are_export_errors(tmp_path, pattern):
     with pytest.raises(ExportError):
         next_free_path(tmp_path, pattern, GenerationRequest("p", seed=1), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "negative"),
+    [
+        ("a cat\nNegative prompt: evil", ""),
+        ("a cat\r\n  Negative prompt: evil", "blur"),
+        ("Negative prompt: evil", ""),
+        ("a cat\nSteps: 1, Sampler: DDIM, CFG scale: 1, Seed: 5", ""),
+        ("a cat", "blur\nSteps: 2, Sampler: DDIM, CFG scale: 1, Seed: 5"),
+        ("a cat\rSteps: 1, Sampler: DDIM, CFG scale: 1", "x\nNegative prompt: y"),
+    ],
+)
+def test_prompt_lines_that_look_like_structure_cannot_forge_the_settings_text(prompt, negative):
+    request = GenerationRequest(prompt, negative_prompt=negative, seed=7, steps=12)
+    text = format_parameters(request)
+    parsed = parse_parameters(text)
+    # The reader of the text gets the same words (the text encoder lower-cases everything) and
+    # never a forged negative prompt or settings.
+    assert parsed.prompt.lower() == prompt.lower().replace("\r\n", "\n").replace("\r", "\n")
+    assert parsed.negative_prompt.lower() == negative.lower()
+    assert (parsed.steps, parsed.seed, parsed.sampler) == (12, 7, "Euler")
+    settings_lines = [line for line in text.splitlines() if line.startswith("Steps:")]
+    assert settings_lines == [text.splitlines()[-1]]
+    assert sum(line.lstrip().startswith("Negative prompt:") for line in text.splitlines()) == (
+        1 if negative else 0
+    )
+
+
+def test_png_with_a_forged_prompt_reads_back_from_json_without_warnings(tmp_path):
+    request = GenerationRequest(
+        "a cat\nNegative prompt: evil\nSteps: 1, Sampler: DDIM, CFG scale: 1"
+    )
+    metadata = read_metadata(write_png(image(), request, tmp_path / "a.png"))
+    assert metadata.request == request
+    assert metadata.warnings == ()
+
+
+def test_chunks_that_disagree_are_reported_and_the_json_wins(tmp_path):
+    request = GenerationRequest("a cat", seed=1, steps=20)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PARAMETERS_KEY, "a dog\nSteps: 50, Sampler: Euler, CFG scale: 7, Seed: 1")
+    info.add_text(METADATA_KEY, json.dumps({"version": 1, "request": request.to_dict()}))
+    target = tmp_path / "edited.png"
+    image().save(target, pnginfo=info)
+    metadata = read_metadata(target)
+    assert metadata.request == request
+    (warning,) = metadata.warnings
+    assert "differs from its complete settings in prompt, steps" in warning
+
+
+def test_json_with_wrong_types_is_reported_and_the_text_is_read(tmp_path):
+    bad = GenerationRequest("a cat", seed=1).to_dict() | {"steps": "abc"}
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PARAMETERS_KEY, "a cat\nSteps: 5, Sampler: Euler, CFG scale: 7, Seed: 1")
+    info.add_text(METADATA_KEY, json.dumps({"version": 1, "request": bad}))
+    target = tmp_path / "typed.png"
+    image().save(target, pnginfo=info)
+    metadata = read_metadata(target)
+    assert not metadata.from_json and metadata.request.steps == 5
+    assert "damaged (Steps must be a whole number" in metadata.warnings[0]
+    only_json = tmp_path / "only-json.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text(METADATA_KEY, json.dumps({"version": 1, "request": bad}))
+    image().save(only_json, pnginfo=info)
+    with pytest.raises(ImageReadError, match="Steps must be a whole number"):
+        read_request(only_json)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("{index}\0.png", "control character"),
+        ("a\nb.png", "control character"),
+        ("{index:0>4000}.png", "wider than 40"),
+        ("{index:,>999999999}.png", "wider than 40"),
+        ("{index:{seed}}.png", "nested field"),
+        ("{prompt}" * 6 + ".png", "names of"),
+        ("x" * 600, "longer than 500"),
+        ("   ", "empty"),
+        ("{index.real}.png", "Unknown field"),
+        ("{prompt!z}.png", "cannot be filled in"),
+        ("{seed:d}.png", "cannot be filled in"),
+    ],
+)
+def test_file_name_patterns_that_cannot_give_a_name_are_refused_when_set(pattern, message):
+    with pytest.raises(ExportError, match=message):
+        check_file_pattern(pattern)
+    with pytest.raises(ExportError):
+        next_free_path("/nonexistent", pattern, GenerationRequest("p", seed=1), now=NOW)
+
+
+def test_usual_patterns_pass_the_check():
+    for pattern in (DEFAULT_FILE_PATTERN, "{index}", "{date}_{time}_{sampler}_{steps}_{seed}.png",
+                    "{index:04d}-{prompt:.10}.png"):  # fmt: skip
+        check_file_pattern(pattern)
+
+
+def test_a_nul_in_the_target_path_is_an_export_error(tmp_path):
+    with pytest.raises(ExportError, match="NUL"):
+        write_png(image(), GenerationRequest("p"), tmp_path / "a\0b.png")
+
+
+def test_read_only_file_system_reports_the_write_not_the_temp_cleanup(tmp_path, monkeypatch):
+    import errno
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(args[0]))
+
+    monkeypatch.setattr(export.os, "open", refuse)
+    monkeypatch.setattr(Path, "unlink", refuse)  # a read-only file system refuses this too
+    with pytest.raises(ExportError) as caught:
+        write_png(image(), GenerationRequest("p"), tmp_path / "out.png")
+    message = str(caught.value)
+    assert message == f"Could not write {tmp_path / 'out.png'}: Read-only file system."
+    assert ".tmp" not in message
+
+
+def test_stale_temp_files_of_this_app_are_swept_and_nothing_else(tmp_path):
+    def touch(name: str, age: float) -> Path:
+        path = tmp_path / name
+        path.write_bytes(b"x")
+        os.utime(path, (NOW_TS - age, NOW_TS - age))
+        return path
+
+    stale = touch(".diffusion-studio-0a1b2c3d-2024-05-17-00001-1-cat.tmp", 7200)
+    earlier = touch(".2024-05-17-00002-1-cat.deadbeef.tmp", 7200)
+    fresh = touch(".diffusion-studio-0a1b2c3e-cat.tmp", 60)  # maybe being written right now
+    others = [touch(name, 7200) for name in ("notes.tmp", ".cache.tmp", "cat.png", ".hidden")]
+    (tmp_path / ".diffusion-studio-00000000-dir.tmp").mkdir()
+
+    assert sorted(sweep_stale_temp_files(tmp_path, now=NOW_TS)) == sorted([stale, earlier])
+    assert not stale.exists() and not earlier.exists()
+    assert fresh.exists() and all(p.exists() for p in others)
+    assert sweep_stale_temp_files(tmp_path / "missing", now=NOW_TS) == []
+
+
+def test_a_killed_write_leaves_a_temp_file_the_next_sweep_removes(tmp_path):
+    import subprocess
+
+    target = tmp_path / "big.png"
+    script = (
+        "import os, signal, sys\n"
+        "from pipelines.export import write_atomically\n"
+        "def save(handle):\n"
+        "    handle.write(b'x' * 1000)\n"
+        "    handle.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"write_atomically({str(target)!r}, save)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=False, timeout=60)
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".diffusion-studio-") and not target.exists()
+    assert sweep_stale_temp_files(tmp_path, now=left.stat().st_mtime + 3601) == [left]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_metadata_is_limited_to_what_readers_take_and_a_longest_prompt_fits(tmp_path):
+    longest = GenerationRequest("ü" * 10_000, negative_prompt="x" * 10_000, seed=1)
+    assert read_request(write_png(image(), longest, tmp_path / "long.png")) == longest
+    with pytest.raises(ExportError, match="at most 524,288 can be stored"):
+        write_png(image(), longest, tmp_path / "huge.png", extra={"log": "x" * 600_000})
+    assert not (tmp_path / "huge.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [("Steps: 99999", "Steps"), ("Size: 99999999x64", "Width"), ("CFG scale: 1e9", "CFG")],
+)
+def test_settings_text_out_of_range_is_refused_whole_when_read(tmp_path, line, named):
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PARAMETERS_KEY, f"a cat\n{line}, Sampler: Euler, Seed: 1, Model: m")
+    target = tmp_path / "a1111.png"
+    image().save(target, pnginfo=info)
+    with pytest.raises(ImageReadError, match=f"cannot be read: {named}"):
+        read_request(target)

@@ -385,3 +385,54 @@ def test_discovery_over_ui_layouts_and_hf_cache(
     without_cache = discover_models([a1111], include_hf_cache=False)
     assert cache not in without_cache.searched
     assert "someone/tiny-sd1" not in {m.name for m in without_cache.models}
+
+
+def test_unreadable_entries_are_skipped_with_a_note_and_the_scan_goes_on(
+    tmp_path, monkeypatch, single_files, sd1_folder
+) -> None:
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copytree(sd1_folder, root / "good-sd1")
+    shutil.copy(single_files["sd1"], root / "single.safetensors")
+    locked = root / "locked"  # stat() refused, like a folder of another user
+    locked.mkdir()
+    unlisted = root / "unlisted"  # listing refused
+    unlisted.mkdir()
+    (unlisted / "hidden.safetensors").write_bytes(b"x")
+    real_stat, real_iterdir = Path.stat, Path.iterdir
+
+    def stat(self, *args, **kwargs):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    def iterdir(self):
+        if self == unlisted:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    # The tests run as root, for whom chmod denies nothing: refuse through the calls instead.
+    monkeypatch.setattr(Path, "stat", stat)
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    found = discover_models([root], include_hf_cache=False)
+    assert sorted(m.name for m in found.bases()) == ["good-sd1", "single"]
+    assert sorted(found.skipped) == [(locked, "Permission denied"), (unlisted, "Permission denied")]
+    assert f"{locked}: cannot be read (Permission denied); skipped." in found.problems
+
+
+def test_an_unreadable_search_folder_is_noted_not_fatal(tmp_path, monkeypatch, sd1_folder) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(sd1_folder, other / "tiny")
+    refused = tmp_path / "refused"
+    refused.mkdir()
+    real_stat = Path.stat
+
+    def stat(self, *args, **kwargs):
+        if self == refused or refused in self.parents:
+            raise OSError(5, "Input/output error", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    found = discover_models([refused, other], include_hf_cache=False)
+    assert [m.name for m in found.bases()] == ["tiny"]
+    assert (refused, "Input/output error") in found.skipped

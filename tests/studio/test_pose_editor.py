@@ -18,6 +18,7 @@ from pipelines.conditions import (
     preset_pose,
     render_pose,
 )
+from pipelines.errors import ValidationError
 from pipelines.types import ControlKind, ControlUnit
 from studio.widgets.condition_editor import ConditionEditor
 from studio.widgets.map_store import pose_sidecar
@@ -271,3 +272,25 @@ def test_detect_pose_runs_the_real_detector_and_opens_people_for_correction(
         assert editor.detect()
     assert flat(keypoints(editor)[0]) == pytest.approx([v / 2 for v in flat(found[0].keypoints)])
     assert editor.pose.selected == 0
+
+
+@pytest.mark.parametrize("value", [3e9, 1e300])
+def test_loading_a_pose_json_with_huge_coordinates_says_so_and_keeps_the_pose(make_editor, value):
+    editor = make_editor()
+    editor.pose.apply_preset("standing")
+    before = keypoints(editor)
+    points = [value, value, 1.0] + [10.0, 10.0, 1.0] * (NUM_KEYPOINTS - 1)
+    data = {"people": [{"pose_keypoints_2d": points}], "canvas_width": W, "canvas_height": H}
+    with pytest.raises(ValidationError, match="keypoint at"):
+        editor.pose.load_json(data)
+    assert keypoints(editor) == before
+    editor.document.undo_stack.undo()  # the undo step still draws (the crash happened there)
+    assert keypoints(editor) == []
+
+
+def test_scaling_a_person_out_of_the_drawable_range_is_not_taken(make_editor):
+    editor = make_editor()
+    editor.pose.apply_preset("standing")
+    before = keypoints(editor)
+    editor.pose.scale_person(1e9)
+    assert keypoints(editor) == before

@@ -87,7 +87,7 @@ def test_token_counter_flags_text_past_the_window(qtbot):
 
 
 def test_main_opens_the_window_and_quits_cleanly(qtbot, tmp_path):
-    from PySide6.QtCore import QTimer
+    from PySide6.QtCore import QCoreApplication, QEvent, QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
     from studio.app import main
@@ -95,7 +95,16 @@ def test_main_opens_the_window_and_quits_cleanly(qtbot, tmp_path):
 
     app = QApplication.instance()
     QTimer.singleShot(1500, app.quit)
-    assert main(["--settings", str(tmp_path / "s.ini")]) == 0
+    try:
+        assert main(["--settings", str(tmp_path / "s.ini")]) == 0
+    finally:
+        # Closing the last window on quit posts a second Quit; left in the queue, it would end the
+        # next test's event loop at once.
+        QCoreApplication.removePostedEvents(None, QEvent.Type.Quit)
+    loop, fired = QEventLoop(), []
+    QTimer.singleShot(50, lambda: (fired.append(True), loop.quit()))
+    loop.exec()
+    assert fired, "a Quit event survived the test and ended the next event loop at once"
 
     (window,) = [
         w
@@ -106,3 +115,41 @@ def test_main_opens_the_window_and_quits_cleanly(qtbot, tmp_path):
     assert not window.session.thread.isRunning()
     assert (tmp_path / "s.ini").exists()  # state saved to the injected file only
     window.deleteLater()
+
+
+class CountingTokenizer:
+    """The real CLIP tokenizer, counting its calls and the characters it was given."""
+
+    def __init__(self) -> None:
+        from transformers import CLIPTokenizer
+
+        from pipelines.resources import resource_path
+
+        self.real = CLIPTokenizer.from_pretrained(resource_path("tokenizers", "clip"))
+        self.model_max_length = self.real.model_max_length
+        self.calls: list[int] = []
+
+    def __call__(self, text, **kwargs):
+        self.calls.append(len(text))
+        return self.real(text, **kwargs)
+
+
+def test_typing_into_a_megabyte_prompt_tokenizes_little_and_rarely(qtbot):
+    from pipelines.prompts import COUNTED_CHARS
+    from studio.widgets.prompt_panel import PromptPanel
+
+    panel = PromptPanel()
+    qtbot.addWidget(panel)
+    tokenizer = CountingTokenizer()
+    panel.set_tokenizer(tokenizer)
+    tokenizer.calls.clear()
+    panel.prompt.setPlainText("a castle in fog, " * 60_000)  # about 1 MB
+    panel.prompt.moveCursor(panel.prompt.textCursor().MoveOperation.End)
+    qtbot.keyClicks(panel.prompt, " and a dragon")  # 13 keystrokes in quick succession
+    qtbot.waitUntil(lambda: bool(tokenizer.calls))
+    qtbot.wait(300)  # any timer still pending would fire here
+    # One count after the typing stops, of the prompt only (the negative box did not change),
+    # and of a bounded prefix, not the megabyte.
+    assert tokenizer.calls == [COUNTED_CHARS]
+    assert panel.prompt_tokens.text().endswith("+ / 75 tokens")
+    assert "Generate refuses prompts over 10,000 characters" in panel.prompt_tokens.toolTip()
