@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 from pipelines.errors import StudioError
 from pipelines.types import GenerationRequest
 from studio.about import show_about
-from studio.jobs import Catalog, EventKind, JobEvent, JobKind, ModelSummary, PreviewFrame
+from studio.jobs import Catalog, EventKind, Job, JobEvent, JobKind, ModelSummary, PreviewFrame
 from studio.qt_image import pil_to_qimage
 from studio.session import ENDINGS, HistoryEntry, Session
 from studio.settings import StudioSettings
@@ -45,6 +45,7 @@ from studio.widgets.compare_view import CompareView
 from studio.widgets.control_panel import ControlPanel, EditorContext
 from studio.widgets.gallery import Gallery
 from studio.widgets.prompt_panel import PromptPanel, snap8
+from studio.widgets.queue_panel import QueuePanel
 from studio.widgets.sampler_panel import SamplerPanel
 from studio.widgets.settings_dialog import SettingsDialog
 
@@ -122,6 +123,7 @@ class MainWindow(QMainWindow):
         self.sampler_panel = SamplerPanel()
         self.canvas = Canvas()
         self.gallery = Gallery()
+        self.queue_panel = QueuePanel(self.session)
         self.compare_view = CompareView(self.session, settings)
         self.message_bar = MessageBar()
         self.control_panel.set_editor_context(
@@ -166,7 +168,13 @@ class MainWindow(QMainWindow):
         self.centre_tabs.setTabToolTip(0, "The live preview and the finished image.")
         self.centre_tabs.setTabToolTip(1, "Several samplers side by side, step by step.")
         column.addWidget(self.centre_tabs, 1)
-        column.addWidget(self.gallery)
+        self.bottom_tabs = QTabWidget()
+        self.bottom_tabs.addTab(self.gallery, "History")
+        self.bottom_tabs.addTab(self.queue_panel, "Queue")
+        self.bottom_tabs.setTabToolTip(0, "Every finished image; click one to show it.")
+        self.bottom_tabs.setTabToolTip(1, "The running job and the waiting ones: reorder, "
+                                          "duplicate, remove.")  # fmt: skip
+        column.addWidget(self.bottom_tabs)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(centre)
@@ -199,7 +207,12 @@ class MainWindow(QMainWindow):
         a = self._action
         self.generate_action = a("Generate", self.generate, ["Ctrl+Return", "Ctrl+Enter"],
                                  "Generate an image (Ctrl+Enter)")  # fmt: skip
-        self.cancel_action = a("Cancel", self.cancel, "Esc", "Stop the run (Esc)")
+        self.cancel_action = a("Cancel", self.cancel, "Esc",
+                               "Stop the running job; the waiting ones go on (Esc)")  # fmt: skip
+        self.clear_queue_action = a("Clear queue", self.session.clear_queue, None,
+                                    "Remove every waiting job; the running one goes on")  # fmt: skip
+        self.show_queue_action = a("Show queue", self.show_queue, "Ctrl+J",
+                                   "Show the queue of running and waiting jobs (Ctrl+J)")  # fmt: skip
         self.compare_action = a("Compare samplers", self.compare,
                                 ["Ctrl+Shift+Return", "Ctrl+Shift+Enter"],
                                 "Run the samplers ticked in the Sampler panel's compare mode "
@@ -235,6 +248,9 @@ class MainWindow(QMainWindow):
         run_menu.addAction(self.generate_action)
         run_menu.addAction(self.compare_action)
         run_menu.addAction(self.cancel_action)
+        run_menu.addSeparator()
+        run_menu.addAction(self.show_queue_action)
+        run_menu.addAction(self.clear_queue_action)
         view_menu = self.menuBar().addMenu("&View")
         for action in (self.fit_action, self.actual_action, self.overlay_action):
             view_menu.addAction(action)
@@ -276,6 +292,7 @@ class MainWindow(QMainWindow):
         self.compare_view.problem.connect(lambda text: self.show_error(text))
         self.compare_view.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.session.event.connect(self._on_event)
+        self.queue_panel.count_changed.connect(self._on_queue_count)
 
     def _on_event(self, event: JobEvent) -> None:
         """Everything the worker reports, one event at a time, in the GUI thread."""
@@ -298,9 +315,11 @@ class MainWindow(QMainWindow):
             self._on_comparison_event(event)
 
     def _on_generation_event(self, event: JobEvent) -> None:
-        if event.kind in (EventKind.QUEUED, *ENDINGS):
+        if event.kind in (EventKind.QUEUED, EventKind.REMOVED, *ENDINGS):
             self._on_busy(self.session.busy)
-        if event.kind is EventKind.PREVIEW:
+        if event.kind is EventKind.STARTED:
+            self._on_started(event.job.request)
+        elif event.kind is EventKind.PREVIEW:
             self._on_preview(event.frames[-1])
         elif event.kind is EventKind.FINISHED:
             self._on_history_added(self.session.history[-1])
@@ -311,9 +330,14 @@ class MainWindow(QMainWindow):
             self._on_failed(event.error)
 
     def _on_comparison_event(self, event: JobEvent) -> None:
-        if event.kind in (EventKind.QUEUED, *ENDINGS):
+        if event.kind in (EventKind.QUEUED, EventKind.REMOVED, *ENDINGS):
             self._on_busy(self.session.busy)
-        if event.kind is EventKind.FINISHED:
+        if event.kind is EventKind.STARTED:
+            self.centre_tabs.setCurrentWidget(self.compare_view)
+            self.statusBar().showMessage("Comparing samplers…")
+            # The compare view counts each column's steps; this bar only says the studio is busy.
+            self._set_progress_text("comparing", busy=True)
+        elif event.kind is EventKind.FINISHED:
             self._on_compare_finished(event.result)
         elif event.kind is EventKind.CANCELLED:
             self._on_compare_cancelled(event.result)
@@ -408,44 +432,58 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         return request
 
-    def generate(self) -> None:
-        if self.session.busy or (request := self._request_to_run()) is None:
-            return
+    def generate(self) -> list[Job]:
+        """Queue the panels' settings; a random seed is drawn now, so each job keeps its own."""
+        if (request := self._request_to_run()) is None:
+            return []
+        job = self.session.generate(request.resolve_seed())
+        self._say_queued(job)
+        return [job]
+
+    def compare(self) -> Job | None:
+        """Queue the current settings through the samplers ticked in the sampler panel."""
+        self.sampler_panel.set_compare_mode(True)
+        if not self.sampler_panel.compare_ready():
+            self.show_error(self.sampler_panel.compare_count.text())
+            return None
+        if (request := self._request_to_run()) is None:
+            return None
+        job = self.session.compare(request.resolve_seed(), self.sampler_panel.compare_entries())
+        self._say_queued(job)
+        return job
+
+    def _say_queued(self, job: Job) -> None:
+        if self.session.waiting:
+            self.statusBar().showMessage(
+                f"Queued (seed {job.request.seed}); {len(self.session.waiting)} waiting.", 5000
+            )
+
+    def cancel(self) -> None:
+        if self.session.running_job is not None:
+            self.session.cancel()
+            self.statusBar().showMessage("Cancelling after this step…")
+
+    def show_queue(self) -> None:
+        self.bottom_tabs.setCurrentWidget(self.queue_panel)
+        self.queue_panel.list.setFocus()
+
+    def _on_queue_count(self, count: int) -> None:
+        index = self.bottom_tabs.indexOf(self.queue_panel)
+        self.bottom_tabs.setTabText(index, f"Queue ({count})" if count else "Queue")
+
+    def _on_busy(self, _busy: bool) -> None:
+        # Generate and Compare always queue; only Cancel depends on a job running.
+        running = self.session.running_job is not None
+        self.prompt_panel.set_running(running)
+        self.cancel_action.setEnabled(running)
+
+    def _on_started(self, request: GenerationRequest) -> None:
         self.progress.setRange(0, request.steps)
         self.progress.setValue(0)
         self.progress.setFormat("step %v / %m")
         self.canvas.set_status("Starting…")
         self.centre_tabs.setCurrentWidget(self.canvas)
         self.statusBar().showMessage("Generating…")
-        self.session.generate(request)
-
-    def compare(self) -> None:
-        """Run the current settings through the samplers ticked in the sampler panel."""
-        if self.session.busy:
-            return
-        self.sampler_panel.set_compare_mode(True)
-        if not self.sampler_panel.compare_ready():
-            self.show_error(self.sampler_panel.compare_count.text())
-            return
-        if (request := self._request_to_run()) is None:
-            return
-        self.centre_tabs.setCurrentWidget(self.compare_view)
-        self.statusBar().showMessage("Comparing samplers…")
-        # The compare view counts each column's steps; this bar only says the studio is busy.
-        self._set_progress_text("comparing", busy=True)
-        self.session.compare(request, self.sampler_panel.compare_entries())
-
-    def cancel(self) -> None:
-        if self.session.busy:
-            self.session.cancel()
-            self.statusBar().showMessage("Cancelling after this step…")
-
-    def _on_busy(self, busy: bool) -> None:
-        self.prompt_panel.set_busy(busy)
-        self.generate_action.setEnabled(not busy)
-        self.compare_action.setEnabled(not busy)
-        self.sampler_panel.set_busy(busy)
-        self.cancel_action.setEnabled(busy)
 
     def _on_preview(self, frame: PreviewFrame) -> None:
         self.canvas.set_image(frame.image)

@@ -383,9 +383,9 @@ class PromptPanel(QWidget):
             self._set_size(request.width, request.height)
             self._size_changed(self.width_box, request.width)
 
-    def set_busy(self, busy: bool) -> None:
-        self.generate_button.setEnabled(not busy)
-        self.cancel_button.setEnabled(busy)
+    def set_running(self, running: bool) -> None:
+        """Cancel stops the running job; Generate queues whether a job runs or not."""
+        self.cancel_button.setEnabled(running)
 
 
 def _model_item(text: str, path: str) -> QStandardItem:
