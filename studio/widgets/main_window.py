@@ -433,12 +433,16 @@ class MainWindow(QMainWindow):
         return request
 
     def generate(self) -> list[Job]:
-        """Queue the panels' settings; a random seed is drawn now, so each job keeps its own."""
+        """Queue the panels' settings as the batch count's jobs; random seeds are drawn now, so
+        each job keeps its own."""
+        from pipelines.batches import batch_requests
+
         if (request := self._request_to_run()) is None:
             return []
-        job = self.session.generate(request.resolve_seed())
-        self._say_queued(job)
-        return [job]
+        count = self.prompt_panel.batch_count.value()
+        jobs = [self.session.generate(each) for each in batch_requests(request, count)]
+        self._say_queued(jobs[-1])
+        return jobs
 
     def compare(self) -> Job | None:
         """Queue the current settings through the samplers ticked in the sampler panel."""

@@ -36,6 +36,7 @@ from pipelines.types import (
 )
 
 NATIVE = "Model's native size"
+MAX_PANEL_BATCH = 100  # one press; the queue takes more presses
 CUSTOM = "Custom"
 SIZE_PRESETS = {
     "512 × 512 (SD 1.x)": (512, 512),
@@ -158,6 +159,12 @@ class PromptPanel(QWidget):
         self.width_box.valueChanged.connect(lambda v: self._size_changed(self.width_box, v))
         self.height_box.valueChanged.connect(lambda v: self._size_changed(self.height_box, v))
 
+        self.batch_count = QSpinBox(minimum=1, maximum=MAX_PANEL_BATCH, value=1)
+        self.batch_count.setToolTip(
+            "Batch count: how many images one Generate queues, each its own job, with the seeds "
+            "seed, seed+1, … (or a random seed each when Random is ticked)."
+        )
+
         self.generate_button = QPushButton("Generate")
         self.generate_button.setToolTip("Generate an image with these settings (Ctrl+Enter).")
         self.generate_button.setDefault(True)
@@ -185,6 +192,7 @@ class PromptPanel(QWidget):
         form.addRow("Steps", _row(self.steps, QLabel("CFG"), self.cfg))
         form.addRow("Size", self.preset)
         form.addRow("", _row(self.width_box, QLabel("×"), self.height_box, self.aspect_lock))
+        form.addRow("Batch count", _row(self.batch_count, stretch_first=True))
         layout.addLayout(form)
         layout.addWidget(_row(self.generate_button, self.cancel_button, stretch_first=True))
         self.random_seed.setChecked(True)

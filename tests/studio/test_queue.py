@@ -143,3 +143,18 @@ def test_clear_queue_removes_the_waiting_jobs_and_the_running_one_goes_on(qtbot,
     qtbot.waitUntil(lambda: not window.session.busy, timeout=30_000)
     assert window.session.history == []
     assert window.bottom_tabs.tabText(1) == "Queue"
+
+
+def test_a_batch_count_queues_one_job_per_image_with_consecutive_seeds(qtbot, window):
+    window.prompt_panel.steps.setValue(2)
+    window.prompt_panel.seed.setText("40")
+    window.prompt_panel.batch_count.setValue(3)
+    press_generate(qtbot, window)
+    finish_all(qtbot, window, 3)
+    assert [entry.request.seed for entry in window.session.history] == [40, 41, 42]
+
+    window.prompt_panel.random_seed.setChecked(True)
+    jobs = window.generate()
+    assert len(jobs) == 3 and len({job.request.seed for job in jobs}) == 3
+    finish_all(qtbot, window, 6)
+    assert [e.request.seed for e in window.session.history[3:]] == [j.request.seed for j in jobs]
