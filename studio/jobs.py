@@ -145,6 +145,7 @@ class JobEvent:
     result: Any = None
     error: str = ""
     message: str = ""
+    saved_as: str = ""  # finished generations: the id of the history entry written to disk
 
     @property
     def job_id(self) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 class HistoryEntry:
     result: GenerationResult  # finished, with an image
     image: QImage
+    stored_id: str = ""  # its entry in the history kept on disk ("" when it could not be kept)
 
     @property
     def request(self) -> GenerationRequest:
@@ -92,6 +94,7 @@ class Session(QObject):
     _load = Signal(str, bool)
     _warm_up = Signal()
     _submit = Signal(object, object)  # Job, threading.Event
+    _keep_history = Signal(object)  # Path or None
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -113,6 +116,7 @@ class Session(QObject):
         self._warm_up.connect(self.worker.warm_up_pose_renderer)
         self._warmed_up = False
         self._submit.connect(self.worker.run)
+        self._keep_history.connect(self.worker.keep_history)
         # Queued explicitly: whatever the worker reports is handled here, in the GUI thread.
         queued = Qt.ConnectionType.QueuedConnection
         self.worker.event.connect(self._on_worker_event, queued)
@@ -150,6 +154,10 @@ class Session(QObject):
     # ---- requests -----------------------------------------------------------------------------
     def configure(self, config: EngineConfig) -> None:
         self._configure.emit(config)
+
+    def keep_history(self, folder: Path | None) -> None:
+        """Write every finished generation to the history store in ``folder`` (None: keep none)."""
+        self._keep_history.emit(folder)
 
     def start_up(self) -> None:
         self._start_up.emit()
@@ -278,7 +286,8 @@ class Session(QObject):
         if event.job is not None and event.kind in ENDINGS:
             self._jobs.pop(event.job.id, None)
             if event.kind is EventKind.FINISHED and event.job.kind is JobKind.GENERATE:
-                self.history.append(HistoryEntry(event.result, pil_to_qimage(event.result.image)))
+                image = pil_to_qimage(event.result.image)
+                self.history.append(HistoryEntry(event.result, image, event.saved_as))
             elif event.kind is EventKind.FINISHED and event.job.kind is JobKind.COMPARE:
                 self._compared += 1
                 self.comparisons.append(ComparisonEntry(event.result, self._compared))
