@@ -109,7 +109,12 @@ class HistoryStore:
             self.notes.append(f"The history folder {self.folder} cannot be read: {error}")
             log.warning("%s", self.notes[-1])
             return []
-        ids = [match.group(1) for name in names if (match := _IMAGE_RE.fullmatch(name))]
+        # A cheap test first: most names are thumbnails and requests.
+        ids = [
+            match.group(1) for name in names
+            if name.endswith(".png") and not name.endswith(".thumb.png")
+            and (match := _IMAGE_RE.fullmatch(name))
+        ]  # fmt: skip
         return [StoredEntry(entry_id, self.folder) for entry_id in sorted(ids, reverse=True)]
 
     def find(self, entry_id: str) -> StoredEntry | None:
