@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--queue", action="store_true", help="also time the gap between jobs")
     args = parser.parse_args()
 
-    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtCore import QEventLoop, Qt, QTimer
     from PySide6.QtWidgets import QApplication
 
     from pipelines.history_store import history_folder
@@ -113,24 +113,31 @@ def main() -> None:
     warm.close()
 
     beats: list[float] = []
-    heartbeat = QTimer()
+    heartbeat = QTimer(timerType=Qt.TimerType.PreciseTimer)
     heartbeat.timeout.connect(lambda: beats.append(time.perf_counter()))
     to_input = {"empty": [], "filled": []}
-    listed, gaps, memory = [], [], []
+    listed, gaps, idle_gaps, memory = [], [], [], []
+
+    def longest_gap(until) -> float:
+        beats.clear()
+        heartbeat.start(5)
+        wait(until)
+        heartbeat.stop()
+        return max(b - a for a, b in zip(beats, beats[1:]))
+
     for _ in range(args.rounds):
         window, seconds = open_window(empty)
         to_input["empty"].append(seconds)
+        settle = time.perf_counter() + 1.0
+        idle_gaps.append(longest_gap(lambda s=settle: time.perf_counter() > s))
         window.close()
         before = rss_mb()
-        beats.clear()
-        heartbeat.start(5)
         started = time.perf_counter()
         window, seconds = open_window(filled)
         to_input["filled"].append(seconds)
-        wait(lambda w=window: not w.gallery.loading)
+        # From the moment the window takes input until the whole history is in the strip.
+        gaps.append(longest_gap(lambda w=window: not w.gallery.loading))
         listed.append(time.perf_counter() - started)
-        heartbeat.stop()
-        gaps.append(max(b - a for a, b in zip(beats, beats[1:])))
         memory.append(rss_mb() - before)
         assert window.gallery.count() == args.entries, window.gallery.count()
         window.close()
@@ -143,7 +150,9 @@ def main() -> None:
     print(f"window takes input, {args.entries} entries : {filled_s * 1000:7.1f} ms "
           f"(ratio {filled_s / empty_s:.2f})")  # fmt: skip
     print(f"whole history listed              : {statistics.median(listed):7.2f} s")
-    print(f"longest GUI heartbeat gap         : {max(gaps) * 1000:7.1f} ms (goal <= 30 ms)")
+    print(f"longest GUI heartbeat gap, loading: {max(gaps) * 1000:7.1f} ms (goal <= 30 ms; "
+          f"median of rounds {statistics.median(gaps) * 1000:.1f} ms)")  # fmt: skip
+    print(f"same, empty history, first second : {max(idle_gaps) * 1000:7.1f} ms")
     print(f"memory held for the history       : {statistics.median(memory):7.1f} MB (RSS growth)")
 
     if args.queue:
@@ -178,6 +187,8 @@ def queue_gap(work: Path, settings_with, wait) -> None:
         wait(lambda s=second: (EventKind.FINISHED, s.id) in times)
         gaps.append(times[EventKind.STARTED, second.id] - times[EventKind.FINISHED, first.id])
     window.close()
+    # An upper bound of the worker's idle time: the session hands the next job over before the
+    # window's own handlers of "finished" run, and "started" reaches them only after those.
     print(f"finished -> next started (queue)  : {statistics.median(gaps) * 1000:7.1f} ms median, "
           f"{max(gaps) * 1000:.1f} ms max (goal <= 50 ms)")  # fmt: skip
 

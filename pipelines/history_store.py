@@ -26,7 +26,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -101,21 +101,30 @@ class HistoryStore:
     # ---- listing ------------------------------------------------------------------------------
     def entries(self) -> list[StoredEntry]:
         """Every entry whose image was written, newest first; reads nothing but the folder."""
+        return self.sorted_entries(self.scan())
+
+    def sorted_entries(self, ids: Iterable[str]) -> list[StoredEntry]:
+        return [StoredEntry(entry_id, self.folder) for entry_id in sorted(ids, reverse=True)]
+
+    def scan(self) -> Iterator[str]:
+        """The ids of the entries whose image was written, in the folder's order, one at a time
+        (a caller that must stay responsive reads a few thousand per turn)."""
         try:
-            names = [entry.name for entry in os.scandir(self.folder)]
+            listing = os.scandir(self.folder)
         except FileNotFoundError:
-            return []
+            return
         except OSError as error:
             self.notes.append(f"The history folder {self.folder} cannot be read: {error}")
             log.warning("%s", self.notes[-1])
-            return []
-        # A cheap test first: most names are thumbnails and requests.
-        ids = [
-            match.group(1) for name in names
-            if name.endswith(".png") and not name.endswith(".thumb.png")
-            and (match := _IMAGE_RE.fullmatch(name))
-        ]  # fmt: skip
-        return [StoredEntry(entry_id, self.folder) for entry_id in sorted(ids, reverse=True)]
+            return
+        with listing:
+            for item in listing:
+                name = item.name
+                # A cheap test first: most names are thumbnails and requests.
+                if name.endswith(".png") and not name.endswith(".thumb.png"):
+                    match = _IMAGE_RE.fullmatch(name)
+                    if match:
+                        yield match.group(1)
 
     def find(self, entry_id: str) -> StoredEntry | None:
         entry = StoredEntry(entry_id, self.folder)

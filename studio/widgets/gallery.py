@@ -15,10 +15,11 @@ and adding or filtering thousands of rows is one model change, not thousands of 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +57,8 @@ log = logging.getLogger(__name__)
 ICON = 96
 KEY_ROLE = Qt.ItemDataRole.UserRole
 ROWS_PER_TURN = 1000
-TURN_BUDGET_S = 0.010  # per turn of the event loop, so the window never stalls on the history
+SCAN_SLICE = 50  # entry ids read from the folder between two looks at the clock
+TURN_BUDGET_S = 0.008  # per turn of the event loop, so the window never stalls on the history
 MAX_THUMBNAILS = 600  # thumbnails of stored entries kept in memory; the least recent go first
 
 Key = int | str
@@ -227,6 +229,9 @@ class _Strip(QListView):
         self.setIconSize(QSize(ICON, ICON))
         self.setSpacing(2)
         self.setUniformItemSizes(True)
+        # Laid out a few hundred rows per turn of the event loop: thousands at once stall it.
+        self.setLayoutMode(QListView.LayoutMode.Batched)
+        self.setBatchSize(500)
         self.setFixedHeight(ICON + 36)
         self.setHorizontalScrollMode(QListView.ScrollMode.ScrollPerPixel)
         # Drops arrive at the viewport; Static movement leaves it refusing them unless told.
@@ -303,6 +308,8 @@ class Gallery(QWidget):
 
         self._current: Key | None = None
         self._store: HistoryStore | None = None
+        self._scan: Iterator[str] | None = None  # the folder being read
+        self._scanned: list[str] = []
         self._pending: list[StoredEntry] = []  # listed on disk, not rows yet (oldest first)
         self._unread: list[_Row] = []  # stored rows whose request is not read yet (last first)
         self._requests: dict[str, GenerationRequest] = {}
@@ -325,14 +332,15 @@ class Gallery(QWidget):
         self.strip.scrollToTop()
 
     # ---- entries kept on disk -----------------------------------------------------------------
-    def show_store(self, store: HistoryStore, skip: Callable[[str], bool] = lambda _: False) -> int:
-        """List ``store``'s entries after the rows already shown and start loading them in the
-        background; returns how many were listed."""
+    def show_store(
+        self, store: HistoryStore, skip: Callable[[str], bool] = lambda _: False
+    ) -> None:
+        """List ``store``'s entries after the rows already shown, in the background: the folder
+        is read a slice per turn of the event loop, then the rows are added newest first."""
         self._store = store
-        self._pending = [entry for entry in store.entries() if not skip(entry.id)]
-        self._pending.reverse()  # taken from the end: newest first
+        self._scan = (entry_id for entry_id in store.scan() if not skip(entry_id))
+        self._scanned = []
         self._wake()
-        return len(self._pending)
 
     def stored_entry(self, entry_id: str) -> StoredEntry | None:
         return self._entries.get(entry_id)
@@ -347,10 +355,14 @@ class Gallery(QWidget):
 
     @property
     def loading(self) -> bool:
+        """Rows, requests or thumbnails are still being read."""
         return self._loader.isActive()
 
     def _load_some(self) -> None:
         deadline = time.perf_counter() + TURN_BUDGET_S
+        if self._scan is not None:
+            self._read_folder(deadline)
+            return
         if self._pending:
             self._add_stored_rows()
         while self.model.wanted and time.perf_counter() < deadline:
@@ -364,6 +376,20 @@ class Gallery(QWidget):
         self.model.flush()
         if not (self._pending or self._unread or self.model.wanted):
             self._loader.stop()
+
+    def _read_folder(self, deadline: float) -> None:
+        # Small slices: each directory read releases the GIL, and getting it back from a busy
+        # worker thread can take milliseconds, so the deadline is checked often.
+        scan = self._scan
+        while time.perf_counter() < deadline:
+            chunk = list(itertools.islice(scan, SCAN_SLICE))
+            self._scanned += chunk
+            if len(chunk) < SCAN_SLICE:
+                self._scan = None
+                self._pending = self._store.sorted_entries(self._scanned)
+                self._pending.reverse()  # taken from the end: newest first
+                self._scanned = []
+                return
 
     def _add_stored_rows(self) -> None:
         rows = []

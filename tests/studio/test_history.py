@@ -107,3 +107,32 @@ def test_delete_takes_an_image_out_with_undo_and_for_good_on_the_next_start(
     window.open_entry_folder(key)
     assert opened[0].toLocalFile() == str(window.history_store.folder)
     assert window.delete_entry(key) and window.history_store.entries() == []
+
+
+def test_the_strip_loads_thumbnails_only_for_the_images_in_view(qtbot, tmp_path):
+    from studio.widgets.gallery import Gallery
+
+    store = HistoryStore(tmp_path / "history")
+    for number in range(60):
+        store.add(Image.new("RGB", (32, 32), (number * 4, 0, 0)),
+                  GenerationRequest(prompt=f"picture {number}", seed=number))  # fmt: skip
+    gallery = Gallery()
+    qtbot.addWidget(gallery)
+    gallery.resize(700, 140)
+    gallery.show()
+    gallery.show_store(store)
+    qtbot.waitUntil(lambda: not gallery.loading and gallery.count() == 60, timeout=30_000)
+    # The view asks for the icons of the rows it paints; they load in the next turns.
+    qtbot.waitUntil(lambda: gallery.model.rows[0].icon is not None and not gallery.loading,
+                    timeout=10_000)  # fmt: skip
+    qtbot.wait(100)
+
+    with_icons = [row.key for row in gallery.model.rows if row.icon is not None]
+    assert 0 < len(with_icons) < 20  # those in view, not all sixty
+    assert with_icons == [row.key for row in gallery.model.rows[: len(with_icons)]]  # newest
+    gallery.filter.setText("picture 1")  # 1, 10…19: their prompts were read in the background
+    assert len(gallery.shown_keys()) == 11
+    last = gallery.model.shown[-1]
+    assert last.icon is None  # the oldest picture has not been in view
+    gallery.strip.scrollTo(gallery.model.index(len(gallery.model.shown) - 1))
+    qtbot.waitUntil(lambda: last.icon is not None, timeout=10_000)  # asked for once in view
