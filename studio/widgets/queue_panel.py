@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 from studio.jobs import EventKind, Job, JobEvent, JobKind
 from studio.session import ENDINGS, IMAGE_JOBS, Session
 
-ICON = 56
+ICON = 40
 JOB_ROLE = Qt.ItemDataRole.UserRole
 QUEUE_EVENTS = (EventKind.QUEUED, EventKind.STARTED, EventKind.REMOVED, *ENDINGS)
 
@@ -44,7 +44,11 @@ class QueuePanel(QWidget):
         self.session = session
         self.list = QListWidget()
         self.list.setIconSize(QSize(ICON, ICON))
-        self.list.setUniformItemSizes(True)
+        # Waiting jobs show an empty square where the running one shows its preview, so that
+        # every row's text starts at the same place and every row has the same height.
+        blank = QPixmap(ICON, ICON)
+        blank.fill(Qt.GlobalColor.transparent)
+        self._blank = QIcon(blank)
         self.list.setToolTip("The running job first, then the waiting ones in the order they run.")
         self.status = QLabel("Nothing queued. Generate or Compare adds a job here.")
         self._buttons: dict[str, QPushButton] = {}
@@ -116,6 +120,8 @@ class QueuePanel(QWidget):
             item.setToolTip(job.request.prompt[:500])
             if is_running and job.id == was_running and old_icon is not None:
                 item.setIcon(old_icon)  # keep the live preview across rebuilds
+            else:
+                item.setIcon(self._blank)
             self.list.addItem(item)
             if job.id == selected:
                 self.list.setCurrentItem(item)
