@@ -158,3 +158,23 @@ def test_a_batch_count_queues_one_job_per_image_with_consecutive_seeds(qtbot, wi
     assert len(jobs) == 3 and len({job.request.seed for job in jobs}) == 3
     finish_all(qtbot, window, 6)
     assert [e.request.seed for e in window.session.history[3:]] == [j.request.seed for j in jobs]
+
+
+def test_a_comparison_queues_behind_a_running_generation_and_runs_after_it(qtbot, window):
+    from studio.jobs import JobKind
+
+    long_job = start_long_job(qtbot, window)
+    window.sampler_panel.set_compare_mode(True)
+    window.sampler_panel.set_compare_entries(["Euler", "DDIM"])
+    window.prompt_panel.prompt.setPlainText("compared")
+    window.compare_action.trigger()
+    assert window.sampler_panel.compare_button.isEnabled()  # not refused while busy
+    (waiting,) = window.session.waiting
+    assert waiting.kind is JobKind.COMPARE and waiting.samplers == (("Euler", 2), ("DDIM", 2))
+    assert window.compare_view.live is False  # the view waits for the comparison to start
+
+    with wait_event(qtbot, window.session, EventKind.FINISHED, JobKind.COMPARE, 90_000) as blocker:
+        window.session.cancel(long_job)
+    assert blocker.args[0].job.id == waiting.id
+    assert blocker.args[0].result.request.prompt == "compared"
+    assert len(window.session.comparisons) == 1 and window.session.history == []
