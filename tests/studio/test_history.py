@@ -136,3 +136,20 @@ def test_the_strip_loads_thumbnails_only_for_the_images_in_view(qtbot, tmp_path)
     assert last.icon is None  # the oldest picture has not been in view
     gallery.strip.scrollTo(gallery.model.index(len(gallery.model.shown) - 1))
     qtbot.waitUntil(lambda: last.icon is not None, timeout=10_000)  # asked for once in view
+
+
+def test_an_image_that_cannot_be_kept_is_still_shown_and_the_window_says_why(
+    qtbot, make_window, studio_settings
+):
+    folder = history_folder(studio_settings.data_folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_text("a file where the history folder should be")
+    window = make_window(studio_settings)
+
+    notices = []
+    window.session.event.connect(lambda e: e.kind is EventKind.NOTICE and notices.append(e.error))
+    event = generate(qtbot, window, "not kept")
+
+    assert event.saved_as == "" and len(window.session.history) == 1
+    assert notices and "not kept in the history folder" in notices[0]
+    assert "not kept in the history folder" in window.message_bar.text()
