@@ -72,6 +72,12 @@ def request_tooltip(request: GenerationRequest) -> str:
     )
 
 
+def searchable(request: GenerationRequest) -> str:
+    """The text the filter looks in: prompt, sampler and the model's name (not its folders)."""
+    model = request.model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or "default model"
+    return "\n".join((request.prompt, request.sampler, model)).lower()
+
+
 def _icon(image) -> QIcon:
     pixmap = QPixmap.fromImage(image).scaled(
         ICON, ICON, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
@@ -93,7 +99,7 @@ def _label(entry_id: str) -> str:
 class _Row:
     key: Key
     label: str
-    prompt: str | None = None  # lower-cased, once known
+    prompt: str | None = None  # what the filter searches, lower-cased, once known
     tooltip: str = ""
     icon: QIcon | None = None
     entry: StoredEntry | None = None  # stored rows only
@@ -279,9 +285,10 @@ class Gallery(QWidget):
         self.strip.files_dropped.connect(self.files_dropped)
         self.strip.customContextMenuRequested.connect(self._context_menu)
         self.filter = QLineEdit()
-        self.filter.setPlaceholderText("Filter by prompt")
+        self.filter.setPlaceholderText("Filter: prompt, sampler, model")
         self.filter.setClearButtonEnabled(True)
-        self.filter.setToolTip("Show only images whose prompt contains this text.")
+        self.filter.setToolTip("Show only images whose prompt, sampler or model name contains "
+                               "this text.")  # fmt: skip
         self.filter.textChanged.connect(self._apply_filter)
         self.reuse_button = QPushButton("Reuse settings")
         self.reuse_button.setToolTip("Load the selected image's settings back into the panels.")
@@ -325,7 +332,7 @@ class Gallery(QWidget):
     # ---- this session's images ----------------------------------------------------------------
     def add_entry(self, index: int, entry) -> None:
         request = entry.request
-        row = _Row(index, f"#{index + 1}", request.prompt.lower(), request_tooltip(request),
+        row = _Row(index, f"#{index + 1}", searchable(request), request_tooltip(request),
                    _icon(entry.image))  # fmt: skip
         self.model.insert_front(row)  # newest first
         self.select(index)
@@ -406,7 +413,7 @@ class Gallery(QWidget):
             self._drop_unreadable(row)
             return
         # Nothing to repaint: the tooltip is asked for on hover, the prompt is for the filter.
-        row.prompt = request.prompt.lower()
+        row.prompt = searchable(request)
         row.tooltip = request_tooltip(request)
 
     def _load_thumbnail(self, row: _Row) -> None:

@@ -114,8 +114,10 @@ def test_the_strip_loads_thumbnails_only_for_the_images_in_view(qtbot, tmp_path)
 
     store = HistoryStore(tmp_path / "history")
     for number in range(60):
+        sampler = "DDIM" if number % 10 == 0 else "Euler"
         store.add(Image.new("RGB", (32, 32), (number * 4, 0, 0)),
-                  GenerationRequest(prompt=f"picture {number}", seed=number))  # fmt: skip
+                  GenerationRequest(prompt=f"picture {number}", seed=number, sampler=sampler,
+                                    model=f"/models/model-{number % 2}.safetensors"))  # fmt: skip
     gallery = Gallery()
     qtbot.addWidget(gallery)
     gallery.resize(700, 140)
@@ -130,6 +132,12 @@ def test_the_strip_loads_thumbnails_only_for_the_images_in_view(qtbot, tmp_path)
     with_icons = [row.key for row in gallery.model.rows if row.icon is not None]
     assert 0 < len(with_icons) < 20  # those in view, not all sixty
     assert with_icons == [row.key for row in gallery.model.rows[: len(with_icons)]]  # newest
+    gallery.filter.setText("ddim")  # the sampler and the model's name are searched too
+    assert len(gallery.shown_keys()) == 6
+    gallery.filter.setText("model-1.safe")
+    assert len(gallery.shown_keys()) == 30
+    gallery.filter.setText("models/")  # not the folders
+    assert gallery.shown_keys() == []
     gallery.filter.setText("picture 1")  # 1, 10…19: their prompts were read in the background
     assert len(gallery.shown_keys()) == 11
     last = gallery.model.shown[-1]
