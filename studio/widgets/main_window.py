@@ -368,6 +368,7 @@ class MainWindow(QMainWindow):
                 log.warning("last session's settings not restored: %s", error)
         if s.random_seed is not None:
             self.prompt_panel.random_seed.setChecked(s.random_seed)
+        self.prompt_panel.batch_count.setValue(s.batch_count)
         compare_mode, samplers = s.comparison
         if samplers:
             self.sampler_panel.set_compare_entries(samplers)
@@ -831,6 +832,8 @@ class MainWindow(QMainWindow):
             ("panel values", lambda: setattr(s, "last_request", self.current_request().to_dict())),
             ("random seed", lambda: setattr(s, "random_seed",
                                             self.prompt_panel.random_seed.isChecked())),
+            ("batch count", lambda: setattr(s, "batch_count",
+                                            self.prompt_panel.batch_count.value())),
             ("comparison", lambda: s.set_comparison(panel.compare_mode.isChecked(),
                                                     panel.wanted_comparison())),
             ("window geometry", lambda: s.set_window_state("geometry", self.saveGeometry())),

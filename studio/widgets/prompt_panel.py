@@ -34,9 +34,9 @@ from pipelines.types import (
     GenerationRequest,
     snap_size,
 )
+from studio.settings import MAX_PANEL_BATCH
 
 NATIVE = "Model's native size"
-MAX_PANEL_BATCH = 100  # one press; the queue takes more presses
 CUSTOM = "Custom"
 SIZE_PRESETS = {
     "512 × 512 (SD 1.x)": (512, 512),

@@ -254,3 +254,18 @@ def test_an_output_folder_name_with_a_nul_is_refused_when_set(qtbot, tmp_path):
     assert "NUL" in dialog.pattern_problem.text()
     dialog.accept()
     assert dialog.result() != dialog.DialogCode.Accepted
+
+
+def test_the_batch_count_survives_a_restart_and_a_bad_one_falls_back_to_one(
+    qtbot, make_window, studio_settings, tmp_path
+):
+    first = make_window(studio_settings)
+    first.prompt_panel.batch_count.setValue(5)
+    first.close()
+    assert make_window(StudioSettings(studio_settings.path)).prompt_panel.batch_count.value() == 5
+
+    for text in ("0", "101", "many", "true"):
+        (tmp_path / text).mkdir()
+        settings = _ini(tmp_path / text, f"[session]\nbatch_count={text}\n")
+        assert settings.batch_count == 1
+        assert len(settings.notes) == 1 and "batch_count" in settings.notes[0]
