@@ -66,10 +66,13 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_verbose(parser, False)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gen = sub.add_parser("generate", help="generate one image")
+    gen = sub.add_parser("generate", help="generate one image, or a batch")
     _add_request_options(gen)
-    gen.add_argument("--out", required=True, type=Path, help="PNG file to write")
-    gen.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    gen.add_argument("--out", required=True, type=Path,
+                     help="PNG file to write; a batch writes OUT-0001.png, OUT-0002.png, …")  # fmt: skip
+    gen.add_argument("--overwrite", action="store_true", help="replace existing files")
+    gen.add_argument("--batch-count", type=int, default=1, metavar="N",
+                     help="N images, with seeds SEED, SEED+1, … (or N random seeds)")  # fmt: skip
 
     comparison = sub.add_parser("compare", help="run several samplers on one request, side by side")
     _add_request_options(comparison)
@@ -294,10 +297,13 @@ def _sweep(*folders: Path | None) -> None:
 
 
 def cmd_generate(args) -> int:
+    from pipelines.batches import batch_paths, batch_requests
     from pipelines.export import check_target, write_png
 
-    _refuse_existing(args.out, overwrite=args.overwrite)
-    check_target(args.out, args.overwrite, make_folder=False, create=False)
+    outputs = batch_paths(args.out, args.batch_count)  # every name checked before any work
+    _refuse_existing(*outputs, overwrite=args.overwrite)
+    for path in outputs:
+        check_target(path, args.overwrite, make_folder=False, create=False)
     check_device(args.device)
     engine = _engine(args)
     request = build_request(args, engine)
@@ -305,17 +311,17 @@ def cmd_generate(args) -> int:
     _sweep(args.out.parent)
     request = keep_map_copies(request)
     _quiet_loading(args)
-    bar = _ProgressBar()
-    try:
-        result = engine.run(
-            request, on_step=bar.step, cancel=threading.Event(), on_progress=_progress_printer(args)
-        )
-    finally:
-        bar.close()
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    path = write_png(result.image, result.request, args.out, overwrite=args.overwrite)
-    print(f"wrote {path} (seed {result.request.seed})")
+    for path, image_request in zip(outputs, batch_requests(request, args.batch_count)):
+        bar = _ProgressBar()
+        try:
+            result = engine.run(image_request, on_step=bar.step, cancel=threading.Event(),
+                                on_progress=_progress_printer(args))  # fmt: skip
+        finally:
+            bar.close()
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        written = write_png(result.image, result.request, path, overwrite=args.overwrite)
+        print(f"wrote {written} (seed {result.request.seed})", flush=True)
     return 0
 
 

@@ -34,7 +34,9 @@ class JobKind(StrEnum):
 
 
 class EventKind(StrEnum):
-    QUEUED = "queued"  # accepted by the session, waiting for the worker
+    QUEUED = "queued"  # accepted by the session, waiting in its queue or for the worker
+    REMOVED = "removed"  # taken out of the queue before it started; it never runs
+    REORDERED = "reordered"  # result: the waiting jobs (tuple of Job) in their new order
     STARTED = "started"  # the worker began it
     PREVIEW = "preview"  # newest step preview(s); stale ones were dropped on the way
     FINISHED = "finished"  # result: GenerationResult, CompareResult or DetectionResult
@@ -66,12 +68,16 @@ class DetectionRequest:
 _job_ids = itertools.count(1)
 
 
+def next_job_id() -> int:
+    return next(_job_ids)
+
+
 @dataclass(frozen=True)
 class Job:
     kind: JobKind
     request: GenerationRequest | DetectionRequest
     samplers: tuple[tuple[str, int], ...] = ()  # compare: (sampler, steps) per column
-    id: int = field(default_factory=lambda: next(_job_ids))
+    id: int = field(default_factory=next_job_id)
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,7 @@ class JobEvent:
     result: Any = None
     error: str = ""
     message: str = ""
+    saved_as: str = ""  # finished generations: the id of the history entry written to disk
 
     @property
     def job_id(self) -> int:

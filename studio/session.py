@@ -7,16 +7,20 @@ finished, cancelled or failed, the model loading, the catalog and model folders 
 found outside any job. Events are emitted in the GUI thread, after the session's own state (history,
 busy, loaded model) already reflects them.
 
-Jobs go out by queued signal and run one after another in the worker's thread; the cancel flag is a
-``threading.Event`` set directly from the GUI thread, because the worker is busy inside the
-denoising loop and would only see a queued cancel signal after the run ended.
+Generations and comparisons wait in the session's own queue (:attr:`Session.waiting`), in the GUI
+thread, so that the window can reorder, duplicate and remove them; only one at a time is handed to
+the worker, the next one when the running one ends. Detections skip that queue: they are short and
+an editor waits for them. The cancel flag is a ``threading.Event`` set directly from the GUI
+thread, because the worker is busy inside the denoising loop and would only see a queued cancel
+signal after the run ended.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal
@@ -30,6 +34,7 @@ from studio.jobs import (
     JobKind,
     ModelSummary,
     SamplerEntry,
+    next_job_id,
     sampler_entry,
 )
 from studio.qt_image import pil_to_qimage
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
 class HistoryEntry:
     result: GenerationResult  # finished, with an image
     image: QImage
+    stored_id: str = ""  # its entry in the history kept on disk ("" when it could not be kept)
 
     @property
     def request(self) -> GenerationRequest:
@@ -88,6 +94,7 @@ class Session(QObject):
     _load = Signal(str, bool)
     _warm_up = Signal()
     _submit = Signal(object, object)  # Job, threading.Event
+    _keep_history = Signal(object)  # Path or None
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -96,6 +103,7 @@ class Session(QObject):
         self._compared = 0
         self.loaded_model: ModelSummary | None = None
         self._jobs: dict[int, tuple[Job, threading.Event]] = {}  # submitted, not ended yet
+        self._waiting: list[Job] = []  # generations and comparisons not handed to the worker yet
         self.thread = QThread()
         self.thread.setObjectName("generation-worker")
         self.worker = GenerationWorker()
@@ -108,6 +116,7 @@ class Session(QObject):
         self._warm_up.connect(self.worker.warm_up_pose_renderer)
         self._warmed_up = False
         self._submit.connect(self.worker.run)
+        self._keep_history.connect(self.worker.keep_history)
         # Queued explicitly: whatever the worker reports is handled here, in the GUI thread.
         queued = Qt.ConnectionType.QueuedConnection
         self.worker.event.connect(self._on_worker_event, queued)
@@ -120,9 +129,19 @@ class Session(QObject):
         return next((job for job, _ in self._jobs.values() if job.kind in IMAGE_JOBS), None)
 
     @property
+    def running_job(self) -> Job | None:
+        """The generation or comparison handed to the worker (running, or about to start)."""
+        return self._image_job()
+
+    @property
+    def waiting(self) -> tuple[Job, ...]:
+        """Generations and comparisons queued behind the running one, next first."""
+        return tuple(self._waiting)
+
+    @property
     def busy(self) -> bool:
-        """A generation or comparison is queued or running (detections do not count)."""
-        return self._image_job() is not None
+        """A generation or comparison is running or waiting (detections do not count)."""
+        return self._image_job() is not None or bool(self._waiting)
 
     @property
     def comparing(self) -> bool:
@@ -135,6 +154,10 @@ class Session(QObject):
     # ---- requests -----------------------------------------------------------------------------
     def configure(self, config: EngineConfig) -> None:
         self._configure.emit(config)
+
+    def keep_history(self, folder: Path | None) -> None:
+        """Write every finished generation to the history store in ``folder`` (None: keep none)."""
+        self._keep_history.emit(folder)
 
     def start_up(self) -> None:
         self._start_up.emit()
@@ -151,33 +174,96 @@ class Session(QObject):
             self._warmed_up = True
             self._warm_up.emit()
 
-    def generate(self, request: GenerationRequest) -> Job | None:
-        """Queue a generation; None while another generation or comparison is under way."""
-        return None if self.busy else self._queue(Job(JobKind.GENERATE, request))
+    def generate(self, request: GenerationRequest) -> Job:
+        """Queue a generation behind the ones already waiting."""
+        return self._enqueue(Job(JobKind.GENERATE, request))
 
-    def compare(self, request: GenerationRequest, samplers: Sequence[SamplerEntry]) -> Job | None:
-        """Run ``request`` once per sampler (names or (name, steps)); None while busy."""
-        if self.busy:
-            return None
+    def compare(self, request: GenerationRequest, samplers: Sequence[SamplerEntry]) -> Job:
+        """Queue one run of ``request`` per sampler (names or (name, steps))."""
         entries = tuple(compare_entries(samplers, request.steps))
-        return self._queue(Job(JobKind.COMPARE, request, samplers=entries))
+        return self._enqueue(Job(JobKind.COMPARE, request, samplers=entries))
 
     def detect(self, request: DetectionRequest) -> Job:
         """Queue a pose/depth/canny detection behind whatever the worker is doing."""
-        return self._queue(Job(JobKind.DETECT, request))
-
-    def _queue(self, job: Job) -> Job:
-        cancel = threading.Event()
-        self._jobs[job.id] = (job, cancel)
+        job = Job(JobKind.DETECT, request)
+        self._hand_over(job)
         self.event.emit(JobEvent(EventKind.QUEUED, job))
-        self._submit.emit(job, cancel)
         return job
 
+    def _enqueue(self, job: Job) -> Job:
+        self._waiting.append(job)
+        self._next()
+        self.event.emit(JobEvent(EventKind.QUEUED, job))
+        return job
+
+    def _next(self) -> None:
+        if self._image_job() is None and self._waiting:
+            self._hand_over(self._waiting.pop(0))
+
+    def _hand_over(self, job: Job) -> None:
+        cancel = threading.Event()
+        self._jobs[job.id] = (job, cancel)
+        self._submit.emit(job, cancel)
+
     def cancel(self, job: Job | None = None) -> None:
-        """Cancel ``job``, or the generation or comparison under way."""
+        """Cancel ``job`` (a waiting one leaves the queue), or the running generation or
+        comparison."""
+        if job is not None and self.remove(job.id):
+            return
         job = job or self._image_job()
         if job is not None and job.id in self._jobs:
             self._jobs[job.id][1].set()
+
+    # ---- the waiting jobs ---------------------------------------------------------------------
+    def _waiting_index(self, job_id: int) -> int | None:
+        return next((i for i, job in enumerate(self._waiting) if job.id == job_id), None)
+
+    def remove(self, job_id: int) -> bool:
+        """Take a waiting job out of the queue; False when it is not waiting (any more)."""
+        index = self._waiting_index(job_id)
+        if index is None:
+            return False
+        job = self._waiting.pop(index)
+        self.event.emit(JobEvent(EventKind.REMOVED, job))
+        return True
+
+    def clear_queue(self) -> int:
+        """Remove every waiting job (the running one goes on); returns how many."""
+        removed = list(self._waiting)
+        self._waiting.clear()
+        for job in removed:
+            self.event.emit(JobEvent(EventKind.REMOVED, job))
+        return len(removed)
+
+    def move(self, job_id: int, offset: int) -> bool:
+        """Move a waiting job ``offset`` places later (negative: earlier), within the queue."""
+        index = self._waiting_index(job_id)
+        if index is None:
+            return False
+        target = min(max(index + offset, 0), len(self._waiting) - 1)
+        if target == index:
+            return False
+        self._waiting.insert(target, self._waiting.pop(index))
+        self.event.emit(JobEvent(EventKind.REORDERED, result=self.waiting))
+        return True
+
+    def move_to_front(self, job_id: int) -> bool:
+        return self.move(job_id, -len(self._waiting))
+
+    def duplicate(self, job_id: int) -> Job | None:
+        """Queue a copy of a waiting or running job (same request, seed included) right after
+        it; None when the job is neither."""
+        original = self._jobs[job_id][0] if job_id in self._jobs else None
+        index = self._waiting_index(job_id)
+        if index is not None:
+            original = self._waiting[index]
+        if original is None or original.kind not in IMAGE_JOBS:
+            return None
+        copy = replace(original, id=next_job_id())
+        self._waiting.insert(0 if index is None else index + 1, copy)
+        self._next()
+        self.event.emit(JobEvent(EventKind.QUEUED, copy))
+        return copy
 
     # ---- what the worker reports --------------------------------------------------------------
     def _on_preview_ready(self) -> None:
@@ -200,15 +286,18 @@ class Session(QObject):
         if event.job is not None and event.kind in ENDINGS:
             self._jobs.pop(event.job.id, None)
             if event.kind is EventKind.FINISHED and event.job.kind is JobKind.GENERATE:
-                self.history.append(HistoryEntry(event.result, pil_to_qimage(event.result.image)))
+                image = pil_to_qimage(event.result.image)
+                self.history.append(HistoryEntry(event.result, image, event.saved_as))
             elif event.kind is EventKind.FINISHED and event.job.kind is JobKind.COMPARE:
                 self._compared += 1
                 self.comparisons.append(ComparisonEntry(event.result, self._compared))
                 del self.comparisons[:-MAX_COMPARISONS]
+            self._next()  # before the event: whoever listens sees the queue as it now is
         self.event.emit(event)
 
     def shutdown(self) -> None:
         """Cancel every job, let the worker finish its current one, and stop (join) the thread."""
+        self._waiting.clear()
         for _job, cancel in self._jobs.values():
             cancel.set()
         if self.thread.isRunning():

@@ -251,6 +251,14 @@ class StudioSettings:
         self._store.setValue("session/random_seed", bool(value))
 
     @property
+    def batch_count(self) -> int:
+        return self._checked("session/batch_count", 1, _batch_count)
+
+    @batch_count.setter
+    def batch_count(self, count: int) -> None:
+        self._store.setValue("session/batch_count", int(count))
+
+    @property
     def comparison(self) -> tuple[bool, list]:
         """(compare mode on, the ticked samplers as names or [name, steps])."""
         return self._json("session/comparison", (False, []), _comparison)
@@ -286,6 +294,19 @@ def _one_of(choices: tuple[str, ...]):
         return value
 
     return convert
+
+
+MAX_PANEL_BATCH = 100  # one press of Generate; the prompt panel's limit
+
+
+def _batch_count(value: Any) -> int:
+    try:
+        count = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else 0
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_PANEL_BATCH:
+        raise _Invalid(f"a batch count from 1 to {MAX_PANEL_BATCH}")
+    return count
 
 
 def _folder(value: Any) -> str:

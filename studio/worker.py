@@ -38,6 +38,7 @@ from studio.settings import EngineConfig
 
 if TYPE_CHECKING:
     from pipelines.engine import Engine, LoadedModel
+    from pipelines.history_store import HistoryStore
     from pipelines.types import StepPreview
 
 __all__ = ["GenerationWorker", "SamplerInfo", "Catalog", "ModelSummary", "readable_error"]
@@ -62,6 +63,7 @@ class GenerationWorker(QObject):
         self._job_id = 0  # the job whose steps are being previewed
         self._latest: PreviewFrame | None = None
         self._compare_latest: dict[int, CompareFrame] = {}
+        self._history: HistoryStore | None = None
 
     # ---- previews: keep only the newest -------------------------------------------------------
     def take_preview(self) -> PreviewFrame | None:
@@ -129,6 +131,24 @@ class GenerationWorker(QObject):
         if config != self._config:
             self._config = config
             self._engine = None  # rebuilt on next use with the new device/folders
+
+    @Slot(object)
+    def keep_history(self, folder: Path | None) -> None:
+        from pipelines.history_store import HistoryStore
+
+        self._history = None if folder is None else HistoryStore(folder)
+
+    def _keep(self, result) -> str:
+        """Write a finished image to the history on disk as soon as it exists; its entry id."""
+        if self._history is None or result.image is None:
+            return ""
+        try:
+            return self._history.add(result.image, result.request).id
+        except Exception as error:  # the image is still shown; the user learns it was not kept
+            log.exception("image not kept in the history folder")
+            self.event.emit(JobEvent(EventKind.NOTICE, error="The image was not kept in the "
+                                     f"history folder: {readable_error(error)}"))  # fmt: skip
+            return ""
 
     @Slot()
     def start_up(self) -> None:
@@ -224,7 +244,9 @@ class GenerationWorker(QObject):
             self.event.emit(JobEvent(EventKind.FAILED, job, error=readable_error(error)))
             return
         kind = EventKind.CANCELLED if cancelled else EventKind.FINISHED
-        self.event.emit(JobEvent(kind, job, progress=0.0 if cancelled else 1.0, result=result))
+        saved_as = self._keep(result) if not cancelled and job.kind is JobKind.GENERATE else ""
+        self.event.emit(JobEvent(kind, job, progress=0.0 if cancelled else 1.0, result=result,
+                                 saved_as=saved_as))  # fmt: skip
 
     def _generate(self, engine: Engine, job: Job, cancel: threading.Event):
         if job.kind is JobKind.COMPARE:

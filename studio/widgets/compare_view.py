@@ -390,7 +390,7 @@ class CompareView(QWidget):
     def _on_event(self, event: JobEvent) -> None:
         if not event.is_for(JobKind.COMPARE):
             return
-        if event.kind is EventKind.QUEUED:
+        if event.kind is EventKind.STARTED:
             self._on_started(event.job.request, event.job.samplers)
         elif event.kind is EventKind.PREVIEW:
             self._on_step(event.frames)

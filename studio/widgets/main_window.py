@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, QUrl
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
+    QDesktopServices,
     QDragEnterEvent,
     QDropEvent,
     QGuiApplication,
@@ -34,17 +35,19 @@ from PySide6.QtWidgets import (
 )
 
 from pipelines.errors import StudioError
+from pipelines.history_store import HistoryStore, history_folder
 from pipelines.types import GenerationRequest
 from studio.about import show_about
-from studio.jobs import Catalog, EventKind, JobEvent, JobKind, ModelSummary, PreviewFrame
+from studio.jobs import Catalog, EventKind, Job, JobEvent, JobKind, ModelSummary, PreviewFrame
 from studio.qt_image import pil_to_qimage
 from studio.session import ENDINGS, HistoryEntry, Session
 from studio.settings import StudioSettings
 from studio.widgets.canvas import Canvas
 from studio.widgets.compare_view import CompareView
 from studio.widgets.control_panel import ControlPanel, EditorContext
-from studio.widgets.gallery import Gallery
+from studio.widgets.gallery import Gallery, Key
 from studio.widgets.prompt_panel import PromptPanel, snap8
+from studio.widgets.queue_panel import QueuePanel
 from studio.widgets.sampler_panel import SamplerPanel
 from studio.widgets.settings_dialog import SettingsDialog
 
@@ -110,8 +113,12 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Diffusion Studio")
         self.settings = settings
         self.session = session or Session()
-        self.shown_index: int | None = None
-        self.saved: dict[int, Path] = {}
+        self.shown_index: Key | None = None  # int: this session's history; str: kept on disk
+        self.saved: dict[Key, Path] = {}
+        self._deleted: set[Key] = set()  # taken out of the strip (undo puts them back)
+        self.history_store = HistoryStore(history_folder(settings.data_folder))
+        self.session.keep_history(self.history_store.folder)
+        self.open_url: Callable[[QUrl], object] = QDesktopServices.openUrl
         self.last_error = ""
         self._discovery = None
         self._closed = False
@@ -122,6 +129,7 @@ class MainWindow(QMainWindow):
         self.sampler_panel = SamplerPanel()
         self.canvas = Canvas()
         self.gallery = Gallery()
+        self.queue_panel = QueuePanel(self.session)
         self.compare_view = CompareView(self.session, settings)
         self.message_bar = MessageBar()
         self.control_panel.set_editor_context(
@@ -166,7 +174,13 @@ class MainWindow(QMainWindow):
         self.centre_tabs.setTabToolTip(0, "The live preview and the finished image.")
         self.centre_tabs.setTabToolTip(1, "Several samplers side by side, step by step.")
         column.addWidget(self.centre_tabs, 1)
-        column.addWidget(self.gallery)
+        self.bottom_tabs = QTabWidget()
+        self.bottom_tabs.addTab(self.gallery, "History")
+        self.bottom_tabs.addTab(self.queue_panel, "Queue")
+        self.bottom_tabs.setTabToolTip(0, "Every finished image; click one to show it.")
+        self.bottom_tabs.setTabToolTip(1, "The running job and the waiting ones: reorder, "
+                                          "duplicate, remove.")  # fmt: skip
+        column.addWidget(self.bottom_tabs)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(centre)
@@ -199,7 +213,12 @@ class MainWindow(QMainWindow):
         a = self._action
         self.generate_action = a("Generate", self.generate, ["Ctrl+Return", "Ctrl+Enter"],
                                  "Generate an image (Ctrl+Enter)")  # fmt: skip
-        self.cancel_action = a("Cancel", self.cancel, "Esc", "Stop the run (Esc)")
+        self.cancel_action = a("Cancel", self.cancel, "Esc",
+                               "Stop the running job; the waiting ones go on (Esc)")  # fmt: skip
+        self.clear_queue_action = a("Clear queue", self.session.clear_queue, None,
+                                    "Remove every waiting job; the running one goes on")  # fmt: skip
+        self.show_queue_action = a("Show queue", self.show_queue, "Ctrl+J",
+                                   "Show the queue of running and waiting jobs (Ctrl+J)")  # fmt: skip
         self.compare_action = a("Compare samplers", self.compare,
                                 ["Ctrl+Shift+Return", "Ctrl+Shift+Enter"],
                                 "Run the samplers ticked in the Sampler panel's compare mode "
@@ -235,6 +254,9 @@ class MainWindow(QMainWindow):
         run_menu.addAction(self.generate_action)
         run_menu.addAction(self.compare_action)
         run_menu.addAction(self.cancel_action)
+        run_menu.addSeparator()
+        run_menu.addAction(self.show_queue_action)
+        run_menu.addAction(self.clear_queue_action)
         view_menu = self.menuBar().addMenu("&View")
         for action in (self.fit_action, self.actual_action, self.overlay_action):
             view_menu.addAction(action)
@@ -272,10 +294,14 @@ class MainWindow(QMainWindow):
         self.gallery.save_requested.connect(self.save_entry)
         self.gallery.copy_requested.connect(self.copy_entry)
         self.gallery.files_dropped.connect(self.restore_from_files)
+        self.gallery.delete_requested.connect(self.delete_entry)
+        self.gallery.open_folder_requested.connect(self.open_entry_folder)
+        self.gallery.skipped.connect(lambda note: self.statusBar().showMessage(note, 8000))
         self.sampler_panel.compare_clicked.connect(self.compare)
         self.compare_view.problem.connect(lambda text: self.show_error(text))
         self.compare_view.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.session.event.connect(self._on_event)
+        self.queue_panel.count_changed.connect(self._on_queue_count)
 
     def _on_event(self, event: JobEvent) -> None:
         """Everything the worker reports, one event at a time, in the GUI thread."""
@@ -298,9 +324,11 @@ class MainWindow(QMainWindow):
             self._on_comparison_event(event)
 
     def _on_generation_event(self, event: JobEvent) -> None:
-        if event.kind in (EventKind.QUEUED, *ENDINGS):
+        if event.kind in (EventKind.QUEUED, EventKind.REMOVED, *ENDINGS):
             self._on_busy(self.session.busy)
-        if event.kind is EventKind.PREVIEW:
+        if event.kind is EventKind.STARTED:
+            self._on_started(event.job.request)
+        elif event.kind is EventKind.PREVIEW:
             self._on_preview(event.frames[-1])
         elif event.kind is EventKind.FINISHED:
             self._on_history_added(self.session.history[-1])
@@ -311,9 +339,14 @@ class MainWindow(QMainWindow):
             self._on_failed(event.error)
 
     def _on_comparison_event(self, event: JobEvent) -> None:
-        if event.kind in (EventKind.QUEUED, *ENDINGS):
+        if event.kind in (EventKind.QUEUED, EventKind.REMOVED, *ENDINGS):
             self._on_busy(self.session.busy)
-        if event.kind is EventKind.FINISHED:
+        if event.kind is EventKind.STARTED:
+            self.centre_tabs.setCurrentWidget(self.compare_view)
+            self.statusBar().showMessage("Comparing samplers…")
+            # The compare view counts each column's steps; this bar only says the studio is busy.
+            self._set_progress_text("comparing", busy=True)
+        elif event.kind is EventKind.FINISHED:
             self._on_compare_finished(event.result)
         elif event.kind is EventKind.CANCELLED:
             self._on_compare_cancelled(event.result)
@@ -335,6 +368,7 @@ class MainWindow(QMainWindow):
                 log.warning("last session's settings not restored: %s", error)
         if s.random_seed is not None:
             self.prompt_panel.random_seed.setChecked(s.random_seed)
+        self.prompt_panel.batch_count.setValue(s.batch_count)
         compare_mode, samplers = s.comparison
         if samplers:
             self.sampler_panel.set_compare_entries(samplers)
@@ -346,6 +380,9 @@ class MainWindow(QMainWindow):
         self.session.start_up()
         self.session.discover()
         self._load_model(self.prompt_panel.current_model())
+        self.history_store.purge_deleted()  # deleted in an earlier session: no undo any more
+        kept = {entry.stored_id for entry in self.session.history}
+        self.gallery.show_store(self.history_store, skip=kept.__contains__)
 
     def generation_size(self) -> tuple[int, int]:
         # The boxes show the effective size, the model's native one included once it is known.
@@ -408,44 +445,62 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         return request
 
-    def generate(self) -> None:
-        if self.session.busy or (request := self._request_to_run()) is None:
-            return
+    def generate(self) -> list[Job]:
+        """Queue the panels' settings as the batch count's jobs; random seeds are drawn now, so
+        each job keeps its own."""
+        from pipelines.batches import batch_requests
+
+        if (request := self._request_to_run()) is None:
+            return []
+        count = self.prompt_panel.batch_count.value()
+        jobs = [self.session.generate(each) for each in batch_requests(request, count)]
+        self._say_queued(jobs[-1])
+        return jobs
+
+    def compare(self) -> Job | None:
+        """Queue the current settings through the samplers ticked in the sampler panel."""
+        self.sampler_panel.set_compare_mode(True)
+        if not self.sampler_panel.compare_ready():
+            self.show_error(self.sampler_panel.compare_count.text())
+            return None
+        if (request := self._request_to_run()) is None:
+            return None
+        job = self.session.compare(request.resolve_seed(), self.sampler_panel.compare_entries())
+        self._say_queued(job)
+        return job
+
+    def _say_queued(self, job: Job) -> None:
+        if self.session.waiting:
+            self.statusBar().showMessage(
+                f"Queued (seed {job.request.seed}); {len(self.session.waiting)} waiting.", 5000
+            )
+
+    def cancel(self) -> None:
+        if self.session.running_job is not None:
+            self.session.cancel()
+            self.statusBar().showMessage("Cancelling after this step…")
+
+    def show_queue(self) -> None:
+        self.bottom_tabs.setCurrentWidget(self.queue_panel)
+        self.queue_panel.list.setFocus()
+
+    def _on_queue_count(self, count: int) -> None:
+        index = self.bottom_tabs.indexOf(self.queue_panel)
+        self.bottom_tabs.setTabText(index, f"Queue ({count})" if count else "Queue")
+
+    def _on_busy(self, _busy: bool) -> None:
+        # Generate and Compare always queue; only Cancel depends on a job running.
+        running = self.session.running_job is not None
+        self.prompt_panel.set_running(running)
+        self.cancel_action.setEnabled(running)
+
+    def _on_started(self, request: GenerationRequest) -> None:
         self.progress.setRange(0, request.steps)
         self.progress.setValue(0)
         self.progress.setFormat("step %v / %m")
         self.canvas.set_status("Starting…")
         self.centre_tabs.setCurrentWidget(self.canvas)
         self.statusBar().showMessage("Generating…")
-        self.session.generate(request)
-
-    def compare(self) -> None:
-        """Run the current settings through the samplers ticked in the sampler panel."""
-        if self.session.busy:
-            return
-        self.sampler_panel.set_compare_mode(True)
-        if not self.sampler_panel.compare_ready():
-            self.show_error(self.sampler_panel.compare_count.text())
-            return
-        if (request := self._request_to_run()) is None:
-            return
-        self.centre_tabs.setCurrentWidget(self.compare_view)
-        self.statusBar().showMessage("Comparing samplers…")
-        # The compare view counts each column's steps; this bar only says the studio is busy.
-        self._set_progress_text("comparing", busy=True)
-        self.session.compare(request, self.sampler_panel.compare_entries())
-
-    def cancel(self) -> None:
-        if self.session.busy:
-            self.session.cancel()
-            self.statusBar().showMessage("Cancelling after this step…")
-
-    def _on_busy(self, busy: bool) -> None:
-        self.prompt_panel.set_busy(busy)
-        self.generate_action.setEnabled(not busy)
-        self.compare_action.setEnabled(not busy)
-        self.sampler_panel.set_busy(busy)
-        self.cancel_action.setEnabled(busy)
 
     def _on_preview(self, frame: PreviewFrame) -> None:
         self.canvas.set_image(frame.image)
@@ -563,50 +618,127 @@ class MainWindow(QMainWindow):
         self.control_panel.set_controlnets(self._discovery.controlnets(family))
 
     # ---- history and export -------------------------------------------------------------------
-    def show_entry(self, index: int) -> None:
-        entry = self.session.history[index]
-        self.shown_index = index
-        self.canvas.set_image(entry.image)
+    def _entry(self, key: Key) -> tuple[GenerationRequest, Image.Image] | None:
+        """The request and image of a history item; None (with a message) when a stored one
+        cannot be read any more."""
+        if isinstance(key, int):
+            entry = self.session.history[key]
+            return entry.request, entry.result.image
+        stored = self.gallery.stored_entry(key)
+        request = self.gallery.stored_request(key)
+        image = None if stored is None else self.history_store.image(stored)
+        if request is None or image is None:
+            notes = self.history_store.notes
+            self.show_error(notes[-1] if notes else "This history image is no longer there.")
+            return None
+        return request, image
+
+    def show_entry(self, key: Key) -> None:
+        if isinstance(key, int):
+            entry = self.session.history[key]
+            image, maps = entry.image, entry.result.condition_maps
+            condition = pil_to_qimage(maps[0]) if maps else None
+        else:
+            found = self._entry(key)
+            if found is None:
+                return
+            request, picture = found
+            image, condition = pil_to_qimage(picture), self._stored_condition(request)
+        self.shown_index = key
+        self.canvas.set_image(image)
         self.centre_tabs.setCurrentWidget(self.canvas)
-        maps = entry.result.condition_maps
-        self.canvas.set_condition(pil_to_qimage(maps[0]) if maps else None)
+        self.canvas.set_condition(condition)
+
+    @staticmethod
+    def _stored_condition(request: GenerationRequest):
+        from pipelines.images import open_image
+
+        for unit in request.controls:
+            if unit.image and not unit.preprocess:
+                try:
+                    with open_image(unit.image) as image:
+                        return pil_to_qimage(image.convert("RGB"))
+                except StudioError:
+                    return None  # the overlay is a convenience; the map may have been removed
+        return None
 
     def _refresh_overlay(self) -> None:
         if self.shown_index is None:
             self.canvas.set_condition(self.control_panel.overlay_image())
 
-    def reuse_settings(self, index: int) -> bool:
+    def reuse_settings(self, key: Key) -> bool:
+        request = (
+            self.session.history[key].request if isinstance(key, int)
+            else self.gallery.stored_request(key)
+        )  # fmt: skip
+        if request is None:
+            self.show_error("The settings of this history image cannot be read any more.")
+            return False
         try:
-            self.apply_request(self.session.history[index].request)
+            self.apply_request(request)
         except StudioError as error:
             self.show_error(str(error))
             return False
         self.statusBar().showMessage("Settings restored from the history.", 5000)
         return True
 
-    def _shown_entry(self) -> int | None:
+    def _shown_entry(self) -> Key | None:
         if self.shown_index is None:
             self.statusBar().showMessage("No finished image to save yet.", 5000)
         return self.shown_index
 
-    def save_entry(self, index: int, path: Path | None = None) -> Path | None:
+    def save_entry(self, key: Key, path: Path | None = None) -> Path | None:
         from pipelines.export import next_free_path, write_png
 
-        entry = self.session.history[index]
+        found = self._entry(key)
+        if found is None:
+            return None
+        request, image = found
         try:
             if path is None:
                 folder = Path(self.settings.output_folder)
                 folder.mkdir(parents=True, exist_ok=True)
-                path = next_free_path(folder, self.settings.file_pattern, entry.request)
-                written = write_png(entry.result.image, entry.request, path)
+                path = next_free_path(folder, self.settings.file_pattern, request)
+                written = write_png(image, request, path)
             else:  # chosen in a dialog that already asked before replacing a file
-                written = write_png(entry.result.image, entry.request, path, overwrite=True)
+                written = write_png(image, request, path, overwrite=True)
         except (StudioError, OSError) as error:
             self.show_error(f"Could not save the image: {error}")
             return None
-        self.saved[index] = written
+        self.saved[key] = written
         self.statusBar().showMessage(f"Saved {written}", 8000)
         return written
+
+    def delete_entry(self, key: Key) -> bool:
+        """Take an image out of the history (its files too); the message bar offers an undo."""
+        stored_id = self.session.history[key].stored_id if isinstance(key, int) else key
+        stored = self.history_store.find(stored_id) if stored_id else None
+        try:
+            if stored is not None:
+                self.history_store.delete(stored)
+        except OSError as error:
+            self.show_error(f"Could not delete the image from the history: {error}")
+            return False
+        taken = self.gallery.take(key)
+        self._deleted.add(key)
+        if self.shown_index == key:
+            self.shown_index = None
+            self.canvas.set_image(None)
+
+        def undo() -> None:
+            if stored is not None:
+                self.history_store.restore(stored.id)
+            if taken is not None:
+                self.gallery.put_back(*taken)
+            self._deleted.discard(key)
+            self.message_bar.hide()
+
+        self.message_bar.show_message("Image deleted from the history.", error=False,
+                                      actions=[("Undo", undo)])  # fmt: skip
+        return True
+
+    def open_entry_folder(self, key: Key) -> None:
+        self.open_url(QUrl.fromLocalFile(str(self.history_store.folder)))
 
     def save_shown(self) -> Path | None:
         index = self._shown_entry()
@@ -625,7 +757,7 @@ class MainWindow(QMainWindow):
     def save_all(self) -> list[Path]:
         written = []
         for index in range(len(self.session.history)):
-            if index not in self.saved:
+            if index not in self.saved and index not in self._deleted:
                 path = self.save_entry(index)
                 if path is None:
                     break
@@ -634,8 +766,14 @@ class MainWindow(QMainWindow):
                                      f"{self.settings.output_folder}.", 8000)  # fmt: skip
         return written
 
-    def copy_entry(self, index: int) -> None:
-        QGuiApplication.clipboard().setImage(self.session.history[index].image)
+    def copy_entry(self, key: Key) -> None:
+        if isinstance(key, int):
+            image = self.session.history[key].image
+        elif (found := self._entry(key)) is not None:
+            image = pil_to_qimage(found[1])
+        else:
+            return
+        QGuiApplication.clipboard().setImage(image)
         self.statusBar().showMessage("Image copied to the clipboard.", 4000)
 
     def copy_shown(self) -> None:
@@ -695,6 +833,8 @@ class MainWindow(QMainWindow):
             ("panel values", lambda: setattr(s, "last_request", self.current_request().to_dict())),
             ("random seed", lambda: setattr(s, "random_seed",
                                             self.prompt_panel.random_seed.isChecked())),
+            ("batch count", lambda: setattr(s, "batch_count",
+                                            self.prompt_panel.batch_count.value())),
             ("comparison", lambda: s.set_comparison(panel.compare_mode.isChecked(),
                                                     panel.wanted_comparison())),
             ("window geometry", lambda: s.set_window_state("geometry", self.saveGeometry())),

@@ -34,6 +34,7 @@ from pipelines.types import (
     GenerationRequest,
     snap_size,
 )
+from studio.settings import MAX_PANEL_BATCH
 
 NATIVE = "Model's native size"
 CUSTOM = "Custom"
@@ -158,6 +159,12 @@ class PromptPanel(QWidget):
         self.width_box.valueChanged.connect(lambda v: self._size_changed(self.width_box, v))
         self.height_box.valueChanged.connect(lambda v: self._size_changed(self.height_box, v))
 
+        self.batch_count = QSpinBox(minimum=1, maximum=MAX_PANEL_BATCH, value=1)
+        self.batch_count.setToolTip(
+            "Batch count: how many images one Generate queues, each its own job, with the seeds "
+            "seed, seed+1, … (or a random seed each when Random is ticked)."
+        )
+
         self.generate_button = QPushButton("Generate")
         self.generate_button.setToolTip("Generate an image with these settings (Ctrl+Enter).")
         self.generate_button.setDefault(True)
@@ -185,6 +192,7 @@ class PromptPanel(QWidget):
         form.addRow("Steps", _row(self.steps, QLabel("CFG"), self.cfg))
         form.addRow("Size", self.preset)
         form.addRow("", _row(self.width_box, QLabel("×"), self.height_box, self.aspect_lock))
+        form.addRow("Batch count", _row(self.batch_count, stretch_first=True))
         layout.addLayout(form)
         layout.addWidget(_row(self.generate_button, self.cancel_button, stretch_first=True))
         self.random_seed.setChecked(True)
@@ -383,9 +391,9 @@ class PromptPanel(QWidget):
             self._set_size(request.width, request.height)
             self._size_changed(self.width_box, request.width)
 
-    def set_busy(self, busy: bool) -> None:
-        self.generate_button.setEnabled(not busy)
-        self.cancel_button.setEnabled(busy)
+    def set_running(self, running: bool) -> None:
+        """Cancel stops the running job; Generate queues whether a job runs or not."""
+        self.cancel_button.setEnabled(running)
 
 
 def _model_item(text: str, path: str) -> QStandardItem:

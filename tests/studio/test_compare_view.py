@@ -39,7 +39,8 @@ class FakeSession(QObject):
 
     def start(self, request, samplers) -> None:
         self.job = Job(JobKind.COMPARE, request, samplers=tuple(samplers))
-        self.report(EventKind.QUEUED)
+        self.report(EventKind.QUEUED)  # the view waits for the start: a queued job may wait
+        self.report(EventKind.STARTED)
 
 
 class FakeSettings:

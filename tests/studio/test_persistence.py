@@ -274,3 +274,18 @@ def test_the_command_line_keeps_its_maps_in_the_windows_data_folder(qapp):
     finally:
         QCoreApplication.setOrganizationName(names[0])
         QCoreApplication.setApplicationName(names[1])
+
+
+def test_the_batch_count_survives_a_restart_and_a_bad_one_falls_back_to_one(
+    qtbot, make_window, studio_settings, tmp_path
+):
+    first = make_window(studio_settings)
+    first.prompt_panel.batch_count.setValue(5)
+    first.close()
+    assert make_window(StudioSettings(studio_settings.path)).prompt_panel.batch_count.value() == 5
+
+    for text in ("0", "101", "many", "true"):
+        (tmp_path / text).mkdir()
+        settings = _ini(tmp_path / text, f"[session]\nbatch_count={text}\n")
+        assert settings.batch_count == 1
+        assert len(settings.notes) == 1 and "batch_count" in settings.notes[0]
