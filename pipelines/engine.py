@@ -160,7 +160,23 @@ def default_model_path() -> Path:
     return resource_path(*DEFAULT_MODEL_FOLDER)
 
 
+def _absolute_paths(units: tuple[ControlUnit, ...]) -> tuple[ControlUnit, ...]:
+    # The resolved request goes into PNG metadata and the history: a path relative to the folder
+    # the run started in would find nothing once restored from another one.
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).expanduser().absolute()) if path else path
+
+    return tuple(replace(u, image=absolute(u.image), model=absolute(u.model)) for u in units)
+
+
 def pick_device(preference: str = "auto") -> torch.device:
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise ValidationError("The device is set to CUDA, but no usable CUDA GPU is here; choose "
+                              "Auto or CPU in Settings → Device.")  # fmt: skip
+    mps = getattr(torch.backends, "mps", None)
+    if preference == "mps" and not (mps is not None and mps.is_available()):
+        raise ValidationError("The device is set to MPS, but Apple's GPU is not available here; "
+                              "choose Auto or CPU in Settings → Device.")  # fmt: skip
     if preference != "auto":
         return torch.device(preference)
     if torch.cuda.is_available():
@@ -372,7 +388,10 @@ class Engine:
             loaded = self.load(request.model, request.memory.cpu_offload, on_progress)
             width, height = loaded.native_size
             request = replace(
-                request, width=request.width or width, height=request.height or height
+                request,
+                width=request.width or width,
+                height=request.height or height,
+                controls=_absolute_paths(request.controls),
             ).resolve_seed()
             _check_size(request, loaded.scale_factor)
             units = request.active_controls

@@ -120,6 +120,32 @@ def test_condition_map_reaches_the_pipeline_as_given(
     )
 
 
+def test_relative_control_paths_are_recorded_absolute_in_the_result(
+    engine, request_for, controlnet_sd1_folder, condition_image, monkeypatch
+):
+    # The result's request goes into PNG metadata and the history: restored from another folder, a
+    # relative path would find no map.
+    monkeypatch.chdir(condition_image.parent.parent)
+    relative_map = Path(condition_image.parent.name) / condition_image.name
+    unit = ControlUnit(ControlKind.CANNY, str(controlnet_sd1_folder), image=str(relative_map))
+    result = engine.run(request_for(controls=(unit,)))
+    (recorded,) = result.request.controls
+    assert Path(recorded.image).is_absolute()
+    assert Path(recorded.image) == condition_image.absolute()
+    assert Path(recorded.model).is_absolute()
+
+
+def test_a_device_that_is_not_here_is_a_clear_error(monkeypatch):
+    import torch
+
+    from pipelines.engine import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValidationError, match="no usable CUDA GPU"):
+        pick_device("cuda")
+    assert pick_device("cpu").type == "cpu"
+
+
 def test_multi_control_and_no_base_reload(
     engine, request_for, controlnet_sd1_folder, condition_image, tmp_path
 ):
