@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +29,10 @@ from pipelines.previews import PreviewDecoder
 from pipelines.prompts import prompt_report, truncation_warning
 from pipelines.resources import resource_path
 from pipelines.samplers import get_sampler
-from pipelines.types import (
+from pipelines.types import (  # EngineSettings is re-exported: callers import it from here
     ControlKind,
     ControlUnit,
+    EngineSettings,
     GenerationRequest,
     GenerationResult,
     ModelFamily,
@@ -54,19 +55,6 @@ ProgressCallback = Callable[[float, str], None]
 
 DEFAULT_MODEL_FOLDER = ("models", "toy-world")
 _MAX_CACHED_CONTROLNETS = 4
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    model_folders: tuple[Path, ...] = ()
-    annotator_folders: tuple[Path, ...] = ()
-    device: str = "auto"  # auto | cpu | cuda | mps
-    precision: str = "auto"  # auto | fp16 | bf16 | fp32
-    allow_pickle: bool = False  # .ckpt / .pt files run code when loaded: only on explicit opt-in
-    tiny_vae: dict[str, Path] = field(
-        default_factory=dict
-    )  # family value -> AutoencoderTiny folder
-    threads: int = 0  # CPU threads per run; 0: chosen from the work size and the cores
 
 
 @dataclass

@@ -102,6 +102,20 @@ class PreviewMode(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class EngineSettings:
+    """How an Engine is set up (folders, device, precision); the window keeps these in its settings
+    and rebuilds its engine when they change."""
+
+    model_folders: tuple[Path, ...] = ()
+    annotator_folders: tuple[Path, ...] = ()
+    device: str = "auto"  # auto | cpu | cuda | mps
+    precision: str = "auto"  # auto | fp16 | bf16 | fp32
+    allow_pickle: bool = False  # .ckpt / .pt files run code when loaded: only on explicit opt-in
+    tiny_vae: dict[str, Path] = field(default_factory=dict)  # family value -> AutoencoderTiny
+    threads: int = 0  # CPU threads per run; 0: chosen from the work size and the cores
+
+
+@dataclass(frozen=True)
 class MemoryOptions:
     attention_slicing: bool = False
     vae_tiling: bool = False

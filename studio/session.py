@@ -38,12 +38,11 @@ from studio.jobs import (
     sampler_entry,
 )
 from studio.qt_image import pil_to_qimage
-from studio.settings import EngineConfig
 from studio.worker import GenerationWorker
 
 if TYPE_CHECKING:
     from pipelines.compare import CompareResult
-    from pipelines.types import GenerationRequest, GenerationResult
+    from pipelines.types import EngineSettings, GenerationRequest, GenerationResult
 
 
 @dataclass
@@ -152,7 +151,7 @@ class Session(QObject):
         return job_id in self._jobs
 
     # ---- requests -----------------------------------------------------------------------------
-    def configure(self, config: EngineConfig) -> None:
+    def configure(self, config: EngineSettings) -> None:
         self._configure.emit(config)
 
     def keep_history(self, folder: Path | None) -> None:

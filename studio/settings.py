@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths
 
 from pipelines.errors import StudioError, ValidationError
-from pipelines.types import GenerationRequest, MemoryOptions
+from pipelines.types import EngineSettings, GenerationRequest, MemoryOptions
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +26,6 @@ APPLICATION = "Diffusion Studio"
 DEFAULT_FILE_PATTERN = "{date}-{index:05d}-{seed}-{prompt}.png"  # same as pipelines.export's
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """What the worker needs to build its Engine; a change rebuilds it (and reloads the model)."""
-
-    model_folders: tuple[str, ...] = ()
-    annotator_folders: tuple[str, ...] = ()
-    device: str = "auto"
-    precision: str = "auto"
-    allow_pickle: bool = False
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -187,10 +175,11 @@ class StudioSettings:
             },
         )
 
-    def engine_config(self) -> EngineConfig:
-        return EngineConfig(
-            model_folders=tuple(self.model_folders),
-            annotator_folders=tuple(self.annotator_folders),
+    def engine_config(self) -> EngineSettings:
+        """What the worker builds its Engine from; a change rebuilds it (and reloads the model)."""
+        return EngineSettings(
+            model_folders=tuple(Path(p) for p in self.model_folders),
+            annotator_folders=tuple(Path(p) for p in self.annotator_folders),
             device=self.device,
             precision=self.precision,
             allow_pickle=self.allow_pickle,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, Signal, Slot
 
 from pipelines.errors import StudioError
+from pipelines.types import EngineSettings
 from studio.jobs import (
     Catalog,
     CompareFrame,
@@ -34,7 +35,6 @@ from studio.jobs import (
     readable_error,
 )
 from studio.qt_image import array_to_qimage
-from studio.settings import EngineConfig
 
 if TYPE_CHECKING:
     from pipelines.engine import Engine, LoadedModel
@@ -57,7 +57,7 @@ class GenerationWorker(QObject):
 
     def __init__(self) -> None:
         super().__init__()
-        self._config = EngineConfig()
+        self._config = EngineSettings()
         self._engine: Engine | None = None
         self._lock = threading.Lock()
         self._job_id = 0  # the job whose steps are being previewed
@@ -106,18 +106,9 @@ class GenerationWorker(QObject):
     # ---- engine -------------------------------------------------------------------------------
     def _get_engine(self) -> Engine:
         if self._engine is None:
-            from pipelines.engine import Engine, EngineSettings
+            from pipelines.engine import Engine
 
-            config = self._config
-            self._engine = Engine(
-                EngineSettings(
-                    model_folders=tuple(Path(p) for p in config.model_folders),
-                    annotator_folders=tuple(Path(p) for p in config.annotator_folders),
-                    device=config.device,
-                    precision=config.precision,
-                    allow_pickle=config.allow_pickle,
-                )
-            )
+            self._engine = Engine(self._config)
         return self._engine
 
     def _loading(self, fraction: float, message: str) -> None:
@@ -127,7 +118,7 @@ class GenerationWorker(QObject):
         self.event.emit(JobEvent(EventKind.NOTICE, error=readable_error(error)))
 
     @Slot(object)
-    def configure(self, config: EngineConfig) -> None:
+    def configure(self, config: EngineSettings) -> None:
         if config != self._config:
             self._config = config
             self._engine = None  # rebuilt on next use with the new device/folders
