@@ -12,7 +12,6 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QMenu,
@@ -35,6 +34,7 @@ from pipelines.types import (
     snap_size,
 )
 from studio.settings import MAX_PANEL_BATCH
+from studio.widgets.layout import row
 
 NATIVE = "Model's native size"
 CUSTOM = "Custom"
@@ -76,7 +76,6 @@ class PromptPanel(QWidget):
     generate_clicked = Signal()
     cancel_clicked = Signal()
     model_chosen = Signal(str)  # path ("" = bundled default)
-    steps_changed = Signal(int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -140,7 +139,6 @@ class PromptPanel(QWidget):
 
         self.steps = QSpinBox(minimum=1, maximum=MAX_STEPS, value=20)
         self.steps.setToolTip("Sampler steps: more steps refine more but take longer.")
-        self.steps.valueChanged.connect(self.steps_changed)
         self.cfg = QDoubleSpinBox(minimum=0.0, maximum=MAX_CFG, value=7.0, singleStep=0.5)
         self.cfg.setDecimals(1)
         self.cfg.setToolTip("CFG scale: how strongly the prompt steers the image (1 = ignore it).")
@@ -187,14 +185,14 @@ class PromptPanel(QWidget):
         layout.addWidget(self.negative_tokens)
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        form.addRow("Model", _row(self.model, self.browse_model, stretch_first=True))
-        form.addRow("Seed", _row(self.seed, self.random_seed, self.reuse_seed, stretch_first=True))
-        form.addRow("Steps", _row(self.steps, QLabel("CFG"), self.cfg))
+        form.addRow("Model", row(self.model, self.browse_model, stretch_first=True))
+        form.addRow("Seed", row(self.seed, self.random_seed, self.reuse_seed, stretch_first=True))
+        form.addRow("Steps", row(self.steps, QLabel("CFG"), self.cfg))
         form.addRow("Size", self.preset)
-        form.addRow("", _row(self.width_box, QLabel("×"), self.height_box, self.aspect_lock))
-        form.addRow("Batch count", _row(self.batch_count, stretch_first=True))
+        form.addRow("", row(self.width_box, QLabel("×"), self.height_box, self.aspect_lock))
+        form.addRow("Batch count", row(self.batch_count, stretch_first=True))
         layout.addLayout(form)
-        layout.addWidget(_row(self.generate_button, self.cancel_button, stretch_first=True))
+        layout.addWidget(row(self.generate_button, self.cancel_button, stretch_first=True))
         self.random_seed.setChecked(True)
         self._on_preset(NATIVE)
 
@@ -400,12 +398,3 @@ def _model_item(text: str, path: str) -> QStandardItem:
     item = QStandardItem(text)
     item.setData(path, MODEL_PATH_ROLE)
     return item
-
-
-def _row(*widgets: QWidget, stretch_first: bool = False) -> QWidget:
-    box = QWidget()
-    layout = QHBoxLayout(box)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for i, widget in enumerate(widgets):
-        layout.addWidget(widget, 1 if stretch_first and i == 0 else 0)
-    return box

@@ -23,6 +23,7 @@ from pipelines.errors import StudioError, ValidationError
 from pipelines.export import check_file_pattern
 from pipelines.types import MemoryOptions
 from studio.settings import DEVICES, PRECISIONS, StudioSettings
+from studio.widgets.layout import row
 
 
 class FolderList(QWidget):
@@ -76,7 +77,9 @@ class SettingsDialog(QDialog):
         self.device.setToolTip("Where models run: auto picks CUDA, then Apple MPS, then the CPU.")
         self.precision = QComboBox()
         self.precision.addItems(PRECISIONS)
-        self.precision.setToolTip("Number format: auto uses fp16 on GPUs and fp32 on the CPU.")
+        self.precision.setToolTip(
+            "Number format: auto uses fp16 on GPUs, bf16 on CPUs with bf16 units and fp32 on other CPUs."
+        )
         self.allow_pickle = QCheckBox("Allow .ckpt / .pt model files (they can run code)")
         self.allow_pickle.setToolTip("Pickled checkpoints execute code when loaded: only enable "
                                      "this for files you trust.")  # fmt: skip
@@ -114,10 +117,10 @@ class SettingsDialog(QDialog):
         form = QFormLayout(device)
         form.addRow("Device", self.device)
         form.addRow("Precision", self.precision)
-        form.addRow("Memory", _row(self.attention_slicing, self.vae_tiling, self.cpu_offload))
+        form.addRow("Memory", row(self.attention_slicing, self.vae_tiling, self.cpu_offload))
         output = QGroupBox("Output")
         form = QFormLayout(output)
-        form.addRow("Folder", _row(self.output_folder, browse))
+        form.addRow("Folder", row(self.output_folder, browse))
         form.addRow("File names", self.file_pattern)
         form.addRow("", self.pattern_problem)
         note = QLabel("Device, precision and model folders apply to the next run.")
@@ -185,12 +188,3 @@ class SettingsDialog(QDialog):
             return  # the message under the field says what to change
         self.save()
         super().accept()
-
-
-def _row(*widgets: QWidget) -> QWidget:
-    box = QWidget()
-    layout = QHBoxLayout(box)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for widget in widgets:
-        layout.addWidget(widget)
-    return box
