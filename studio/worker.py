@@ -72,6 +72,13 @@ class GenerationWorker(QObject):
             frame, self._latest = self._latest, None
         return frame
 
+    def _window_took_preview(self) -> bool:
+        # Asked by the engine before it decodes a step: a frame the window has not taken yet would
+        # only be replaced, so decoding the next one is wasted until it does (the last step always
+        # comes).
+        with self._lock:
+            return self._latest is None
+
     def _on_step(self, preview: StepPreview) -> None:
         if preview.image is None:
             return
@@ -245,9 +252,8 @@ class GenerationWorker(QObject):
 
             return compare(engine, job.request, list(job.samplers), on_step=self._on_compare_step,
                            cancel=cancel, on_progress=self._loading)  # fmt: skip
-        return engine.run(
-            job.request, on_step=self._on_step, cancel=cancel, on_progress=self._loading
-        )
+        return engine.run(job.request, on_step=self._on_step, cancel=cancel,
+                          on_progress=self._loading, wants_preview=self._window_took_preview)  # fmt: skip
 
     def _detect(self, request: DetectionRequest) -> DetectionResult:
         from pipelines.conditions import detect_map

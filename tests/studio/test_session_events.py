@@ -3,6 +3,8 @@ thread, with the session's own state already updated when each event arrives."""
 
 from __future__ import annotations
 
+import threading
+
 from PySide6.QtCore import QThread
 from PySide6.QtWidgets import QApplication
 
@@ -82,3 +84,35 @@ def test_a_late_preview_of_a_job_that_has_ended_is_dropped(qtbot):
         assert seen == []  # … and not passed on
     finally:
         session.shutdown()
+
+
+def test_the_worker_decodes_a_step_only_once_the_window_took_the_previous_one(qtbot, sd1_folder):
+    from pipelines.types import EngineSettings, GenerationRequest, PreviewMode
+    from studio.jobs import Job, JobKind
+    from studio.worker import GenerationWorker
+
+    worker = GenerationWorker()
+    worker.configure(EngineSettings(precision="fp32"))
+    request = GenerationRequest(prompt="a red circle", model=str(sd1_folder), seed=3, steps=6,
+                                width=64, height=64, preview=PreviewMode.FULL)  # fmt: skip
+    decoded: list[int] = []
+    original = worker._on_step
+
+    def count(preview) -> None:
+        decoded.append(preview.step)
+        original(preview)
+
+    worker._on_step = count  # the step callback the worker hands the engine
+    worker.run(Job(JobKind.GENERATE, request), threading.Event())
+    # Nobody took the first frame: the steps after it are not decoded, but the last one is.
+    assert decoded == [1, 6]
+
+    decoded.clear()
+
+    def count_and_take(preview) -> None:
+        count(preview)
+        assert worker.take_preview() is not None  # the window takes each frame at once
+
+    worker._on_step = count_and_take
+    worker.run(Job(JobKind.GENERATE, request), threading.Event())
+    assert decoded == [1, 2, 3, 4, 5, 6]
