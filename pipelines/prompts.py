@@ -30,7 +30,9 @@ class PromptReport:
         return f"{self.tokens}+" if self.partial else str(self.tokens)
 
 
-def prompt_report(tokenizer: PreTrainedTokenizerBase, prompt: str, max_chars: int = COUNTED_CHARS) -> PromptReport:
+def prompt_report(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, max_chars: int = COUNTED_CHARS
+) -> PromptReport:
     window = tokenizer.model_max_length - 2
     partial = len(prompt) > max_chars
     counted = prompt[:max_chars] if partial else prompt
