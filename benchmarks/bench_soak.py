@@ -26,8 +26,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the engine loads torch, which must not start before the environment is set
+    from pipelines.engine import Engine
+    from pipelines.types import GenerationRequest, StepPreview
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -87,7 +93,9 @@ def edge_map(folder: Path, size: int) -> Path:
     return path
 
 
-def engine_phase(engine, base, controlnet: Path, edges: Path, runs: int) -> Phase:
+def engine_phase(
+    engine: Engine, base: GenerationRequest, controlnet: Path, edges: Path, runs: int
+) -> Phase:
     from pipelines.samplers import sampler_names
     from pipelines.types import ControlKind, ControlUnit
 
@@ -101,7 +109,11 @@ def engine_phase(engine, base, controlnet: Path, edges: Path, runs: int) -> Phas
                           controls=(unit,) if i % 10 == 5 else ())  # fmt: skip
         cancel = threading.Event()
 
-        def on_step(preview, cancel=cancel, cancelled=i % 25 == 12):
+        def on_step(
+            preview: StepPreview,
+            cancel: threading.Event = cancel,
+            cancelled: bool = i % 25 == 12,
+        ) -> None:
             if cancelled and preview.step == 2:
                 cancel.set()
 
@@ -113,7 +125,7 @@ def engine_phase(engine, base, controlnet: Path, edges: Path, runs: int) -> Phas
     return phase
 
 
-def compare_phase(engine, base, comparisons: int) -> Phase:
+def compare_phase(engine: Engine, base: GenerationRequest, comparisons: int) -> Phase:
     from pipelines.compare import compare
 
     phase = Phase(f"compare ({len(COMPARE_SAMPLERS)} samplers)", comparisons)
@@ -129,7 +141,7 @@ def compare_phase(engine, base, comparisons: int) -> Phase:
     return phase
 
 
-def window_phase(base, folder: Path, runs: int) -> Phase:
+def window_phase(base: GenerationRequest, folder: Path, runs: int) -> Phase:
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -144,7 +156,7 @@ def window_phase(base, folder: Path, runs: int) -> Phase:
     window = MainWindow(settings)
     window.show()
 
-    def wait(predicate, timeout_s: float = 600) -> None:
+    def wait(predicate: Callable[[], object], timeout_s: float = 600) -> None:
         loop, timer = QEventLoop(), QTimer()
         timer.timeout.connect(lambda: predicate() and loop.quit())
         timer.start(2)

@@ -15,10 +15,21 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.errors import StudioError, ValidationError
 from pipelines.samplers import DEFAULT_SAMPLER, sampler_names
-from pipelines.types import MAX_STEPS, MIN_STEPS, ControlKind, ControlUnit, GenerationRequest
+from pipelines.types import (
+    MAX_STEPS,
+    MIN_STEPS,
+    ControlKind,
+    ControlUnit,
+    GenerationRequest,
+    StepPreview,
+)
+
+if TYPE_CHECKING:  # the engine pulls in torch; argument parsing and --help stay quick without it
+    from pipelines.engine import Engine, ProgressCallback
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -143,7 +154,7 @@ def _version() -> str:
         return "0.1.0 (source)"
 
 
-def _engine(args):
+def _engine(args: argparse.Namespace) -> Engine:
     from pipelines.engine import Engine, EngineSettings
 
     settings = EngineSettings(
@@ -179,7 +190,7 @@ def parse_controlnet(item: str) -> tuple[ControlKind, str]:
     return kind, _absolute(path.strip())
 
 
-def build_request(args, engine) -> GenerationRequest:
+def build_request(args: argparse.Namespace, engine: Engine) -> GenerationRequest:
     """The request the arguments describe; control images and model paths are absolute, and the
     ControlNet units follow the order of ``--control`` and ``--control-map`` as given."""
     width = height = None
@@ -250,7 +261,7 @@ class _ProgressBar:
         self._tqdm = tqdm
         self.bar = None
 
-    def step(self, preview) -> None:
+    def step(self, preview: StepPreview) -> None:
         if self.bar is None:
             self.bar = self._tqdm(total=preview.total, unit="step", file=sys.stderr)
         self.bar.update(preview.step - self.bar.n)
@@ -260,14 +271,14 @@ class _ProgressBar:
             self.bar.close()
 
 
-def _progress_printer(args):
+def _progress_printer(args: argparse.Namespace) -> ProgressCallback:
     # Loading messages are for someone watching; a script reading stderr gets only the outcome.
     if getattr(args, "verbose", False) or sys.stderr.isatty():
         return lambda fraction, message: print(message, file=sys.stderr)
     return lambda fraction, message: log.info("%s", message)
 
 
-def _quiet_loading(args) -> None:
+def _quiet_loading(args: argparse.Namespace) -> None:
     if not (getattr(args, "verbose", False) or sys.stderr.isatty()):
         from diffusers.utils import logging as diffusers_logging
 
@@ -296,7 +307,7 @@ def _sweep(*folders: Path | None) -> None:
                 log.info("removed %s, left by an interrupted save", path)
 
 
-def cmd_generate(args) -> int:
+def cmd_generate(args: argparse.Namespace) -> int:
     from pipelines.batches import batch_paths, batch_requests
     from pipelines.export import check_target, write_png
 
@@ -348,7 +359,7 @@ def parse_samplers(text: str) -> list[str | tuple[str, int]]:
     return entries
 
 
-def cmd_compare(args) -> int:
+def cmd_compare(args: argparse.Namespace) -> int:
     from pipelines.compare import compare
     from pipelines.grids import check_comparison_targets, save_animation, save_columns, save_grid
 
@@ -383,7 +394,7 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_models(args) -> int:
+def cmd_models(args: argparse.Namespace) -> int:
     from pipelines.engine import default_model_path
     from pipelines.models import discover_models
 
@@ -402,7 +413,7 @@ def cmd_models(args) -> int:
     return 0
 
 
-def cmd_info(args) -> int:
+def cmd_info(args: argparse.Namespace) -> int:
     import json
 
     from pipelines.export import format_parameters, read_metadata

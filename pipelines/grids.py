@@ -35,7 +35,7 @@ def _font(panel_width: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=max(10, min(28, panel_width // 20)))
 
 
-def _text_size(font, text: str) -> tuple[int, int]:
+def _text_size(font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str) -> tuple[int, int]:
     left, top, right, bottom = font.getbbox(text)
     return right - left, bottom
 

@@ -15,7 +15,7 @@ import os
 import re
 import struct
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -390,7 +390,7 @@ class _Scanner:
         self.discovery.skipped.append((path, reason))
         self.problem(f"{path}: cannot be read ({reason}); skipped.")
 
-    def guarded(self, path: Path, look) -> None:
+    def guarded(self, path: Path, look: Callable[[], object]) -> None:
         # One unreadable entry (stat or listing refused) must not end the scan of everything else.
         try:
             look()

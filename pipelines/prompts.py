@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # transformers takes seconds to import; only the annotation needs it
+    from transformers import PreTrainedTokenizerBase
 
 # The encoder reads 75 tokens, a few hundred characters. Counting every token of a huge paste would
 # cost time on each keystroke for no information, so only this much of the text is tokenized;
@@ -26,7 +30,9 @@ class PromptReport:
         return f"{self.tokens}+" if self.partial else str(self.tokens)
 
 
-def prompt_report(tokenizer, prompt: str, max_chars: int = COUNTED_CHARS) -> PromptReport:
+def prompt_report(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, max_chars: int = COUNTED_CHARS
+) -> PromptReport:
     window = tokenizer.model_max_length - 2
     partial = len(prompt) > max_chars
     counted = prompt[:max_chars] if partial else prompt

@@ -9,6 +9,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from types import TracebackType
 
 LOG_FILE_NAME = "diffusion-studio.log"
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(threadName)s %(name)s: %(message)s"
@@ -100,7 +101,9 @@ def setup_logging(debug: bool = False, console: bool = True, folder: Path | None
 
 
 def _capture_uncaught() -> None:
-    def on_exception(kind, value, traceback) -> None:
+    def on_exception(
+        kind: type[BaseException], value: BaseException, traceback: TracebackType | None
+    ) -> None:
         if issubclass(kind, KeyboardInterrupt):
             sys.__excepthook__(kind, value, traceback)
             return
@@ -108,7 +111,7 @@ def _capture_uncaught() -> None:
             "uncaught exception", exc_info=(kind, value, traceback)
         )
 
-    def on_thread_exception(args) -> None:
+    def on_thread_exception(args: threading.ExceptHookArgs) -> None:
         if args.exc_type is SystemExit:
             return
         logging.getLogger("studio").critical(
@@ -123,7 +126,7 @@ def _capture_uncaught() -> None:
 
 def capture_qt_messages() -> None:
     """Route qDebug/qWarning/… (Qt's own diagnostics) into the log."""
-    from PySide6.QtCore import QtMsgType, qInstallMessageHandler
+    from PySide6.QtCore import QMessageLogContext, QtMsgType, qInstallMessageHandler
 
     qt_log = logging.getLogger("qt")
     levels = {
@@ -134,7 +137,7 @@ def capture_qt_messages() -> None:
         QtMsgType.QtFatalMsg: logging.CRITICAL,
     }
 
-    def handler(kind, context, message) -> None:
+    def handler(kind: QtMsgType, context: QMessageLogContext, message: str) -> None:
         qt_log.log(levels.get(kind, logging.WARNING), "%s", message)
 
     qInstallMessageHandler(handler)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ class StudioSettings:
             log.warning("%s", note)
         return default
 
-    def _checked(self, key: str, default: Any, convert) -> Any:
+    def _checked(self, key: str, default: Any, convert: Callable[[Any], Any]) -> Any:
         """The stored value of ``key`` through ``convert``; the default when it is not stored or
         ``convert`` refuses it."""
         value = self._get(key)
@@ -91,7 +92,9 @@ class StudioSettings:
         except _Invalid as problem:
             return self._fallback(key, value, str(problem), default)
 
-    def _json(self, key: str, default: Any, convert=lambda data: data) -> Any:
+    def _json(
+        self, key: str, default: Any, convert: Callable[[Any], Any] = lambda data: data
+    ) -> Any:
         def parse(text: Any) -> Any:
             if not isinstance(text, str):
                 raise _Invalid("JSON text")

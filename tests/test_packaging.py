@@ -3,6 +3,7 @@ desktop entry installs for one user, and --version stays free of Qt and torch.""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -46,15 +47,69 @@ def test_every_importable_resource_folder_is_a_listed_package():
     assert not missing, f"add these to [tool.setuptools] packages in pyproject.toml: {missing}"
 
 
-def test_every_python_package_is_listed():
-    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
-    found = {
+# Packages kept in the source tree but out of the installed app, each on purpose.
+SOURCE_ONLY_PACKAGES = {
+    # The toy-world model's trainer and evaluator: run from a checkout, never imported by the app.
+    "pipelines.toyworld",
+}
+
+
+def _python_packages() -> set[str]:
+    return {
         ".".join(init.parent.relative_to(ROOT).parts)
         for top in ("pipelines", "studio")
         for init in (ROOT / top).rglob("__init__.py")
+        if "__pycache__" not in init.parts
     }
-    missing = sorted(found - listed)
+
+
+def test_every_python_package_is_listed():
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    found = _python_packages()
+    assert SOURCE_ONLY_PACKAGES <= found, "a source-only package is gone: drop it from the list"
+    missing = sorted(found - listed - SOURCE_ONLY_PACKAGES)
     assert not missing, f"add these to [tool.setuptools] packages in pyproject.toml: {missing}"
+    shipped = sorted(SOURCE_ONLY_PACKAGES & listed)
+    assert not shipped, f"source-only packages listed for installation: {shipped}"
+
+
+def _names_used(path: Path, module: str) -> set[str]:
+    """The modules a file imports (relative imports resolved), and every string in it that could
+    name one for importlib."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)
+    return names
+
+
+def _is_source_only(name: str) -> bool:
+    return any(name == p or name.startswith(f"{p}.") for p in SOURCE_ONLY_PACKAGES)
+
+
+def test_the_installed_app_never_imports_a_source_only_package():
+    # Leaving a package out of the wheel is only safe while no shipped module imports it.
+    offenders = []
+    for top in ("pipelines", "studio"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            if _is_source_only(module):
+                continue
+            offenders += [
+                f"{module}: {name}" for name in _names_used(path, module) if _is_source_only(name)
+            ]
+    assert not offenders, f"shipped modules that need a source-only package: {offenders}"
 
 
 def test_entry_points():
@@ -243,6 +298,8 @@ def test_wheel_and_sdist_carry_the_resources(built):
     if (RESOURCES / "models" / "toy-world").is_dir():
         assert any(n.startswith("diffusion_studio_resources/models/toy-world/") for n in names)
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    source_only = [n for n in names if n.startswith("pipelines/toyworld/")]
+    assert not source_only, f"the toy-world training code is in the wheel: {source_only}"
     assert "diffusion-studio = studio.app:main" in entry_points
     assert "diffusion-studio-debug = studio.logs:debug_main" in entry_points
     import tarfile
@@ -251,6 +308,7 @@ def test_wheel_and_sdist_carry_the_resources(built):
         members = archive.getnames()
     assert any(m.endswith("resources/icons/diffusion-studio.svg") for m in members)
     assert any(m.endswith("resources/configs/sd1/unet/config.json") for m in members)
+    assert not [m for m in members if "/pipelines/toyworld/" in m]
 
 
 def _venv_with_dependencies_only(target: Path) -> Path:

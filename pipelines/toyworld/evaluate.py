@@ -27,15 +27,21 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 from tqdm import tqdm
 
+from pipelines.conditions import PosePerson
 from pipelines.toyworld import world
+
+# Generated pictures arrive as PIL images, the world's own samples are often already arrays.
+ImageLike = Image.Image | np.ndarray
 
 HELD_OUT_SEED_BASE = 10_000_000  # the same as train.HELD_OUT_SEED_BASE, without importing torch
 GOALS = {
@@ -52,7 +58,7 @@ GOALS = {
 # ---- measuring an image -----------------------------------------------------------------------
 
 
-def nearest_colour(rgb) -> str:
+def nearest_colour(rgb: npt.ArrayLike) -> str:
     rgb = np.asarray(rgb, dtype=np.float32)
     return min(
         world.COLOURS, key=lambda n: float(np.sum((np.asarray(world.COLOURS[n]) - rgb) ** 2))
@@ -160,7 +166,7 @@ def edge_f1(predicted: np.ndarray, target: np.ndarray, tolerance: float = 2.0) -
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
-def canny_edges(image) -> np.ndarray:
+def canny_edges(image: ImageLike) -> np.ndarray:
     from pipelines.conditions import canny_map
 
     return np.asarray(canny_map(Image.fromarray(np.asarray(image)), world.CANNY_LOW,
@@ -172,18 +178,18 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
-def near_region(depth_map) -> np.ndarray:
+def near_region(depth_map: ImageLike) -> np.ndarray:
     return np.asarray(depth_map)[..., 0] > 64
 
 
-def skeleton_coverage(image, people, tolerance: float = 3.0) -> float:
+def skeleton_coverage(image: ImageLike, people: list[PosePerson], tolerance: float = 3.0) -> float:
     skeleton = world.skeleton_mask(people, np.asarray(image).shape[0])
     if not skeleton.any():
         return 0.0
     return float(_near(foreground(image), tolerance)[skeleton].mean())
 
 
-def figure_precision(image, people, tolerance: float = 3.0) -> float:
+def figure_precision(image: ImageLike, people: list[PosePerson], tolerance: float = 3.0) -> float:
     """Share of the figure's pixels near the skeleton: a picture that is all foreground covers
     every skeleton but is no figure."""
     mask = foreground(image)
@@ -202,7 +208,7 @@ class PromptScore:
     position: bool
 
 
-def score_prompt(image, sample: world.Sample) -> PromptScore:
+def score_prompt(image: ImageLike, sample: world.Sample) -> PromptScore:
     """For a single-shape sample: is what the caption asks for in ``image``?"""
     image = np.asarray(image)
     spec = sample.shapes[0]
@@ -288,7 +294,7 @@ class Generator:
 def evaluate(
     generate: Generator,
     count: int,
-    parts=("prompt", "canny", "depth", "pose"),
+    parts: Sequence[str] = ("prompt", "canny", "depth", "pose"),
     save: Path | None = None,
 ) -> dict:
     results: dict[str, float] = {}

@@ -22,7 +22,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +32,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipelines.toyworld import world
+
+if TYPE_CHECKING:  # diffusers and transformers load inside the stages that need them
+    from diffusers import AutoencoderKL
+    from PIL import Image
+    from transformers import CLIPTokenizer
 
 DEFAULT_WORK_DIR = Path(
     os.environ.get(
@@ -134,11 +141,13 @@ def tokenizer():
 # ---- data -------------------------------------------------------------------------------------
 
 
-def _to_tensor(image) -> torch.Tensor:
+def _to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-def build_dataset(count: int, seed_base: int = 0, kind: str | None = None, maps=()) -> dict:
+def build_dataset(
+    count: int, seed_base: int = 0, kind: str | None = None, maps: Sequence[str] = ()
+) -> dict:
     images, captions, conds = [], [], {m: [] for m in maps}
     for i in tqdm(range(count), desc=f"world samples ({kind or 'all'})", leave=False):
         sample = world.make_sample(seed_base + i, kind=kind)
@@ -156,7 +165,7 @@ def to_model_range(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.float() / 127.5 - 1.0
 
 
-def tokenize(tok, captions: list[str]) -> torch.Tensor:
+def tokenize(tok: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
     return tok(
         captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
         return_tensors="pt",
@@ -170,7 +179,7 @@ def checkpoint_path(work_dir: Path, stage: str) -> Path:
     return work_dir / f"{stage}.pt"
 
 
-def save_checkpoint(path: Path, state) -> None:
+def save_checkpoint(path: Path, state: dict | torch.Tensor) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
@@ -225,7 +234,15 @@ def _lr(step: int, base: float, warmup: int = 100, total: int = 0, decay: int = 
 
 
 def _loop(
-    args, stage: str, state: dict | None, modules, optimizer, ema, step_fn, extra, report=None
+    args: argparse.Namespace,
+    stage: str,
+    state: dict | None,
+    modules: list[torch.nn.Module],
+    optimizer: torch.optim.Optimizer,
+    ema: Ema | None,
+    step_fn: Callable[[torch.Generator], torch.Tensor],
+    extra: Callable[[], dict],
+    report: Callable[[], str] | None = None,
 ) -> None:
     """Run steps ``state['step']..args.steps`` of a stage, saving checkpoints as it goes."""
     path = checkpoint_path(args.work_dir, args.stage_name)
@@ -278,11 +295,11 @@ def _loop(
           f"{elapsed0 + time.perf_counter() - started:.0f} s in all; checkpoint {path}")  # fmt: skip
 
 
-def vars_json(args) -> dict:
+def vars_json(args: argparse.Namespace) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"}
 
 
-def train_vae(args) -> None:
+def train_vae(args: argparse.Namespace) -> None:
     device = _device(args.device)
     vae = build_vae().to(device)
     with torch.no_grad():  # start with a nearly deterministic posterior: it trains much faster
@@ -300,7 +317,7 @@ def train_vae(args) -> None:
     held = to_model_range(build_dataset(16, HELD_OUT_SEED_BASE)["images"]).to(device)
     crop = args.crop or world.SIZE
 
-    def step_fn(generator):
+    def step_fn(generator: torch.Generator) -> torch.Tensor:
         index = torch.randint(0, len(images), (args.batch,), generator=generator)
         # The VAE is convolutional: crops train it as well as whole images, for less time a step.
         top, left = torch.randint(0, world.SIZE - crop + 1, (2,), generator=generator).tolist()
@@ -326,7 +343,7 @@ def train_vae(args) -> None:
 
 
 @torch.no_grad()
-def report_vae(args) -> None:
+def report_vae(args: argparse.Namespace) -> None:
     vae = build_vae()
     vae.load_state_dict(require(args.work_dir, "vae")["ema"][0])
     vae.eval()
@@ -340,7 +357,7 @@ def _edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
 
 
-def train_decoder(args) -> None:
+def train_decoder(args: argparse.Namespace) -> None:
     """Sharpen the VAE's decoder with its encoder frozen.
 
     The latents do not change, so the UNet and the ControlNets trained on them stay valid: this
@@ -363,7 +380,7 @@ def train_decoder(args) -> None:
     moments = _latents(args, vae, device, "train", data)
     images = data["images"]
 
-    def step_fn(generator):
+    def step_fn(generator: torch.Generator) -> torch.Tensor:
         index = torch.randint(0, len(images), (args.batch,), generator=generator)
         z = _sample_latents(moments[index], generator).to(device)
         recon = vae.decoder(vae.post_quant_conv(z))
@@ -392,7 +409,9 @@ def psnr(recon: torch.Tensor, x: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def encode(vae, images: torch.Tensor, device, batch: int = 256) -> torch.Tensor:
+def encode(
+    vae: AutoencoderKL, images: torch.Tensor, device: torch.device, batch: int = 256
+) -> torch.Tensor:
     """Latent means and stds, (N, 8, h, w)."""
     out = []
     for i in range(0, len(images), batch):
@@ -401,13 +420,15 @@ def encode(vae, images: torch.Tensor, device, batch: int = 256) -> torch.Tensor:
     return torch.cat(out)
 
 
-def _frozen_vae(args, device):
+def _frozen_vae(args: argparse.Namespace, device: torch.device) -> AutoencoderKL:
     vae = build_vae()
     vae.load_state_dict(require(args.work_dir, "vae")["ema"][0])
     return vae.to(device).eval().requires_grad_(False)
 
 
-def _latents(args, vae, device, name: str, data: dict) -> torch.Tensor:
+def _latents(
+    args: argparse.Namespace, vae: AutoencoderKL, device: torch.device, name: str, data: dict
+) -> torch.Tensor:
     """Encoded once per dataset and kept beside the checkpoints."""
     vae_step = require(args.work_dir, "vae")["step"]  # a retrained VAE needs new latents
     world_hash = world.fingerprint()
@@ -419,12 +440,12 @@ def _latents(args, vae, device, name: str, data: dict) -> torch.Tensor:
     return moments
 
 
-def _sample_latents(moments: torch.Tensor, generator) -> torch.Tensor:
+def _sample_latents(moments: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     mean, std = moments.chunk(2, dim=1)
     return mean + std * torch.randn(mean.shape, generator=generator)
 
 
-def _noise(latents: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _noise(latents: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     b, c = latents.shape[:2]
     noise = torch.randn(latents.shape, generator=generator)
     noise = noise + OFFSET_NOISE * torch.randn((b, c, 1, 1), generator=generator)
@@ -432,7 +453,12 @@ def _noise(latents: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor
     return noise, timesteps
 
 
-def _diffusion_loss(prediction, noise, timesteps, alphas_cumprod) -> torch.Tensor:
+def _diffusion_loss(
+    prediction: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+) -> torch.Tensor:
     snr = alphas_cumprod[timesteps] / (1 - alphas_cumprod[timesteps])
     weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / snr  # min-SNR weighting, epsilon target
     per_sample = F.mse_loss(prediction.float(), noise, reduction="none").mean(dim=(1, 2, 3))
@@ -446,7 +472,7 @@ def _noise_schedule():
     return scheduler, scheduler.alphas_cumprod
 
 
-def train_unet(args) -> None:
+def train_unet(args: argparse.Namespace) -> None:
     device = _device(args.device)
     vae = _frozen_vae(args, device)
     tok = tokenizer()
@@ -468,7 +494,7 @@ def train_unet(args) -> None:
     empty = tokenize(tok, [""])[0]
     scheduler, alphas_cumprod = _noise_schedule()
 
-    def step_fn(generator):
+    def step_fn(generator: torch.Generator) -> torch.Tensor:
         index = torch.randint(0, len(ids), (args.batch,), generator=generator)
         latents = _sample_latents(moments[index], generator) * scaling
         tokens = ids[index].clone()
@@ -486,7 +512,7 @@ def train_unet(args) -> None:
           lambda: {"scaling_factor": scaling})  # fmt: skip
 
 
-def train_controlnet(args) -> None:
+def train_controlnet(args: argparse.Namespace) -> None:
     from diffusers import ControlNetModel
 
     device = _device(args.device)
@@ -521,7 +547,7 @@ def train_controlnet(args) -> None:
     conditions = data[kind]
     scheduler, alphas_cumprod = _noise_schedule()
 
-    def step_fn(generator):
+    def step_fn(generator: torch.Generator) -> torch.Tensor:
         index = torch.randint(0, len(ids), (args.batch,), generator=generator)
         latents = _sample_latents(moments[index], generator) * scaling
         tokens = ids[index].clone()
@@ -548,7 +574,7 @@ def train_controlnet(args) -> None:
 # ---- export -----------------------------------------------------------------------------------
 
 
-def export(args) -> None:
+def export(args: argparse.Namespace) -> None:
     from diffusers import ControlNetModel, StableDiffusionPipeline
 
     out = Path(args.out)

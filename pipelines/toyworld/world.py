@@ -126,7 +126,13 @@ def _shape_points(spec: ShapeSpec, scale: float) -> list[tuple[float, float]]:
     raise ValueError(spec.shape)
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, spec: ShapeSpec, fill, scale: float, hole=None) -> None:
+# Shapes and people are drawn twice: in colour on the picture and as a grey level on its mask.
+Fill = tuple[int, int, int] | int
+
+
+def _draw_shape(
+    draw: ImageDraw.ImageDraw, spec: ShapeSpec, fill: Fill, scale: float, hole: Fill | None = None
+) -> None:
     cx, cy = spec.centre[0] * scale, spec.centre[1] * scale
     r = spec.radius * scale
     if spec.shape == "circle":
@@ -181,7 +187,9 @@ def _person(pose: str, rng: random.Random, size: int) -> PosePerson:
     return PosePerson([*points, *face])
 
 
-def _draw_person(draw: ImageDraw.ImageDraw, person: PosePerson, fill, scale: float, size: int):
+def _draw_person(
+    draw: ImageDraw.ImageDraw, person: PosePerson, fill: Fill, scale: float, size: int
+) -> None:
     k = [(p[0] * scale, p[1] * scale) for p in person.keypoints[:14]]
     width = max(1, round(size * 0.06 * scale))
     for a, b in _BONES:

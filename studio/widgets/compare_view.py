@@ -515,7 +515,7 @@ class CompareView(QWidget):
         """Each column's step-history index at the slider's position (-1: no steps)."""
         return self.scrubber.shown_indices()
 
-    def _view_changed(self, *_args) -> None:
+    def _view_changed(self, *_args: object) -> None:
         self.scrubber.set_view(
             final=self.final_check.isChecked(),
             difference=self.difference_check.isChecked(),
@@ -534,7 +534,7 @@ class CompareView(QWidget):
             self._set_controls()
         self.refresh()
 
-    def refresh(self, *_args) -> None:
+    def refresh(self, *_args: object) -> None:
         """Repaint every column for the slider, alignment and difference settings."""
         if self.result is None or self._live is not None:
             return

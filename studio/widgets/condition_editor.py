@@ -504,7 +504,7 @@ class ConditionEditor(QDialog):
         self.set_source(image, f"Photo: {Path(path).name}")
         return True
 
-    def _backdrop_changed(self, *_args) -> None:
+    def _backdrop_changed(self, *_args: object) -> None:
         if self.source is None:
             self.view.backdrop = None
         else:
@@ -531,7 +531,7 @@ class ConditionEditor(QDialog):
         low, high = self.canny_thresholds()
         self.canny_label.setText(f"Thresholds {low} – {high}")
 
-    def _canny_changed(self, *_args) -> None:
+    def _canny_changed(self, *_args: object) -> None:
         self._update_canny_label()
         if self.source is not None:
             self.document.replace(self._canny_image(), "Canny thresholds", CANNY_MERGE)

@@ -6,8 +6,19 @@ never changes pixels. Middle-button drag (or Space + drag) pans, the wheel zooms
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QPainter, QPen, QTransform
+from PySide6.QtCore import QEvent, QPointF, QRect, QRectF, Qt, Signal
+from PySide6.QtGui import (
+    QColor,
+    QImage,
+    QKeyEvent,
+    QMouseEvent,
+    QPainter,
+    QPaintEvent,
+    QPen,
+    QResizeEvent,
+    QTransform,
+    QWheelEvent,
+)
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from studio.widgets.paint_tools import MapDocument, Tool
@@ -83,13 +94,13 @@ class MapView(QWidget):
         self.zoom_changed.emit(self._zoom)
         self.update()
 
-    def resizeEvent(self, event) -> None:  # noqa: N802
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
         if self._fitted:
             self.fit()
         super().resizeEvent(event)
 
     # ---- painting -----------------------------------------------------------------------------
-    def paintEvent(self, event) -> None:  # noqa: N802
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(38, 38, 40))
         painter.setTransform(self.transform())
@@ -123,12 +134,12 @@ class MapView(QWidget):
         self.update(self.transform().mapRect(QRectF(rect)).toAlignedRect().adjusted(-2, -2, 2, 2))
 
     # ---- input --------------------------------------------------------------------------------
-    def _panning(self, event) -> bool:
+    def _panning(self, event: QMouseEvent) -> bool:
         return event.button() == Qt.MouseButton.MiddleButton or (
             self._space and event.button() == Qt.MouseButton.LeftButton
         )
 
-    def mousePressEvent(self, event) -> None:  # noqa: N802
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         if self._panning(event):
             self._pan_from = event.position()
             self.setCursor(Qt.CursorShape.ClosedHandCursor)
@@ -142,7 +153,7 @@ class MapView(QWidget):
         elif event.button() == Qt.MouseButton.RightButton:
             self.tool.context_click(self.to_map(event.position()))
 
-    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         pos = self.to_map(event.position())
         self._pointer = pos
         self.hovered.emit(pos)
@@ -156,7 +167,7 @@ class MapView(QWidget):
             self.tool.move(pos)
         self.update()
 
-    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         if self._pan_from is not None:
             self._pan_from = None
             self.unsetCursor()
@@ -165,29 +176,29 @@ class MapView(QWidget):
             self._painting = False
             self.tool.release(self.to_map(event.position()))
 
-    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         if event.button() == Qt.MouseButton.MiddleButton:
             self.fit()
         else:
             self.mousePressEvent(event)
 
-    def leaveEvent(self, event) -> None:  # noqa: N802
+    def leaveEvent(self, event: QEvent) -> None:  # noqa: N802
         self._pointer = None
         self.update()
 
-    def wheelEvent(self, event) -> None:  # noqa: N802
+    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802
         steps = event.angleDelta().y() / 120
         if steps:
             self.zoom_by(1.25**steps, event.position())
 
-    def keyPressEvent(self, event) -> None:  # noqa: N802
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
         if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
             self._space = True
             self.setCursor(Qt.CursorShape.OpenHandCursor)
             return
         super().keyPressEvent(event)
 
-    def keyReleaseEvent(self, event) -> None:  # noqa: N802
+    def keyReleaseEvent(self, event: QKeyEvent) -> None:  # noqa: N802
         if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
             self._space = False
             self.unsetCursor()

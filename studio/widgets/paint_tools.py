@@ -9,6 +9,7 @@ strokes on large maps.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -373,7 +374,12 @@ class PickerTool(Tool):
 
     name = "Picker"
 
-    def __init__(self, document: MapDocument, options: ToolOptions, on_pick=None) -> None:
+    def __init__(
+        self,
+        document: MapDocument,
+        options: ToolOptions,
+        on_pick: Callable[[int], None] | None = None,
+    ) -> None:
         super().__init__(document, options)
         self.on_pick = on_pick
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,7 +168,7 @@ class PoseEditor(QObject):
         self.selection_changed.emit()
 
     # ---- edits of the selected person ---------------------------------------------------------
-    def _edit_selected(self, change, text: str) -> None:
+    def _edit_selected(self, change: Callable[[PosePerson], PosePerson], text: str) -> None:
         if self.selected is None:
             return
         people = copy.deepcopy(self.people)
