@@ -18,8 +18,9 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from benchmarks.qt_wait import wait_until
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -31,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from benchmarks.bench_engine import build_small
@@ -48,16 +49,8 @@ def main() -> None:
     window.resize(1400, 860)
     window.show()
 
-    def wait(predicate: Callable[[], object], timeout_s: float = 600) -> None:
-        loop, timer = QEventLoop(), QTimer()
-        timer.timeout.connect(lambda: predicate() and loop.quit())
-        timer.start(2)
-        QTimer.singleShot(int(timeout_s * 1000), loop.quit)
-        loop.exec()
-        timer.stop()
-
     window.prompt_panel.set_model(str(model))
-    wait(lambda: window.session.loaded_model is not None)
+    wait_until(lambda: window.session.loaded_model is not None)
     request = window.current_request()
     from dataclasses import replace
 
@@ -84,7 +77,7 @@ def main() -> None:
         heartbeat.start(5)
         started = time.perf_counter()
         window.generate()
-        wait(lambda: len(window.session.history) > done)
+        wait_until(lambda: len(window.session.history) > done)
         seconds = time.perf_counter() - started
         heartbeat.stop()
         gaps = [b - a for a, b in zip(beats, beats[1:])]

@@ -24,8 +24,15 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from benchmarks.qt_wait import wait_until
+
+if TYPE_CHECKING:
+    from studio.settings import StudioSettings
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -69,7 +76,7 @@ def main() -> None:
     parser.add_argument("--queue", action="store_true", help="also time the gap between jobs")
     args = parser.parse_args()
 
-    from PySide6.QtCore import QEventLoop, Qt, QTimer
+    from PySide6.QtCore import Qt, QTimer
     from PySide6.QtWidgets import QApplication
 
     from pipelines.history_store import history_folder
@@ -89,14 +96,6 @@ def main() -> None:
             fill_history(history_folder(settings.data_folder), entries)
         return settings
 
-    def wait(predicate, timeout_s: float = 600) -> None:
-        loop, timer = QEventLoop(), QTimer()
-        timer.timeout.connect(lambda: predicate() and loop.quit())
-        timer.start(2)
-        QTimer.singleShot(int(timeout_s * 1000), loop.quit)
-        loop.exec()
-        timer.stop()
-
     def open_window(settings: StudioSettings) -> tuple[MainWindow, float]:
         turned: list[float] = []
         started = time.perf_counter()
@@ -104,7 +103,7 @@ def main() -> None:
         window.resize(1400, 860)
         window.show()
         QTimer.singleShot(0, lambda: turned.append(time.perf_counter()))
-        wait(lambda: bool(turned))
+        wait_until(lambda: bool(turned))
         return window, turned[0] - started
 
     empty = settings_with("empty", 0)
@@ -118,10 +117,10 @@ def main() -> None:
     to_input = {"empty": [], "filled": []}
     listed, gaps, idle_gaps, memory = [], [], [], []
 
-    def longest_gap(until) -> float:
+    def longest_gap(until: Callable[[], object]) -> float:
         beats.clear()
         heartbeat.start(5)
-        wait(until)
+        wait_until(until)
         heartbeat.stop()
         return max(b - a for a, b in zip(beats, beats[1:]))
 
@@ -156,10 +155,10 @@ def main() -> None:
     print(f"memory held for the history       : {statistics.median(memory):7.1f} MB (RSS growth)")
 
     if args.queue:
-        queue_gap(work, settings_with, wait)
+        queue_gap(work, settings_with)
 
 
-def queue_gap(work: Path, settings_with, wait) -> None:
+def queue_gap(work: Path, settings_with: Callable[..., StudioSettings]) -> None:
     from dataclasses import replace
 
     from studio.jobs import EventKind
@@ -171,7 +170,7 @@ def queue_gap(work: Path, settings_with, wait) -> None:
     window = MainWindow(settings)
     window.show()
     window.prompt_panel.set_model(str(model))
-    wait(lambda: window.session.loaded_model is not None)
+    wait_until(lambda: window.session.loaded_model is not None)
     request = replace(window.current_request(), prompt="x", seed=1, steps=1, width=64, height=64)
     window.apply_request(request)
     times: dict[tuple[EventKind, int], float] = {}
@@ -184,7 +183,7 @@ def queue_gap(work: Path, settings_with, wait) -> None:
     gaps = []
     for _ in range(5):
         first, second = window.generate()[0], window.generate()[0]
-        wait(lambda s=second: (EventKind.FINISHED, s.id) in times)
+        wait_until(lambda s=second: (EventKind.FINISHED, s.id) in times)
         gaps.append(times[EventKind.STARTED, second.id] - times[EventKind.FINISHED, first.id])
     window.close()
     # An upper bound of the worker's idle time: the session hands the next job over before the

@@ -26,10 +26,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from benchmarks.qt_wait import wait_until
 
 if TYPE_CHECKING:  # the engine loads torch, which must not start before the environment is set
     from pipelines.engine import Engine
@@ -142,7 +143,6 @@ def compare_phase(engine: Engine, base: GenerationRequest, comparisons: int) -> 
 
 
 def window_phase(base: GenerationRequest, folder: Path, runs: int) -> Phase:
-    from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
     from studio.settings import StudioSettings
@@ -156,26 +156,18 @@ def window_phase(base: GenerationRequest, folder: Path, runs: int) -> Phase:
     window = MainWindow(settings)
     window.show()
 
-    def wait(predicate: Callable[[], object], timeout_s: float = 600) -> None:
-        loop, timer = QEventLoop(), QTimer()
-        timer.timeout.connect(lambda: predicate() and loop.quit())
-        timer.start(2)
-        QTimer.singleShot(int(timeout_s * 1000), loop.quit)
-        loop.exec()
-        timer.stop()
-
     def generate(seed: int, prompt: str) -> float:
         window.prompt_panel.seed.setText(str(seed))
         window.prompt_panel.prompt.setPlainText(prompt)
         done = len(window.session.history)
         started = time.perf_counter()
         window.generate()
-        wait(lambda: len(window.session.history) > done or bool(window.message_bar.text()))
+        wait_until(lambda: len(window.session.history) > done or bool(window.message_bar.text()))
         if len(window.session.history) <= done:
             raise RuntimeError(f"the window did not finish a run: {window.message_bar.text()}")
         return time.perf_counter() - started
 
-    wait(lambda: window.session.loaded_model is not None)
+    wait_until(lambda: window.session.loaded_model is not None)
     generate(0, PROMPTS[0])  # warm-up
     phase = Phase("window: Generate -> history", runs)
     for i in range(runs):

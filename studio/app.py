@@ -44,10 +44,16 @@ def _version_text() -> str:
 class _VersionAction(argparse.Action):
     # argparse's own "version" action needs the text when the parser is built; this reads the
     # package metadata only when --version is asked for.
-    def __init__(self, option_strings, dest, **kwargs) -> None:
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
         super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
         print(_version_text())
         parser.exit()
 

@@ -39,7 +39,7 @@ from studio.qt_image import array_to_qimage
 if TYPE_CHECKING:
     from pipelines.engine import Engine, LoadedModel
     from pipelines.history_store import HistoryStore
-    from pipelines.types import StepPreview
+    from pipelines.types import GenerationResult, StepPreview
 
 __all__ = ["GenerationWorker", "SamplerInfo", "Catalog", "ModelSummary", "readable_error"]
 
@@ -136,7 +136,7 @@ class GenerationWorker(QObject):
 
         self._history = None if folder is None else HistoryStore(folder)
 
-    def _keep(self, result) -> str:
+    def _keep(self, result: GenerationResult) -> str:
         """Write a finished image to the history on disk as soon as it exists; its entry id."""
         if self._history is None or result.image is None:
             return ""

@@ -32,8 +32,9 @@ from PySide6.QtCore import (
     Qt,
     QTimer,
     Signal,
+    SignalInstance,
 )
-from PySide6.QtGui import QIcon, QPixmap
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLineEdit,
@@ -51,6 +52,7 @@ from studio.qt_image import pil_to_qimage
 if TYPE_CHECKING:
     from pipelines.history_store import HistoryStore, StoredEntry
     from pipelines.types import GenerationRequest
+    from studio.session import HistoryEntry
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ def searchable(request: GenerationRequest) -> str:
     return "\n".join((request.prompt, request.sampler, model)).lower()
 
 
-def _icon(image) -> QIcon:
+def _icon(image: QImage) -> QIcon:
     pixmap = QPixmap.fromImage(image).scaled(
         ICON, ICON, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
     )
@@ -213,12 +215,12 @@ class _Tile(QStyledItemDelegate):
     """A thumbnail above its label, every tile one size: the list lays out thousands of rows at
     once without asking the model for any row's icon (which would load every thumbnail)."""
 
-    def initStyleOption(self, option: QStyleOptionViewItem, index) -> None:  # noqa: N802
+    def initStyleOption(self, option: QStyleOptionViewItem, index: QModelIndex) -> None:  # noqa: N802
         super().initStyleOption(option, index)
         option.decorationPosition = QStyleOptionViewItem.Position.Top
         option.displayAlignment = Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom
 
-    def sizeHint(self, option, index) -> QSize:  # noqa: N802
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:  # noqa: N802
         return QSize(ICON + 12, ICON + 26)
 
 
@@ -251,15 +253,15 @@ class _Strip(QListView):
                         "it or open its folder. Drop a PNG from this app or AUTOMATIC1111 here to "
                         "restore its settings.")  # fmt: skip
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
 
-    def dragMoveEvent(self, event) -> None:  # noqa: N802
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
 
-    def dropEvent(self, event) -> None:  # noqa: N802
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
         files = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if files:
             self.files_dropped.emit(files)
@@ -330,7 +332,7 @@ class Gallery(QWidget):
             self._loader.start()
 
     # ---- this session's images ----------------------------------------------------------------
-    def add_entry(self, index: int, entry) -> None:
+    def add_entry(self, index: int, entry: HistoryEntry) -> None:
         request = entry.request
         row = _Row(index, f"#{index + 1}", searchable(request), request_tooltip(request),
                    _icon(entry.image))  # fmt: skip
@@ -477,7 +479,7 @@ class Gallery(QWidget):
         self.model.put_back(position, row)
         self.select(row.key)
 
-    def _emit_current(self, signal) -> None:
+    def _emit_current(self, signal: SignalInstance) -> None:
         if self._current is not None:
             signal.emit(self._current)
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QRegularExpression, Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QRegularExpressionValidator, QStandardItem, QStandardItemModel
+from PySide6.QtGui import (
+    QFont,
+    QKeyEvent,
+    QRegularExpressionValidator,
+    QStandardItem,
+    QStandardItemModel,
+)
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -36,6 +44,11 @@ from pipelines.types import (
 from studio.settings import MAX_PANEL_BATCH
 from studio.widgets.layout import row
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from pipelines.models import ModelInfo
+
 NATIVE = "Model's native size"
 CUSTOM = "Custom"
 SIZE_PRESETS = {
@@ -64,7 +77,7 @@ class PromptEdit(QPlainTextEdit):
         self.setTabChangesFocus(True)
         self.setMinimumHeight(52)
 
-    def keyPressEvent(self, event) -> None:  # noqa: N802
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
         enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
         if enter and event.modifiers() & Qt.KeyboardModifier.ControlModifier:
             event.ignore()  # propagate to the window's shortcut
@@ -204,7 +217,7 @@ class PromptPanel(QWidget):
         return box
 
     # ---- models -------------------------------------------------------------------------------
-    def set_models(self, models, current: str) -> None:
+    def set_models(self, models: Iterable[ModelInfo], current: str) -> None:
         """Fill the picker from discovered base models (ModelInfo), grouped by family."""
         store = QStandardItemModel(self.model)
         store.appendRow(_model_item(DEFAULT_MODEL_LABEL, ""))
@@ -264,7 +277,7 @@ class PromptPanel(QWidget):
             self._set_size(*size)
 
     # ---- tokens -------------------------------------------------------------------------------
-    def set_tokenizer(self, tokenizer) -> None:
+    def set_tokenizer(self, tokenizer: PreTrainedTokenizerBase | None) -> None:
         self._tokenizer = tokenizer
         self.update_token_counts()
 
@@ -332,7 +345,7 @@ class PromptPanel(QWidget):
         self._syncing = False
         self._remember_ratio()
 
-    def _remember_ratio(self, *_args) -> None:
+    def _remember_ratio(self, *_args: object) -> None:
         self._ratio = self.width_box.value() / max(1, self.height_box.value())
 
     def _size_changed(self, box: QSpinBox, value: int) -> None:

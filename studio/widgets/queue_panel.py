@@ -5,7 +5,7 @@ are rebuilt from the session on each queue event, so the two never disagree."""
 from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QIcon, QKeySequence, QPixmap, QShortcut
+from PySide6.QtGui import QIcon, QImage, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -96,7 +96,7 @@ class QueuePanel(QWidget):
             elif event.kind is EventKind.PREVIEW and event.frames:
                 self._show_preview(event.job, event.frames[-1].image)
 
-    def _show_preview(self, job: Job, image) -> None:
+    def _show_preview(self, job: Job, image: QImage) -> None:
         item = self.list.item(0)
         if item is not None and item.data(JOB_ROLE) == job.id:
             pixmap = QPixmap.fromImage(image).scaled(

@@ -180,7 +180,7 @@ class SamplerPanel(QWidget):
     def compare_ready(self) -> bool:
         return COMPARE_MIN <= len(self.compare_entries()) <= COMPARE_MAX
 
-    def _update_compare_count(self, _item=None) -> None:
+    def _update_compare_count(self, _item: object = None) -> None:
         count = len(self.compare_entries())
         if count < COMPARE_MIN:
             text = f"{count} ticked: tick at least {COMPARE_MIN}."
@@ -222,7 +222,9 @@ class SamplerPanel(QWidget):
         item = self.samplers.currentItem()
         return item.text() if item is not None else self._wanted
 
-    def _show_description(self, item: QListWidgetItem | None, _previous=None) -> None:
+    def _show_description(
+        self, item: QListWidgetItem | None, _previous: QListWidgetItem | None = None
+    ) -> None:
         if item is not None:
             self._wanted = item.text()
             self.description.setText(f"<b>{item.text()}</b>: {item.data(Qt.ItemDataRole.UserRole)}")
