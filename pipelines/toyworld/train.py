@@ -235,7 +235,6 @@ def _lr(step: int, base: float, warmup: int = 100, total: int = 0, decay: int = 
 
 def _loop(
     args: argparse.Namespace,
-    stage: str,
     state: dict | None,
     modules: list[torch.nn.Module],
     optimizer: torch.optim.Optimizer,
@@ -338,7 +337,7 @@ def train_vae(args: argparse.Namespace) -> None:
         return f"held-out PSNR {psnr(recon, held):.1f} dB"
 
     vae.train()
-    _loop(args, "vae", state, [vae], optimizer, ema, step_fn, lambda: {}, report)
+    _loop(args, state, [vae], optimizer, ema, step_fn, lambda: {}, report)
     report_vae(args)
 
 
@@ -389,7 +388,7 @@ def train_decoder(args: argparse.Namespace) -> None:
         return F.l1_loss(recon, x) + F.mse_loss(recon, x) + edge_loss
 
     decoder.train()
-    _loop(args, "decoder", state, [decoder], optimizer, ema, step_fn,
+    _loop(args, state, [decoder], optimizer, ema, step_fn,
           lambda: {"vae_step": vae_step})  # fmt: skip
 
 
@@ -508,7 +507,7 @@ def train_unet(args: argparse.Namespace) -> None:
 
     text_encoder.train()
     unet.train()
-    _loop(args, "unet", state, modules, optimizer, ema, step_fn,
+    _loop(args, state, modules, optimizer, ema, step_fn,
           lambda: {"scaling_factor": scaling})  # fmt: skip
 
 
@@ -568,7 +567,7 @@ def train_controlnet(args: argparse.Namespace) -> None:
         return _diffusion_loss(prediction, noise.to(device), timesteps.cpu(), alphas_cumprod)
 
     controlnet.train()
-    _loop(args, args.stage_name, state, [controlnet], optimizer, ema, step_fn, lambda: {})
+    _loop(args, state, [controlnet], optimizer, ema, step_fn, lambda: {})
 
 
 # ---- export -----------------------------------------------------------------------------------
