@@ -3,7 +3,6 @@ desktop entry installs for one user, and --version stays free of Qt and torch.""
 
 from __future__ import annotations
 
-import ast
 import os
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 
 from studio.about import APP_ID, ICON_SIZES, desktop_entry, install_desktop_entry
 from studio.about import uninstall_desktop_entry as uninstall
+from tests.imports import imported_names
 
 ROOT = Path(__file__).resolve().parent.parent
 LINUX = ROOT / "packaging" / "linux"
@@ -73,26 +73,6 @@ def test_every_python_package_is_listed():
     assert not shipped, f"source-only packages listed for installation: {shipped}"
 
 
-def _names_used(path: Path, module: str) -> set[str]:
-    """The modules a file imports (relative imports resolved), and every string in it that could
-    name one for importlib."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            names.add(node.value)
-    return names
-
-
 def _is_source_only(name: str) -> bool:
     return any(name == p or name.startswith(f"{p}.") for p in SOURCE_ONLY_PACKAGES)
 
@@ -107,7 +87,9 @@ def test_the_installed_app_never_imports_a_source_only_package():
             if _is_source_only(module):
                 continue
             offenders += [
-                f"{module}: {name}" for name in _names_used(path, module) if _is_source_only(name)
+                f"{module}: {name}"
+                for name in imported_names(path, module, with_strings=True)
+                if _is_source_only(name)
             ]
     assert not offenders, f"shipped modules that need a source-only package: {offenders}"
 

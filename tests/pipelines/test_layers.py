@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pipelines
+from tests.imports import imported_names
 
 
 def _core_modules() -> list[str]:
@@ -59,30 +60,12 @@ def _module_files() -> dict[str, Path]:
     return files
 
 
-def _imported_names(path: Path, module: str) -> set[str]:
-    """Every module named by an import anywhere in the file: top level, in functions, and under
-    ``if TYPE_CHECKING`` (an annotation-only import still ties the two modules together)."""
-    names: set[str] = set()
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)  # from a import module
-    return names
-
-
 def _import_graph() -> dict[str, set[str]]:
     files = _module_files()
     graph = {}
     for module, path in files.items():
         targets = set()
-        for name in _imported_names(path, module):
+        for name in imported_names(path, module):
             # "from studio.widgets import x" imports studio.widgets too; keep the longest known.
             while name and name not in files:
                 name = name.rpartition(".")[0]
