@@ -5,9 +5,11 @@ half-written is left, and the engine runs the next request as if nothing happene
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import signal
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -96,25 +98,30 @@ def test_a_fault_inside_the_run_leaves_the_engine_usable(
 # ---- saving ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def file_size_limit():
-    """A file-size limit of 4 KiB: writes beyond it fail with EFBIG, as on a full disk."""
+@contextlib.contextmanager
+def file_size_limit() -> Iterator[None]:
+    """A file-size limit of 4 KiB: writes beyond it fail with EFBIG, as on a full disk. Held only
+    around the write under test: the limit is per process, and pytest's own report (a file in CI)
+    must not meet it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
-    yield
-    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    signal.signal(signal.SIGXFSZ, previous)
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
 
 
 def noisy_image() -> Image.Image:
     return Image.effect_noise((256, 256), 100).convert("RGB")  # compresses to far over 4 KiB
 
 
-def test_a_full_disk_leaves_no_file_and_no_temp(tmp_path, file_size_limit):
+def test_a_full_disk_leaves_no_file_and_no_temp(tmp_path):
     request = GenerationRequest(prompt="x", seed=1)
-    with pytest.raises(ExportError) as raised:
-        write_png(noisy_image(), request, tmp_path / "image.png")
+    image = noisy_image()
+    with pytest.raises(ExportError) as raised, file_size_limit():
+        write_png(image, request, tmp_path / "image.png")
     assert "image.png" in str(raised.value)
     assert list(tmp_path.iterdir()) == []
 
