@@ -37,6 +37,7 @@ from PIL import Image
 
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import OutOfMemoryError, ValidationError
+from pipelines.previews import final_preview
 from pipelines.samplers import SamplerSpec, get_sampler
 from pipelines.types import GenerationRequest, ModelFamily, PreviewMode, StepPreview
 
@@ -128,8 +129,10 @@ def compare(
             CompareColumn(name, steps, replace(request, sampler=name, steps=steps))
             for name, steps in entries
         ]
-        # The comparison is about watching the steps: a request without previews still gets them.
+        # The comparison is about watching the steps: a request without previews still gets them,
+        # and Auto picks a decoder it can afford at every step (the history keeps every step).
         mode = PreviewMode.APPROXIMATE if request.preview is PreviewMode.NONE else request.preview
+        mode = prepared.model.previews.plan(mode, prepared.latent_pixels, every_step=True).mode
         runs = [
             prepared.with_changes(sampler=column.sampler, steps=column.steps, preview=mode)
             for column in columns
@@ -293,6 +296,7 @@ class _Track:
     timesteps: torch.Tensor
     latents: torch.Tensor
     step_kwargs: dict[str, Any]
+    elapsed: float = 0.0  # seconds from the job's start to this track's latest step
 
 
 class _Lockstep:
@@ -487,18 +491,25 @@ class _Lockstep:
             prediction, timestep, sample, **track.step_kwargs, return_dict=False
         )
         track.latents = output[0]
+        track.elapsed = elapsed
+        if i == self.steps - 1:
+            return  # the last step shows the decoded final image (_finish)
         denoised = denoised_estimate(scheduler, prediction, timestep, sample, step_index, output)
         run = track.run
-        image = run.model.previews.decode(denoised, run.request.preview)
-        preview = StepPreview(
-            step=i + 1,
-            total=self.steps,
-            sampler=run.request.sampler,
-            image=image,
-            elapsed=elapsed,
-            evaluations=i + 1,
+        self.on_step(
+            track.position,
+            self._preview(track, i + 1, run.model.previews.decode(denoised, run.request.preview)),
         )
-        self.on_step(track.position, preview)
+
+    def _preview(self, track: _Track, step: int, image: np.ndarray) -> StepPreview:
+        return StepPreview(
+            step=step,
+            total=self.steps,
+            sampler=track.run.request.sampler,
+            image=image,
+            elapsed=track.elapsed,
+            evaluations=step,
+        )
 
     def _finish(self, track: _Track) -> None:
         column = track.column
@@ -508,6 +519,7 @@ class _Lockstep:
         column.image = self.pipe.image_processor.postprocess(
             decoded, output_type="pil", do_denormalize=[True]
         )[0]
+        self.on_step(track.position, self._preview(track, self.steps, final_preview(column.image)))
 
 
 # ---------------------------------------------------------------------------------------------

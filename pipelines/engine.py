@@ -25,7 +25,9 @@ from pipelines import cpu, models
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
-from pipelines.previews import PreviewDecoder
+from pipelines.preview_choice import describe
+from pipelines.preview_costs import measure_costs
+from pipelines.previews import PreviewDecoder, final_preview
 from pipelines.prompts import prompt_report, truncation_warning
 from pipelines.resources import resource_path
 from pipelines.samplers import get_sampler
@@ -270,6 +272,9 @@ class Engine:
             previews.linear  # noqa: B018 - fit now so the first step's preview costs nothing
             scale = pipe.vae_scale_factor
             size = int(pipe.unet.config.sample_size) * scale
+            if not cpu_offload:  # offloaded weights would move for every timed call
+                report(0.9, "Measuring preview decoders…")
+                self._measure_previews(pipe, previews)
             self._loaded = LoadedModel(
                 path=path,
                 family=family,
@@ -285,6 +290,18 @@ class Engine:
                 1.0, f"{path.name} ready ({family.label}, {self.device.type}, {self.precision})."
             )
             return self._loaded
+
+    def _measure_previews(self, pipe: DiffusionPipeline, previews: PreviewDecoder) -> None:
+        native = int(pipe.unet.config.sample_size)
+        parameters = sum(p.numel() for p in pipe.unet.parameters())
+        with contextlib.ExitStack() as stack:
+            if self.device.type == "cpu":
+                count = cpu.choose_threads(
+                    native * native * 2, parameters, setting=self.settings.threads
+                )
+                stack.enter_context(cpu.thread_count(count))
+            previews.costs = measure_costs(pipe.unet, previews, (native, native))
+        log.info("previews: %s", describe(previews.costs))
 
     def _load_tiny_vae(self, family: ModelFamily) -> AutoencoderTiny | None:
         folder = self.settings.tiny_vae.get(family.value)
@@ -466,6 +483,7 @@ class Engine:
                 on_step,
                 cancel or threading.Event(),
                 wants_preview,
+                latent_pixels=prepared.latent_pixels,
             )
             kwargs = self._call_arguments(prepared)
             started = time.perf_counter()
@@ -490,6 +508,7 @@ class Engine:
                 ) from error
             finally:
                 tracker.detach()
+            tracker.deliver_final(output.images[0])
         return GenerationResult(
             request=request,
             image=output.images[0],
@@ -593,10 +612,12 @@ class _StepTracker:
         on_step: StepCallback | None,
         cancel: threading.Event,
         wants_preview: PreviewGate | None = None,
+        latent_pixels: int = 0,
     ) -> None:
         self.scheduler = scheduler
         self.request = request
         self.previews = previews
+        self.plan = previews.plan(request.preview, latent_pixels)
         self.on_step = on_step
         self.cancel = cancel
         self.wants_preview = wants_preview
@@ -606,6 +627,7 @@ class _StepTracker:
         self.final_latents: torch.Tensor | None = None
         self.timings: dict[str, float] = {}
         self.started = time.perf_counter()
+        self._last_elapsed = 0.0
         self._original_step = scheduler.step
 
         # wraps() keeps the signature: pipelines only pass `generator` to schedulers that accept it.
@@ -628,7 +650,7 @@ class _StepTracker:
     ) -> Any:
         step_index = getattr(self.scheduler, "step_index", None)
         output = self._original_step(model_output, timestep, sample, *args, **kwargs)
-        if self.on_step is not None and self.request.preview is not PreviewMode.NONE:
+        if self.on_step is not None and self.plan.mode is not PreviewMode.NONE:
             self.denoised = denoised_estimate(
                 self.scheduler, model_output, timestep, sample, step_index, output
             )
@@ -643,6 +665,21 @@ class _StepTracker:
         if type(scheduler).__name__ == "PNDMScheduler":
             return scheduler.counter != 1  # PLMS spends its first step on a warm-up evaluation
         return True
+
+    def _preview(self, image: Any, elapsed: float) -> StepPreview:
+        return StepPreview(
+            step=self.completed,
+            total=self.request.steps,
+            sampler=self.request.sampler,
+            image=image,
+            elapsed=elapsed,
+            evaluations=self.evaluations,
+        )
+
+    def deliver_final(self, image: Image.Image) -> None:
+        """The last step's frame: the decoded final image, never an estimate."""
+        if self.on_step is not None and self.plan.mode is not PreviewMode.NONE:
+            self.on_step(self._preview(final_preview(image), self._last_elapsed))
 
     def on_step_end(
         self,
@@ -660,21 +697,18 @@ class _StepTracker:
             elapsed = time.perf_counter() - self.started
             if self.completed == 1:
                 self.timings["first_step"] = elapsed
-            # A consumer still holding the previous frame would drop this one: skip its decoding.
-            # The last step is always delivered, so the consumer ends on the run's final estimate.
-            wanted = is_last or self.wants_preview is None or self.wants_preview()
+            # The last step is the final image, delivered once the pipeline has decoded it
+            # (deliver_final). A consumer still holding the previous frame would drop this one:
+            # skip its decoding.
+            wanted = (
+                not is_last
+                and self.plan.decodes(self.completed)
+                and (self.wants_preview is None or self.wants_preview())
+            )
             if self.on_step is not None and self.denoised is not None and wanted:
-                image = self.previews.decode(self.denoised, self.request.preview)
-                self.on_step(
-                    StepPreview(
-                        step=self.completed,
-                        total=self.request.steps,
-                        sampler=self.request.sampler,
-                        image=image,
-                        elapsed=elapsed,
-                        evaluations=self.evaluations,
-                    )
-                )
+                image = self.previews.decode(self.denoised, self.plan.mode)
+                self.on_step(self._preview(image, elapsed))
+            self._last_elapsed = elapsed
         if step == pipe.num_timesteps - 1:
             self.final_latents = callback_kwargs["latents"].detach().float().cpu()
             self.timings["denoise"] = time.perf_counter() - self.started

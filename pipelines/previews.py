@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipelines.preview_choice import PreviewCosts, PreviewPlan, choose_plan
 from pipelines.types import PreviewMode
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ class PreviewDecoder:
         # Image pixels per latent pixel: each of the VAE's blocks but the last halves the size.
         self.scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self._linear: torch.Tensor | None = None
+        self.costs: PreviewCosts | None = None  # measured when the model loads (Auto's choice)
 
     @property
     def linear(self) -> torch.Tensor:
@@ -77,8 +79,18 @@ class PreviewDecoder:
             self._linear = fit_linear_decoder(self.vae)
         return self._linear
 
+    def plan(self, mode: PreviewMode, latent_pixels: int, every_step: bool = False) -> PreviewPlan:
+        """The decoder (and stride) a run of ``latent_pixels`` uses for the requested ``mode``."""
+        if mode is not PreviewMode.AUTO:
+            return PreviewPlan(mode)
+        if self.costs is None:
+            return PreviewPlan(PreviewMode.APPROXIMATE)
+        return choose_plan(self.costs.at(latent_pixels), every_step)
+
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, mode: PreviewMode) -> np.ndarray | None:
+        if mode is PreviewMode.AUTO:
+            mode = self.plan(mode, latents.shape[-2] * latents.shape[-1]).mode
         if mode is PreviewMode.NONE:
             return None
         if mode is PreviewMode.TINY and self.tiny_vae is None:
@@ -114,6 +126,16 @@ def decode_full(vae: AutoencoderKL, latents: torch.Tensor, upcast: bool = False)
     finally:
         if dtype != param.dtype:
             vae.to(param.dtype)
+
+
+def final_preview(image: Image.Image) -> np.ndarray:
+    """The run's final image as its last step's preview: RGB uint8, at most the preview size."""
+    width, height = image.size
+    scale = min(1.0, MAX_PREVIEW_SIDE / max(width, height))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def to_pil(rgb: np.ndarray) -> Image.Image:

@@ -102,6 +102,7 @@ class ModelSummary:
     family: str  # ModelFamily value
     family_label: str
     native_size: tuple[int, int]
+    previews: str = ""  # Auto's choice and the approximate map's colour error, for a tooltip
 
 
 @dataclass(frozen=True)

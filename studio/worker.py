@@ -47,7 +47,10 @@ log = logging.getLogger(__name__)
 
 
 def _summary(loaded: LoadedModel) -> ModelSummary:
-    return ModelSummary(loaded.path, loaded.family.value, loaded.family.label, loaded.native_size)
+    from pipelines.preview_choice import describe
+
+    return ModelSummary(loaded.path, loaded.family.value, loaded.family.label, loaded.native_size,
+                        describe(loaded.previews.costs))  # fmt: skip
 
 
 class GenerationWorker(QObject):

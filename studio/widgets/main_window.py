@@ -577,6 +577,7 @@ class MainWindow(QMainWindow):
         self.model_label.setText(f"{summary.path.name} · {summary.family_label}")
         self.model_label.setToolTip(str(summary.path))
         self.prompt_panel.set_native_size(summary.native_size)
+        self.sampler_panel.set_preview_note(summary.previews)
         if not self.session.busy:
             self.progress.setValue(100)
         self.statusBar().showMessage(f"{summary.path.name} ready.", 5000)
