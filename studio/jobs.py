@@ -103,6 +103,7 @@ class ModelSummary:
     family_label: str
     native_size: tuple[int, int]
     previews: str = ""  # Auto's choice and the approximate map's colour error, for a tooltip
+    precision: str = ""  # the weights' number format: "fp32", "bf16" or "fp16"
 
 
 @dataclass(frozen=True)

@@ -81,3 +81,15 @@ def test_every_comparison_column_ends_on_its_final_image(engine, sd1_folder, pre
         assert np.array_equal(column.previews[-1], final), column.sampler
         # The steps before are estimates, not the final image.
         assert not np.array_equal(column.previews[0], final), column.sampler
+
+
+def test_the_cli_keeps_the_precision_in_the_png(sd1_folder, tmp_path):
+    from pipelines import cli
+    from pipelines.engine import pick_device, pick_dtype, precision_name
+    from pipelines.export import read_metadata
+
+    out = tmp_path / "x.png"
+    arguments = ["generate", "--prompt", "x", "--model", str(sd1_folder), "--steps", "2"]
+    assert cli.main([*arguments, "--size", "64x64", "--out", str(out)]) == 0
+    expected = precision_name(pick_dtype(pick_device()))
+    assert read_metadata(out).extra == {"precision": expected}
