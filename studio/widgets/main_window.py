@@ -568,10 +568,13 @@ class MainWindow(QMainWindow):
         self._load_model(model)
 
     def _on_loading(self, fraction: float, message: str) -> None:
-        if not self.session.busy:
-            self.progress.setRange(0, 100)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(int(fraction * 100))
+        if self.session.busy:  # a job waits for the model: say so rather than look stuck
+            self.progress.setFormat("waiting for the model %p%")
+            self.canvas.set_status(f"Waiting for the model… {fraction:.0%}")
+        else:
             self.progress.setFormat("loading %p%")
-            self.progress.setValue(int(fraction * 100))
         self.statusBar().showMessage(message)
 
     def _on_loaded(self, summary: ModelSummary) -> None:
@@ -582,6 +585,10 @@ class MainWindow(QMainWindow):
         self.sampler_panel.set_preview_note(summary.previews)
         if not self.session.busy:
             self.progress.setValue(100)
+        elif self.session.comparing:  # the bar showed the loading: back to the comparison
+            self._set_progress_text("comparing", busy=True)
+        elif (job := self.session.running_job) is not None:  # its steps come next
+            self._on_started(job.request)
         self.statusBar().showMessage(f"{summary.path.name} ready.", 5000)
         self._refresh_controlnets()
 
