@@ -37,8 +37,9 @@ from PIL import Image
 
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import OutOfMemoryError, ValidationError
-from pipelines.previews import final_preview
+from pipelines.previews import PendingFrame, final_preview
 from pipelines.samplers import SamplerSpec, get_sampler
+from pipelines.schedules import SyncFreeSchedule
 from pipelines.types import GenerationRequest, ModelFamily, PreviewMode, StepPreview
 
 if TYPE_CHECKING:
@@ -296,6 +297,7 @@ class _Track:
     timesteps: torch.Tensor
     latents: torch.Tensor
     step_kwargs: dict[str, Any]
+    schedule: SyncFreeSchedule
     elapsed: float = 0.0  # seconds from the job's start to this track's latest step
 
 
@@ -326,6 +328,8 @@ class _Lockstep:
         self.steps = self.request.steps
         self.device = self.pipe._execution_device
         self.guided = self.shared.guided
+        # Decoded previews on their way to the host: (position, step, frame), in step order.
+        self._pending: list[tuple[int, StepPreview, PendingFrame]] = []
 
     def run(self) -> None:
         tracks = [self._track(position) for position in range(len(self.runs))]
@@ -340,8 +344,10 @@ class _Lockstep:
             predictions = self._predict(tracks, i, embeds, control)
             for track, prediction in zip(tracks, predictions):
                 self._step(track, i, prediction, time.perf_counter() - started)
+            self._hand_on()
             if self._cancelled():
                 return
+        self._hand_on(wait=True)
         for track in tracks:
             self._finish(track)
 
@@ -355,6 +361,7 @@ class _Lockstep:
     def _track(self, position: int) -> _Track:
         run = self.runs[position]
         scheduler = run.new_scheduler()
+        schedule = SyncFreeSchedule(scheduler)
         scheduler.set_timesteps(self.steps, device=self.device)
         parameters = set(inspect.signature(scheduler.step).parameters)
         step_kwargs: dict[str, Any] = {}
@@ -372,6 +379,7 @@ class _Lockstep:
             timesteps=scheduler.timesteps,
             latents=noise * scheduler.init_noise_sigma,
             step_kwargs=step_kwargs,
+            schedule=schedule,
         )
 
     def _prompt_embeds(self, count: int) -> torch.Tensor:
@@ -484,7 +492,7 @@ class _Lockstep:
 
     def _step(self, track: _Track, i: int, prediction: torch.Tensor, elapsed: float) -> None:
         scheduler = track.scheduler
-        timestep = track.timesteps[i]
+        timestep = track.schedule.host_timestep(i, track.timesteps[i])
         step_index = getattr(scheduler, "step_index", None)
         sample = track.latents
         output = scheduler.step(
@@ -492,14 +500,22 @@ class _Lockstep:
         )
         track.latents = output[0]
         track.elapsed = elapsed
+        if step_index is None:  # the first step: the scheduler set its index inside step()
+            after = getattr(scheduler, "step_index", None)
+            step_index = None if after is None else after - 1
         if i == self.steps - 1:
             return  # the last step shows the decoded final image (_finish)
         denoised = denoised_estimate(scheduler, prediction, timestep, sample, step_index, output)
         run = track.run
-        self.on_step(
-            track.position,
-            self._preview(track, i + 1, run.model.previews.decode(denoised, run.request.preview)),
-        )
+        frame = run.model.previews.decode_async(denoised, run.request.preview)
+        if frame is not None:
+            self._pending.append((track.position, self._preview(track, i + 1, None), frame))
+
+    def _hand_on(self, wait: bool = False) -> None:
+        """Frames whose copy to the host is complete, in order (all of them with ``wait``)."""
+        while self._pending and (wait or self._pending[0][2].ready()):
+            position, preview, frame = self._pending.pop(0)
+            self.on_step(position, replace(preview, image=frame.array()))
 
     def _preview(self, track: _Track, step: int, image: np.ndarray) -> StepPreview:
         return StepPreview(

@@ -27,10 +27,11 @@ from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
 from pipelines.preview_choice import describe
 from pipelines.preview_costs import measure_costs
-from pipelines.previews import PreviewDecoder, final_preview
+from pipelines.previews import PendingFrame, PreviewDecoder, final_preview
 from pipelines.prompts import prompt_report, truncation_warning
 from pipelines.resources import resource_path
 from pipelines.samplers import get_sampler
+from pipelines.schedules import SyncFreeSchedule
 from pipelines.types import (  # EngineSettings is re-exported: callers import it from here
     ControlKind,
     ControlUnit,
@@ -107,8 +108,10 @@ class PreparedRun:
         return spec.make(self.model.scheduler_config, seed=self.request.seed)
 
     def sampler_generator(self) -> torch.Generator:
-        # A separate stream for the samplers' fresh noise, so ancestral runs are reproducible.
-        return torch.Generator("cpu").manual_seed(self.request.seed + 1)
+        # A separate stream for the samplers' fresh noise, so ancestral runs are reproducible. On
+        # the model's device: noise drawn on the CPU would be copied to the GPU at every step, and
+        # each copy makes the host wait for the GPU.
+        return torch.Generator(self.device).manual_seed(self.request.seed + 1)
 
     def with_changes(
         self,
@@ -628,6 +631,10 @@ class _StepTracker:
         self.timings: dict[str, float] = {}
         self.started = time.perf_counter()
         self._last_elapsed = 0.0
+        self._pending: list[tuple[PendingFrame, StepPreview]] = []  # decoded, not handed on yet
+        self._final: torch.Tensor | None = None  # the last step's latents, on the device
+        self.schedule = SyncFreeSchedule(scheduler)
+        self._calls = 0  # scheduler steps so far (an index into the schedule)
         self._original_step = scheduler.step
 
         # wraps() keeps the signature: pipelines only pass `generator` to schedulers that accept it.
@@ -649,7 +656,12 @@ class _StepTracker:
         **kwargs: Any,
     ) -> Any:
         step_index = getattr(self.scheduler, "step_index", None)
+        timestep = self.schedule.host_timestep(self._calls, timestep)
+        self._calls += 1
         output = self._original_step(model_output, timestep, sample, *args, **kwargs)
+        if step_index is None:  # the first step: the scheduler set its index inside step()
+            after = getattr(self.scheduler, "step_index", None)
+            step_index = None if after is None else after - 1
         if self.on_step is not None and self.plan.mode is not PreviewMode.NONE:
             self.denoised = denoised_estimate(
                 self.scheduler, model_output, timestep, sample, step_index, output
@@ -676,8 +688,17 @@ class _StepTracker:
             evaluations=self.evaluations,
         )
 
+    def _hand_on_ready_frames(self, wait: bool = False) -> None:
+        while self._pending and (wait or self._pending[0][0].ready()):
+            frame, preview = self._pending.pop(0)
+            self.on_step(replace(preview, image=frame.array()))
+
     def deliver_final(self, image: Image.Image) -> None:
-        """The last step's frame: the decoded final image, never an estimate."""
+        """The frames still on their way, then the last step's: the decoded final image, never an
+        estimate. Also keeps the final latents on the host."""
+        if self._final is not None:
+            self.final_latents = self._final.detach().float().cpu()
+        self._hand_on_ready_frames(wait=True)
         if self.on_step is not None and self.plan.mode is not PreviewMode.NONE:
             self.on_step(self._preview(final_preview(image), self._last_elapsed))
 
@@ -705,12 +726,22 @@ class _StepTracker:
                 and self.plan.decodes(self.completed)
                 and (self.wants_preview is None or self.wants_preview())
             )
-            if self.on_step is not None and self.denoised is not None and wanted:
-                image = self.previews.decode(self.denoised, self.plan.mode)
-                self.on_step(self._preview(image, elapsed))
+            self._hand_on_ready_frames()
+            # At most one frame in flight: a consumer cannot take frames faster than that.
+            if (
+                self.on_step is not None
+                and self.denoised is not None
+                and wanted
+                and not self._pending
+            ):
+                frame = self.previews.decode_async(self.denoised, self.plan.mode)
+                if frame is not None:
+                    self._pending.append((frame, self._preview(None, elapsed)))
+                self._hand_on_ready_frames()
             self._last_elapsed = elapsed
         if step == pipe.num_timesteps - 1:
-            self.final_latents = callback_kwargs["latents"].detach().float().cpu()
+            # Copied to the host after the loop (deliver_final): a copy here would wait for the GPU.
+            self._final = callback_kwargs["latents"]
             self.timings["denoise"] = time.perf_counter() - self.started
         if self.cancel.is_set():
             raise _Cancelled

@@ -414,8 +414,10 @@ def test_a_consumer_still_holding_a_frame_gets_fewer_decodes_and_the_last_step(
     engine.run(request, on_step=every.append)
     decodes = []
     previews = engine.loaded.previews
-    decode = previews.decode
-    monkeypatch.setattr(previews, "decode", lambda *a, **k: decodes.append(1) or decode(*a, **k))
+    decode = previews.decode_async
+    monkeypatch.setattr(
+        previews, "decode_async", lambda *a, **k: decodes.append(1) or decode(*a, **k)
+    )
     # A slow consumer: a one-frame mailbox it empties at every third question only.
     mailbox, taken, asked = [], [], []
 
