@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import (
@@ -71,7 +72,23 @@ def request_tooltip(request: GenerationRequest) -> str:
     return (
         f"{request.prompt[:120]}\nseed {request.seed} · {request.sampler} · "
         f"{request.steps} steps · CFG {request.cfg_scale:g} · {request.width}×{request.height}"
-    )
+    ) + rework_line(request)
+
+
+def rework_line(request: GenerationRequest) -> str:
+    """What the run started from and how it grew, as a line of its own ("" for text-to-image)."""
+    parts = []
+    source = request.source
+    if source is not None:
+        parts.append(f"from {Path(source.image).name} · strength {source.strength:g}")
+        if source.mask:
+            parts.append("inpainted")
+        if any(source.outpaint):
+            parts.append("outpainted by {}, {}, {}, {} px".format(*source.outpaint))
+    hires = request.hires
+    if hires is not None:
+        parts.append(f"hires ×{hires.scale:g} with {Path(hires.upscaler).name}")
+    return "\n" + " · ".join(parts) if parts else ""
 
 
 def searchable(request: GenerationRequest) -> str:
@@ -271,6 +288,7 @@ class _Strip(QListView):
 class Gallery(QWidget):
     selected = Signal(object)  # key
     reuse_requested = Signal(object)
+    use_as_input_requested = Signal(object)  # key: the entry's image becomes the input picture
     save_requested = Signal(object)
     copy_requested = Signal(object)
     delete_requested = Signal(object)
@@ -503,6 +521,7 @@ class Gallery(QWidget):
         key = self.model.data(index, KEY_ROLE)
         menu = QMenu(self)
         menu.addAction("Reuse settings", lambda: self.reuse_requested.emit(key))
+        menu.addAction("Use as input", lambda: self.use_as_input_requested.emit(key))
         menu.addAction("Save…", lambda: self.save_requested.emit(key))
         menu.addAction("Copy", lambda: self.copy_requested.emit(key))
         menu.addSeparator()

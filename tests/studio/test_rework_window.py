@@ -1,0 +1,125 @@
+"""Reworking an image through the real window: input picture, strength, mask, outpainting and the
+hires pass, from the panels to the request, the run, the result and its history entry."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from PySide6.QtCore import QMimeData, Qt, QUrl
+
+from pipelines.export import condition_maps_folder
+from pipelines.types import InpaintArea, MaskedContent
+
+
+def _picture(path, colour=(40, 90, 200), size=(64, 64)):
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def _paint_stroke(qtbot, layer, start, end):
+    """A left-button drag on the mask view, in picture pixels."""
+    view = layer.view
+    a, b = view.from_map(start).toPoint(), view.from_map(end).toPoint()
+    qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=a)
+    qtbot.mouseMove(view, b)
+    qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=b)
+
+
+def test_input_strength_and_painted_mask_reach_the_request(qtbot, window, tmp_path):
+    from PySide6.QtCore import QPointF
+
+    panel = window.rework_panel
+    assert window.current_request().source is None  # no input: text-to-image
+    assert panel.open_file(_picture(tmp_path / "photo.png"))
+    panel.strength.setValue(50)
+    window.show_mask_layer()
+    qtbot.waitUntil(lambda: window.mask_layer.view.width() > 100)
+    _paint_stroke(qtbot, window.mask_layer, QPointF(20, 32), QPointF(44, 32))
+
+    source = window.current_request().source
+
+    folder = condition_maps_folder(window.settings.data_folder)
+    assert source.strength == 0.5
+    assert source.image.startswith(str(folder)) and source.mask.startswith(str(folder))
+    assert np.asarray(Image.open(source.image)).tolist() == np.asarray(
+        Image.open(tmp_path / "photo.png")
+    ).tolist()
+    mask = np.asarray(Image.open(source.mask).convert("L"))
+    assert mask.shape == (64, 64)
+    assert mask[32, 32] == 255 and mask[5, 5] == 0  # painted where the stroke went only
+    assert "2 of 4 steps" in panel.strength_label.text()  # round(0.5 × 4)
+    # Unchanged mask: the same file again, not a new one per request.
+    assert window.current_request().source.mask == source.mask
+
+
+def test_undo_and_clear_mask_take_the_mask_out_of_the_request(qtbot, window, tmp_path):
+    from PySide6.QtCore import QPointF
+
+    panel = window.rework_panel
+    panel.open_file(_picture(tmp_path / "photo.png"))
+    window.show_mask_layer()
+    _paint_stroke(qtbot, window.mask_layer, QPointF(10, 10), QPointF(30, 30))
+    assert window.current_request().source.mask is not None
+    window.mask_layer.paint.undo_action.trigger()
+    assert window.current_request().source.mask is None
+    window.mask_layer.paint.redo_action.trigger()
+    assert window.current_request().source.mask is not None
+    panel.clear_mask()
+    assert window.current_request().source.mask is None
+
+
+def test_options_reach_the_request_and_reuse_restores_them(qtbot, window, tmp_path):
+    panel = window.rework_panel
+    panel.open_file(_picture(tmp_path / "photo.png"))
+    panel.import_mask(_picture(tmp_path / "mask.png", (255, 255, 255), (32, 32)))
+    panel.mask_blur.setValue(9)
+    panel.masked_content.setCurrentIndex(panel.masked_content.findData("latent noise"))
+    panel.inpaint_area.setCurrentIndex(panel.inpaint_area.findData("masked"))
+    panel.padding.setValue(16)
+    panel.sides[2].setValue(32)
+    window.hires_box.setChecked(True)
+    window.hires_box.scale.setValue(1.5)
+    request = window.current_request()
+    source = request.source
+    assert (source.mask_blur, source.padding, source.outpaint) == (9, 16, (0, 0, 32, 0))
+    assert source.masked_content is MaskedContent.LATENT_NOISE
+    assert source.inpaint_area is InpaintArea.MASKED
+    assert np.asarray(Image.open(source.mask)).min() == 255  # a 32² mask stretched over 64²
+    assert request.hires.scale == 1.5
+
+    panel.clear()
+    window.hires_box.setChecked(False)
+    assert window.current_request().source is None and window.current_request().hires is None
+    window.apply_request(request)
+
+    assert window.current_request().source == source
+    assert window.current_request().hires == request.hires
+    assert not window.mask_layer.empty and window.mask_layer.saved
+
+
+def test_corrupt_picture_dropped_shows_a_message_and_keeps_the_input(qtbot, window, tmp_path):
+    from PySide6.QtCore import QPointF
+
+    panel = window.rework_panel
+    panel.open_file(_picture(tmp_path / "photo.png"))
+    window.show_mask_layer()
+    _paint_stroke(qtbot, window.mask_layer, QPointF(10, 10), QPointF(30, 30))
+    before = window.current_request().source
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a picture")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(broken))])
+
+    assert not panel.import_mime(mime)
+
+    assert "broken.png" in window.last_error and window.message_bar.isVisible()
+    assert window.current_request().source == before
+    assert not window.mask_layer.empty and window.mask_layer.has_picture
+
+
+def test_outpaint_ratio_sets_the_border():
+    from studio.source_image import border_for_ratio
+
+    assert border_for_ratio(64, 64, 2.0) == (32, 0, 32, 0)
+    assert border_for_ratio(64, 64, 0.5) == (0, 32, 0, 32)
+    assert border_for_ratio(512, 512, 16 / 9) == (200, 0, 200, 0)
