@@ -932,4 +932,6 @@ def _scrolling(*widgets: QWidget) -> QScrollArea:
     area.setWidgetResizable(True)
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     area.verticalScrollBar().setToolTip("Scroll the panel.")
+    scrollbar = area.verticalScrollBar().sizeHint().width()
+    area.setMinimumWidth(inner.minimumSizeHint().width() + scrollbar + 4)
     return area

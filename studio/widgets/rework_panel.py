@@ -118,8 +118,9 @@ class ReworkPanel(QWidget):
         self.strength = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=100)
         self.strength.setToolTip("Denoising strength: how much of the input changes. 0 keeps it, 1 "
                                  "ignores it; the run spends strength × steps steps.")  # fmt: skip
-        self.strength_label = QLabel()
-        self.strength_label.setMinimumWidth(110)
+        self.strength_value = QLabel()
+        self.strength_label = QLabel()  # the steps it spends
+        self.strength_label.setWordWrap(True)
         self.resize_mode = QComboBox()
         for mode in ResizeMode:
             self.resize_mode.addItem(mode.value.capitalize(), mode.value)
@@ -135,7 +136,8 @@ class ReworkPanel(QWidget):
         top.addLayout(buttons)
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        form.addRow("Strength", row(self.strength, self.strength_label, stretch_first=True))
+        form.addRow("Strength", row(self.strength, self.strength_value, stretch_first=True))
+        form.addRow("", self.strength_label)
         form.addRow("Resize", self.resize_mode)
         layout = QVBoxLayout(self.input_box)
         layout.addLayout(top)
@@ -172,7 +174,8 @@ class ReworkPanel(QWidget):
         form.addRow("Padding", self.padding)
         layout = QVBoxLayout(self.mask_box)
         layout.addWidget(self.mask_note)
-        layout.addWidget(row(self.paint_button, self.import_mask_button, self.clear_mask_button))
+        layout.addWidget(row(self.paint_button, self.import_mask_button))
+        layout.addWidget(row(self.clear_mask_button))
         layout.addLayout(form)
         m = self.model
         self.mask_blur.valueChanged.connect(lambda v: setattr(m, "mask_blur", v))
@@ -184,9 +187,9 @@ class ReworkPanel(QWidget):
         self.mask_layer.edited.connect(self._show_mask_state)
 
     def _build_outpaint(self) -> None:
-        self.outpaint_box = QGroupBox("Outpainting")
+        self.outpaint_box = QGroupBox("Outpainting: pixels added")
         self.sides = [spin_box(0, MAX_SIZE, 0, f"Pixels added on the {side.lower()}; the new border is "
-                            "pre-filled from the edge and redrawn.", " px") for side in SIDES]  # fmt: skip
+                            "pre-filled from the edge and redrawn.") for side in SIDES]  # fmt: skip
         for box in self.sides:
             box.setSingleStep(8)
             box.valueChanged.connect(self._sides_changed)
@@ -373,19 +376,21 @@ class ReworkPanel(QWidget):
             widget.setEnabled(has or bool(path))
         if has:
             w, h = self.picture.size
-            self.picture_note.setText(f"{w}×{h} · {Path(path).name}")
+            self.picture_note.setText(f"{w}×{h} picture")
             self.picture_note.setToolTip(path)
         else:
             self.picture_note.setText(
-                f"Missing: {path}" if path else "No input: the next run is text-to-image."
+                "The picture file is missing." if path else "No input: text-to-image."
             )
+            self.picture_note.setToolTip(path or "")
         self._show_strength()
         self._show_preview()
 
     def _show_strength(self) -> None:
         m = self.model
         spent = m.spent_steps(self._steps)
-        self.strength_label.setText(f"{m.strength:.2f} · {spent} of {self._steps} steps")
+        self.strength_value.setText(f"{m.strength:.2f}")
+        self.strength_label.setText(f"The run spends {spent} of {self._steps} steps.")
 
     def _show_mask_state(self) -> None:
         if self.picture is None:

@@ -41,13 +41,14 @@ def test_input_strength_and_painted_mask_reach_the_request(qtbot, window, tmp_pa
     folder = condition_maps_folder(window.settings.data_folder)
     assert source.strength == 0.5
     assert source.image.startswith(str(folder)) and source.mask.startswith(str(folder))
-    assert np.asarray(Image.open(source.image)).tolist() == np.asarray(
-        Image.open(tmp_path / "photo.png")
-    ).tolist()
+    assert (
+        np.asarray(Image.open(source.image)).tolist()
+        == np.asarray(Image.open(tmp_path / "photo.png")).tolist()
+    )
     mask = np.asarray(Image.open(source.mask).convert("L"))
     assert mask.shape == (64, 64)
     assert mask[32, 32] == 255 and mask[5, 5] == 0  # painted where the stroke went only
-    assert "2 of 4 steps" in panel.strength_label.text()  # round(0.5 × 4)
+    assert "spends 2 of 4 steps" in panel.strength_label.text()  # round(0.5 × 4)
     # Unchanged mask: the same file again, not a new one per request.
     assert window.current_request().source.mask == source.mask
 
