@@ -124,3 +124,82 @@ def test_outpaint_ratio_sets_the_border():
     assert border_for_ratio(64, 64, 2.0) == (32, 0, 32, 0)
     assert border_for_ratio(64, 64, 0.5) == (0, 32, 0, 32)
     assert border_for_ratio(512, 512, 16 / 9) == (200, 0, 200, 0)
+
+
+# ---- runs through the worker on the tiny model (4 steps, 64×64) ------------------------------
+
+
+def _run(qtbot, window, timeout=60_000):
+    from studio.jobs import EventKind
+    from tests.studio.events import wait_event
+
+    with wait_event(qtbot, window.session, EventKind.FINISHED, timeout=timeout) as blocker:
+        window.generate_action.trigger()
+    return blocker.args[0].result
+
+
+def test_use_a_result_as_input_paint_a_mask_run_and_reuse(qtbot, window):
+    from PySide6.QtCore import QPointF
+
+    from studio.jobs import EventKind
+    from studio.qt_image import qimage_to_array
+
+    first = _run(qtbot, window)
+    assert window.use_entry_as_input(0)
+    panel = window.rework_panel
+    assert np.array_equal(np.asarray(panel.picture), np.asarray(first.image))
+    panel.strength.setValue(50)
+    window.mask_action.trigger()
+    _paint_stroke(qtbot, window.mask_layer, QPointF(8, 32), QPointF(56, 32))
+    totals = []
+    window.session.event.connect(
+        lambda e: e.kind is EventKind.PREVIEW and totals.extend(f.total for f in e.frames)
+    )
+
+    result = _run(qtbot, window)
+
+    source = result.request.source
+    assert source is not None and source.strength == 0.5 and source.mask is not None
+    assert set(totals) == {2}  # round(0.5 × 4): the previews count the steps really spent
+    assert window.progress.maximum() == 2
+    entry = window.session.history[-1]
+    assert entry.request.source == source  # the history entry carries the input and its mask
+    assert "inpainted" in window.gallery.model.data(
+        window.gallery.model.index(0), Qt.ItemDataRole.ToolTipRole
+    )
+    assert (qimage_to_array(window.canvas.image) == np.asarray(result.image)).all()
+    # Kept pixels are the input's (far from the stroke and its blur).
+    assert np.array_equal(np.asarray(result.image)[:4], np.asarray(first.image)[:4])
+
+    panel.clear()
+    assert window.reuse_settings(len(window.session.history) - 1)
+    assert window.current_request().source == source
+    assert not window.mask_layer.empty
+
+
+def test_outpaint_run_returns_the_bigger_picture(qtbot, window, tmp_path):
+    panel = window.rework_panel
+    panel.open_file(_picture(tmp_path / "photo.png"))
+    panel.sides[0].setValue(16)
+    panel.sides[3].setValue(8)
+    assert "80×72" in panel.outpaint_note.text()
+
+    result = _run(qtbot, window)
+
+    assert result.image.size == (80, 72)
+    assert window.session.history[-1].image.width() == 80
+    # The original pixels stay in place inside the new border.
+    inner = np.asarray(result.image)[8:56, 24:72].astype(int)
+    assert np.abs(inner - (40, 90, 200)).max() <= 2
+
+
+def test_hires_run_returns_scale_times_the_size(qtbot, window):
+    box = window.hires_box
+    box.setChecked(True)
+    box.scale.setValue(2.0)
+    box.steps.setValue(2)
+
+    result = _run(qtbot, window)
+
+    assert result.image.size == (128, 128)
+    assert result.request.hires.scale == 2.0 and result.request.hires.steps == 2
