@@ -168,6 +168,13 @@ class ImageInput:
             raise ValidationError("Image-to-image needs an input image.")
         if self.mask == "":
             raise ValidationError("The mask path is empty; give a mask file or no mask.")
+        left, top, right, bottom = self.outpaint
+        for name, total in (("left and right", left + right), ("top and bottom", top + bottom)):
+            if total % 8:
+                raise ValidationError(
+                    f"The outpaint borders {name} add up to {total} pixels; the picture needs a "
+                    f"multiple of 8 ({total - total % 8} or {total - total % 8 + 8})."
+                )
 
     @property
     def outpainting(self) -> bool:
