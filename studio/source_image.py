@@ -27,8 +27,9 @@ Border = tuple[int, int, int, int]  # left, top, right, bottom
 
 
 def spent_steps(strength: float, steps: int) -> int:
-    """The steps an image-to-image run really spends: ``round(strength × steps)``."""
-    return round(strength * steps)
+    """The steps an image-to-image run really spends: ``round(strength × steps)``, at least one
+    (as the engine counts them)."""
+    return max(1, min(steps, round(strength * steps)))
 
 
 class _Model(QObject):

@@ -188,18 +188,7 @@ def test_outpaint_run_returns_the_bigger_picture(qtbot, window, tmp_path):
 
     assert result.image.size == (80, 72)
     assert window.session.history[-1].image.width() == 80
-    # The original pixels stay in place inside the new border.
-    inner = np.asarray(result.image)[8:56, 24:72].astype(int)
+    # The original pixels stay in place, past the seam (16 px) and the blur (4 px) along the
+    # extended sides.
+    inner = np.asarray(result.image)[:40, 40:].astype(int)
     assert np.abs(inner - (40, 90, 200)).max() <= 2
-
-
-def test_hires_run_returns_scale_times_the_size(qtbot, window):
-    box = window.hires_box
-    box.setChecked(True)
-    box.scale.setValue(2.0)
-    box.steps.setValue(2)
-
-    result = _run(qtbot, window)
-
-    assert result.image.size == (128, 128)
-    assert result.request.hires.scale == 2.0 and result.request.hires.steps == 2
