@@ -31,7 +31,8 @@ def main(target: str = "docs/inpainting.png") -> None:
     settings = StudioSettings(work / "settings.ini")
     settings.model_folders = [str(work / "models")]
     settings.output_folder = str(work / "out")
-    first, second = make_sample(3).caption, make_sample(12).caption
+    first = make_sample(3).caption  # a small orange ring at the top on a blue background
+    second = "a small orange ring at the top and a small red circle at the bottom right on a blue background"
     settings.last_request = GenerationRequest(
         prompt=first, model="", seed=7, steps=20, width=64, height=64
     ).to_dict()
@@ -47,10 +48,10 @@ def main(target: str = "docs/inpainting.png") -> None:
     layer = window.mask_layer
     document = layer.document
     document.begin_edit()
-    area = paint_segment(document.image, QPointF(18, 34), QPointF(46, 30), 22, 0.7, 255)
+    area = paint_segment(document.image, QPointF(40, 44), QPointF(48, 50), 26, 0.7, 255)
     document.commit_edit("Brush", area)
     panel = window.rework_panel
-    panel.strength.setValue(90)
+    panel.strength.setValue(100)
     window.prompt_panel.prompt.setPlainText(second)
     window.generate()
     wait(lambda: len(window.session.history) == 2)
