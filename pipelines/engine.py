@@ -396,6 +396,8 @@ class Engine:
             pipe = self._pipeline_for(loaded, controlnet_paths)
             notes = self._prompt_warnings(pipe, request) + rework_notes
             channels = pipe.unet.config.in_channels
+            if plan is None and channels == 9:  # an inpainting UNet runs in its own pipeline
+                plan = rework.text_to_image_plan(request)
             if plan is not None:
                 pipe = rework.inpainting_pipeline(pipe, loaded.family)
                 channels = pipe.vae.config.latent_channels

@@ -163,12 +163,20 @@ def prepare_source(request: GenerationRequest) -> tuple[ReworkPlan | None, list[
     source = request.source
     if source is None:
         return None, []
+    assert request.width and request.height and request.seed is not None  # resolved by prepare
     warnings: list[str] = []
     image = load_image(source.image)
     mask = load_mask(source.mask, image.size, warnings) if source.mask else None
-    assert request.width and request.height and request.seed is not None  # resolved by prepare
     plan = plan_rework(source, image, mask, request.width, request.height, request.seed)
     return plan, warnings
+
+
+def text_to_image_plan(request: GenerationRequest) -> ReworkPlan:
+    """Text-to-image on an inpainting model: the whole (blank) picture repainted from noise."""
+    assert request.width and request.height and request.seed is not None
+    blank = Image.new("RGB", (request.width, request.height), (127, 127, 127))
+    source = ImageInput(image="", strength=1.0)
+    return plan_rework(source, blank, None, request.width, request.height, request.seed)
 
 
 def canvas_request(request: GenerationRequest) -> GenerationRequest:
