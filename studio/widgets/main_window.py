@@ -854,7 +854,9 @@ class MainWindow(QMainWindow):
                 # The memory options are this machine's settings, not the image's.
                 self.apply_request(replace(metadata.request, memory=self.settings.memory))
             except StudioError as error:
-                self.show_error(str(error))
+                # A picture without settings may be meant as the input picture instead.
+                use = ("Use as input", lambda _=False, p=path: self.rework_panel.open_file(p))
+                self.show_error(str(error), actions=[use])
                 continue
             text = " ".join((f"Settings restored from {Path(path).name}.", *metadata.warnings))
             self.message_bar.show_message(text, error=False)

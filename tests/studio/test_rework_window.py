@@ -118,6 +118,51 @@ def test_corrupt_picture_dropped_shows_a_message_and_keeps_the_input(qtbot, wind
     assert not window.mask_layer.empty and window.mask_layer.has_picture
 
 
+def test_canvas_and_clipboard_pictures_become_the_input(qtbot, window):
+    from PySide6.QtGui import QGuiApplication
+
+    from studio.qt_image import pil_to_qimage
+
+    shown = Image.new("RGB", (48, 40), (200, 30, 30))
+    window.canvas.set_image(pil_to_qimage(shown))
+    window.canvas.use_as_input_requested.emit()  # what its context menu's "Use as input" does
+    assert np.array_equal(np.asarray(window.rework_panel.picture), np.asarray(shown))
+    assert window.mask_layer.has_picture and window.mask_layer.document.width == 48
+
+    pasted = Image.new("RGB", (32, 32), (10, 200, 10))
+    QGuiApplication.clipboard().setImage(pil_to_qimage(pasted))
+    window.paste_input_action.trigger()
+    assert np.array_equal(np.asarray(window.rework_panel.picture), np.asarray(pasted))
+
+
+def test_a_dropped_photo_without_settings_can_become_the_input(qtbot, window, tmp_path):
+    photo = _picture(tmp_path / "holiday.png")
+    assert not window.restore_from_files([str(photo)])  # no settings in it
+    use = next(b for b in window.message_bar._actions if b.text() == "Use as input")
+    use.click()
+    assert window.current_request().source is not None
+    assert np.array_equal(np.asarray(window.rework_panel.picture), np.asarray(Image.open(photo)))
+
+
+def test_input_and_mask_survive_a_restart(qtbot, make_window, studio_settings, tmp_path):
+    from PySide6.QtCore import QPointF
+
+    from studio.settings import StudioSettings
+
+    first = make_window(studio_settings, wait_for_model=False)
+    first.rework_panel.open_file(_picture(tmp_path / "photo.png"))
+    first.rework_panel.strength.setValue(30)
+    first.show_mask_layer()
+    _paint_stroke(qtbot, first.mask_layer, QPointF(10, 10), QPointF(30, 30))
+    source = first.current_request().source
+    first.close()
+
+    second = make_window(StudioSettings(studio_settings.path), wait_for_model=False)
+
+    assert second.current_request().source == source
+    assert not second.mask_layer.empty
+
+
 def test_outpaint_ratio_sets_the_border():
     from studio.source_image import border_for_ratio
 
