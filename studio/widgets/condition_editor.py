@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import (
-    QAction,
     QDragEnterEvent,
     QDropEvent,
     QGuiApplication,
@@ -54,6 +53,7 @@ from studio.jobs import (
 from studio.qt_image import pil_to_qimage, qimage_to_pil
 from studio.widgets.map_store import pose_sidecar, save_pose_sidecar
 from studio.widgets.map_view import MapView
+from studio.widgets.mime import mime_picture
 from studio.widgets.paint_bar import PaintBar, ToolSpec, spin_box
 from studio.widgets.paint_tools import (
     BrushTool,
@@ -220,16 +220,6 @@ class ConditionEditor(QDialog):
         editor.document.set_image(fitted)
         return editor
 
-    def _action(
-        self,
-        text: str,
-        tip: str,
-        slot: Callable[..., object],
-        keys: Sequence[str] = (),
-        checkable: bool = False,
-    ) -> QAction:
-        return self.paint.action(text, tip, slot, keys, checkable)
-
     def _build_tools(self) -> None:
         d, o = self.document, self.options
         self.tools = {
@@ -257,7 +247,7 @@ class ConditionEditor(QDialog):
         )  # fmt: skip
         self.tool_actions = self.paint.tool_actions
         # G cycles between fill and gradient, the two "whole area" tools.
-        self._action("Fill / gradient", "", self._cycle_fill, ["G"])
+        self.paint.action("Fill / gradient", "", self._cycle_fill, ["G"])
         self.undo_action, self.redo_action = self.paint.undo_action, self.paint.redo_action
         self.clear_action, self.invert_action = self.paint.clear_action, self.paint.invert_action
         self.size_box, self.hardness_box = self.paint.size_box, self.paint.hardness_box
@@ -271,7 +261,7 @@ class ConditionEditor(QDialog):
         )
 
         if self.kind is ControlKind.POSE:
-            self._action("Remove person", "", self.pose.remove_person, ["Del", "Backspace"])
+            self.paint.action("Remove person", "", self.pose.remove_person, ["Del", "Backspace"])
         painting = self.kind is not ControlKind.POSE
         for action in (*self.tool_actions.values(), self.invert_action):
             action.setVisible(painting)
@@ -602,16 +592,12 @@ class ConditionEditor(QDialog):
             self.document.replace(pil_to_qimage(fitted), text)
 
     def import_mime(self, mime: QMimeData | None) -> bool:
-        if mime is None:
-            return False
-        files = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
-        if files:
-            return self.import_file(files[0])
-        if mime.hasImage():
-            image = QImage(mime.imageData())
-            if not image.isNull():
-                self.import_image(qimage_to_pil(image), "Paste")
-                return True
+        picture = mime_picture(mime)
+        if isinstance(picture, str):
+            return self.import_file(picture)
+        if isinstance(picture, QImage):
+            self.import_image(qimage_to_pil(picture), "Paste")
+            return True
         self.show_message("There is no image on the clipboard.", error=True)
         return False
 

@@ -19,8 +19,8 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QSlider,
@@ -45,6 +45,7 @@ from studio.source_image import SourceImageModel, border_for_ratio
 from studio.widgets.control_panel import IMAGE_FILTER, RESIZE_TIPS, THUMBNAIL, ThumbnailLabel
 from studio.widgets.layout import row
 from studio.widgets.mask_layer import MASK_TINT, MaskLayer
+from studio.widgets.mime import mime_picture
 from studio.widgets.paint_bar import spin_box
 
 Size = Callable[[], tuple[int, int]]
@@ -121,19 +122,15 @@ class ReworkPanel(QWidget):
         self.strength_value = QLabel()
         self.strength_label = QLabel()  # the steps it spends
         self.strength_label.setWordWrap(True)
-        self.resize_mode = QComboBox()
-        for mode in ResizeMode:
-            self.resize_mode.addItem(mode.value.capitalize(), mode.value)
-            index = self.resize_mode.count() - 1
-            self.resize_mode.setItemData(index, RESIZE_TIPS[mode], Qt.ItemDataRole.ToolTipRole)
-        self.resize_mode.setToolTip("How the input is fitted to the image size.")
-        buttons = QVBoxLayout()
-        for button in (self.open_button, self.paste_button, self.clear_button):
-            buttons.addWidget(button)
-        buttons.addStretch(1)
-        top = QHBoxLayout()
-        top.addWidget(self.thumbnail)
-        top.addLayout(buttons)
+        resize_choices = tuple((mode, mode.value.capitalize(), RESIZE_TIPS[mode])
+                               for mode in ResizeMode)  # fmt: skip
+        self.resize_mode = _choices(resize_choices, "How the input is fitted to the image size.")
+        # The thumbnail with its buttons beside it, top-aligned, as in a control unit.
+        top = QGridLayout()
+        top.addWidget(self.thumbnail, 0, 0, 4, 1)
+        for number, button in enumerate((self.open_button, self.paste_button, self.clear_button)):
+            top.addWidget(button, number, 1)
+        top.setRowStretch(3, 1)
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Strength", row(self.strength, self.strength_value, stretch_first=True))
@@ -241,15 +238,11 @@ class ReworkPanel(QWidget):
         return self.import_mime(QGuiApplication.clipboard().mimeData())
 
     def import_mime(self, mime: QMimeData | None) -> bool:
-        if mime is None:
-            return False
-        files = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
-        if files:
-            return self.open_file(files[0])
-        if mime.hasImage():
-            image = QImage(mime.imageData())
-            if not image.isNull():
-                return self.use_picture(image, "pasted picture")
+        picture = mime_picture(mime)
+        if isinstance(picture, str):
+            return self.open_file(picture)
+        if isinstance(picture, QImage):
+            return self.use_picture(picture, "pasted picture")
         self.problem.emit("There is no picture to use as the input (on the clipboard or dropped).")
         return False
 
