@@ -405,8 +405,9 @@ class ReworkPanel(QWidget):
             width, height = self.size()
             self.model.outpaint = border_for_ratio(width, height, ratio)
 
-    def outpaint_preview(self) -> Image.Image | None:
-        """The input as the run will see it: fitted to the size, with the border filled in."""
+    def outpaint_preview(self) -> tuple[Image.Image, Image.Image | None] | None:
+        """The input as the run will see it, fitted to the size, with the border filled in, and
+        the border's mask (None without a border)."""
         if self.picture is None:
             return None
         width, height = self.size()
@@ -414,11 +415,11 @@ class ReworkPanel(QWidget):
 
         fitted = fit_to_size(self.picture, width, height, self.model.resize_mode)
         if not any(self.model.outpaint):
-            return fitted
+            return fitted, None
         from pipelines.outpaint import extend_canvas
 
-        extended, _mask = extend_canvas(fitted, self.model.outpaint)
-        return extended
+        extended, mask = extend_canvas(fitted, self.model.outpaint)
+        return extended, mask
 
     def _show_preview(self) -> None:
         width, height = self.size()
@@ -431,9 +432,11 @@ class ReworkPanel(QWidget):
             return
         try:
             if any(self.model.outpaint):
-                shown = pil_to_qimage(self.outpaint_preview())
+                shown = pil_to_qimage(_tinted(*self.outpaint_preview()))
             else:
-                shown = pil_to_qimage(_with_mask(self.picture, self.mask_layer))
+                layer = self.mask_layer
+                empty = not layer.has_picture or layer.empty
+                shown = pil_to_qimage(_tinted(self.picture, None if empty else layer.mask_image()))
         except (ImportError, StudioError, ValueError) as error:
             shown = pil_to_qimage(self.picture)
             self.outpaint_note.setText(f"{self.outpaint_note.text()} · no preview: {error}")
@@ -450,11 +453,12 @@ def _read_picture(path: str | Path) -> Image.Image:
     return load_image(path)
 
 
-def _with_mask(picture: Image.Image, layer: MaskLayer) -> Image.Image:
-    if not layer.has_picture or layer.empty:
+def _tinted(picture: Image.Image, mask: Image.Image | None) -> Image.Image:
+    """``picture`` with ``mask`` (white: redrawn) tinted over it as the mask layer shows it."""
+    if mask is None:
         return picture
     colour = Image.new("RGB", picture.size, MASK_TINT.getRgb()[:3])
-    half = layer.mask_image().point(lambda value: value // 2)
+    half = mask.point(lambda value: value // 2)
     return Image.composite(colour, picture, half.resize(picture.size))
 
 
