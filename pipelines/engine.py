@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pipelines import cpu, models, rework
+from pipelines import cpu, hires, models, rework
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
@@ -389,6 +389,7 @@ class Engine:
                 source=rework.absolute_source(request.source),
             ).resolve_seed()
             _check_size(request, loaded.scale_factor)
+            request.check_grown_sizes()  # the native size is known only now
             units = request.active_controls
             controlnet_paths = tuple(self._check_controls(loaded, units))
             plan, rework_notes = rework.prepare_source(request)
@@ -472,6 +473,8 @@ class Engine:
         frame yet) the step is neither decoded nor reported; the last step always is.
         """
         request = prepared.request
+        if request.hires is not None:  # two passes, each one of these runs
+            return hires.run_hires(self, prepared, on_step, cancel, wants_preview)
         pipe = prepared.pipeline
         with self.exclusive(prepared, batch=2 if prepared.guided else 1):
             prepared.apply_memory_options()

@@ -379,20 +379,20 @@ class GenerationRequest:
             self.source.validate()
         if self.hires is not None:
             self.hires.validate()
-        for name, value in (("Width", self.width), ("Height", self.height)):
-            self._check_grown_size(name, value)
+        self.check_grown_sizes()
 
-    def _check_grown_size(self, name: str, value: int | None) -> None:
+    def check_grown_sizes(self) -> None:
         """The outpainted or hires size must stay within the limit too (a native size is checked
         again once the engine knows it)."""
-        if value is None:
-            return
-        grown = grown_size(self, value, horizontal=name == "Width")
-        if grown > MAX_SIZE:
-            raise ValidationError(
-                f"{name} after outpainting and the hires pass would be {grown} pixels; at most "
-                f"{MAX_SIZE} are allowed."
-            )
+        for name, value in (("Width", self.width), ("Height", self.height)):
+            if value is None:
+                continue
+            grown = grown_size(self, value, horizontal=name == "Width")
+            if grown > MAX_SIZE:
+                raise ValidationError(
+                    f"{name} after outpainting and the hires pass would be {grown} pixels; at "
+                    f"most {MAX_SIZE} are allowed."
+                )
 
     @property
     def active_controls(self) -> tuple[ControlUnit, ...]:
