@@ -23,7 +23,6 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFileDialog,
@@ -67,6 +66,7 @@ from studio.widgets.paint_tools import (
     clear,
 )
 from studio.widgets.pose_editor import PoseEditor, PosePanel, PoseTool
+from studio.widgets.refreshing_combo import RefreshingComboBox
 
 if TYPE_CHECKING:
     from studio.session import Session
@@ -272,7 +272,7 @@ class ConditionEditor(QDialog):
 
     def _source_box(self) -> QGroupBox:
         box = QGroupBox("Source photo")
-        self.source_combo = _RefreshingComboBox(self._refresh_sources)
+        self.source_combo = RefreshingComboBox(self._refresh_sources)
         self.source_combo.setToolTip("A picture to detect from and to show dimmed behind the map: "
                                      "the unit's photo, a result from the history, or a file.")  # fmt: skip
         self.source_combo.activated.connect(self._source_chosen)
@@ -658,18 +658,6 @@ def _detect_here(request: DetectionRequest) -> DetectionResult | str:
             log.exception("%s detection failed", request.kind.value)
         return readable_error(error)
     return DetectionResult(request, detected.image, detected.people)
-
-
-class _RefreshingComboBox(QComboBox):
-    """Re-reads its entries before opening: results finished while the editor is open appear."""
-
-    def __init__(self, refresh: Callable[[], None]) -> None:
-        super().__init__()
-        self._refresh = refresh
-
-    def showPopup(self) -> None:  # noqa: N802
-        self._refresh()
-        super().showPopup()
 
 
 def _slider(value: int, tip: str) -> QSlider:

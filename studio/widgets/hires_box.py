@@ -9,7 +9,6 @@ from pathlib import Path
 
 from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtWidgets import (
-    QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -21,6 +20,7 @@ from PySide6.QtWidgets import (
 from pipelines.types import MAX_HIRES_SCALE, MAX_STEPS, MIN_HIRES_SCALE, HiresPass, hires_size
 from studio.source_image import HiresModel, spent_steps
 from studio.widgets.paint_bar import spin_box
+from studio.widgets.refreshing_combo import RefreshingComboBox
 
 UPSCALER_FILTER = "Upscaler models (*.safetensors *.pth *.pt *.ckpt *.bin);;All files (*)"
 BUILT_IN = (
@@ -36,10 +36,14 @@ class HiresBox(QGroupBox):
 
     def __init__(
         self, size: Callable[[], tuple[int, int]] = lambda: (512, 512),
+        find_upscalers: Callable[[], Iterable[str | Path]] = lambda: (),
         parent: QWidget | None = None,
     ) -> None:  # fmt: skip
+        """``find_upscalers`` lists the upscaler model files on disk; it is asked again each
+        time the list opens, so files added meanwhile appear."""
         super().__init__("High-resolution pass", parent)
         self.size = size
+        self.find_upscalers = find_upscalers
         self.model = HiresModel(self)
         self._steps = 20
         self.setCheckable(True)
@@ -53,7 +57,7 @@ class HiresBox(QGroupBox):
         self.steps.setSpecialValueText("same")
         self.strength = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, decimals=2)
         self.strength.setToolTip("Denoising strength of the second pass: how much it may change.")
-        self.upscaler = QComboBox()
+        self.upscaler = RefreshingComboBox(self.refresh_upscalers)
         self.upscaler.setToolTip("How the first image is enlarged: a filter, the latents, or an "
                                  "upscaler model file (ESRGAN, Real-ESRGAN, SwinIR …).")  # fmt: skip
         self._files: list[str] = []
@@ -78,9 +82,12 @@ class HiresBox(QGroupBox):
             self._show_field(name)
 
     # ---- upscalers ----------------------------------------------------------------------------
-    def set_upscaler_files(self, files: Iterable[str | Path]) -> None:
-        """Offer these upscaler model files (found in the model folders) beside the filters."""
-        self._files = [str(f) for f in files]
+    def refresh_upscalers(self) -> None:
+        """Offer the upscaler model files found now beside the filters."""
+        try:
+            self._files = [str(f) for f in self.find_upscalers()]
+        except OSError:  # an unreadable folder: the files already listed stay
+            pass
         self._fill_upscalers()
 
     def _fill_upscalers(self) -> None:
@@ -144,7 +151,8 @@ class HiresBox(QGroupBox):
     def _show_note(self) -> None:
         width, height = self.size()
         scale = self.model.scale
-        spent = spent_steps(self.model.strength, self.model.steps or self._steps)
+        steps = self.model.steps or self._steps
+        spent = spent_steps(self.model.strength, steps)
         self.note.setText(f"{width}×{height} → {hires_size(width, scale)}×"
-                          f"{hires_size(height, scale)}; the second pass spends {spent} "
-                          "steps.")  # fmt: skip
+                          f"{hires_size(height, scale)}; the second pass spends {spent} of "
+                          f"{steps} steps.")  # fmt: skip

@@ -139,7 +139,7 @@ class MainWindow(QMainWindow):
         self.message_bar = MessageBar()
         self.mask_layer = MaskLayer()
         self.rework_panel = ReworkPanel(settings.data_folder, self.mask_layer, self.generation_size)
-        self.hires_box = HiresBox(self.generation_size)
+        self.hires_box = HiresBox(self.generation_size, self._upscaler_files)
         self.control_panel.set_editor_context(
             EditorContext(
                 size=self.generation_size,
@@ -442,6 +442,12 @@ class MainWindow(QMainWindow):
         self.side_tabs.setCurrentIndex(self.side_tabs.count() - 1)
         self.statusBar().showMessage("Input picture set: the next run reworks it.", 5000)
         return True
+
+    def _upscaler_files(self) -> list[Path]:
+        # Asked when the list opens: by then the worker has imported torch, which this needs.
+        from pipelines.upscalers import find_upscalers
+
+        return find_upscalers(Path(folder) for folder in self.settings.model_folders)
 
     def show_mask_layer(self) -> None:
         self.centre_tabs.setCurrentWidget(self.mask_layer)

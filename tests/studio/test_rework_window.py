@@ -3,6 +3,8 @@ hires pass, from the panels to the request, the run, the result and its history 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 from PySide6.QtCore import QMimeData, Qt, QUrl
@@ -237,3 +239,40 @@ def test_outpaint_run_returns_the_bigger_picture(qtbot, window, tmp_path):
     # extended sides.
     inner = np.asarray(result.image)[:40, 40:].astype(int)
     assert np.abs(inner - (40, 90, 200)).max() <= 2
+
+
+def test_hires_run_returns_scale_times_the_size(qtbot, window):
+    from studio.jobs import EventKind
+
+    box = window.hires_box
+    box.setChecked(True)
+    box.scale.setValue(2.0)
+    box.steps.setValue(2)
+    assert "64×64 → 128×128" in box.note.text() and "spends 1 of 2 steps" in box.note.text()
+    totals = []
+    window.session.event.connect(
+        lambda e: e.kind is EventKind.PREVIEW and totals.extend(f.total for f in e.frames)
+    )
+
+    result = _run(qtbot, window)
+
+    assert result.image.size == (128, 128)
+    assert window.session.history[-1].image.width() == 128
+    assert set(totals) == {5}  # 4 steps, then round(0.5 × 2) on one counter
+    assert window.progress.maximum() == 5
+    assert result.request.hires.scale == 2.0 and result.request.hires.steps == 2
+
+
+def test_upscaler_files_in_the_model_folders_are_offered(qtbot, window, studio_settings):
+    folder = Path(studio_settings.model_folders[0]) / "models" / "ESRGAN"
+    folder.mkdir(parents=True)
+    (folder / "4x-Sharp.safetensors").write_bytes(b"")
+    box = window.hires_box
+    box.upscaler.showPopup()  # the list is read again as it opens
+    box.upscaler.hidePopup()
+    index = box.upscaler.findText("4x-Sharp.safetensors")
+    assert index > 0
+    box.setChecked(True)
+    box.upscaler.setCurrentIndex(index)
+    box.upscaler.activated.emit(index)
+    assert window.current_request().hires.upscaler == str(folder / "4x-Sharp.safetensors")
