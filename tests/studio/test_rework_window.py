@@ -223,6 +223,12 @@ def test_use_a_result_as_input_paint_a_mask_run_and_reuse(qtbot, window):
     assert window.current_request().source == source
     assert not window.mask_layer.empty
 
+    png = window.save_shown()  # the exported PNG brings the input and the mask back too
+    panel.clear()
+    assert window.restore_from_files([str(png)])
+    assert window.current_request().source == source
+    assert not window.mask_layer.empty
+
 
 def test_outpaint_run_returns_the_bigger_picture(qtbot, window, tmp_path):
     panel = window.rework_panel
