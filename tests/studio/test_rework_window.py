@@ -282,3 +282,27 @@ def test_upscaler_files_in_the_model_folders_are_offered(qtbot, window, studio_s
     box.upscaler.setCurrentIndex(index)
     box.upscaler.activated.emit(index)
     assert window.current_request().hires.upscaler == str(folder / "4x-Sharp.safetensors")
+
+
+def test_compare_samplers_on_an_inpainting_request(qtbot, window, tmp_path):
+    from PySide6.QtCore import QPointF
+
+    from studio.jobs import EventKind, JobKind
+    from tests.studio.events import wait_event
+
+    panel = window.rework_panel
+    panel.open_file(_picture(tmp_path / "photo.png"))
+    panel.strength.setValue(50)
+    window.show_mask_layer()
+    _paint_stroke(qtbot, window.mask_layer, QPointF(8, 32), QPointF(56, 32))
+    window.sampler_panel.set_compare_mode(True)
+    window.sampler_panel.set_compare_entries(["Euler", "DDIM"])
+
+    with wait_event(qtbot, window.session, EventKind.FINISHED, JobKind.COMPARE, 90_000) as blocker:
+        window.compare_action.trigger()
+    result = blocker.args[0].result
+
+    assert result.request.source == window.current_request().source  # same input and mask
+    assert not result.cancelled and len(result.columns) == 2
+    for column in result.columns:  # each column kept the pixels outside the mask
+        assert np.abs(np.asarray(column.image)[:4].astype(int) - (40, 90, 200)).max() <= 1
