@@ -75,6 +75,14 @@ def request_tooltip(request: GenerationRequest) -> str:
     ) + rework_line(request)
 
 
+def rework_kind(request: GenerationRequest) -> str:
+    """One word under a thumbnail for a run that started from a picture or grew ("" otherwise)."""
+    source = request.source
+    if source is not None:
+        return "outpaint" if any(source.outpaint) else "inpaint" if source.mask else "img2img"
+    return "hires" if request.hires is not None else ""
+
+
 def rework_line(request: GenerationRequest) -> str:
     """What the run started from and how it grew, as a line of its own ("" for text-to-image)."""
     parts = []
@@ -352,7 +360,9 @@ class Gallery(QWidget):
     # ---- this session's images ----------------------------------------------------------------
     def add_entry(self, index: int, entry: HistoryEntry) -> None:
         request = entry.request
-        row = _Row(index, f"#{index + 1}", searchable(request), request_tooltip(request),
+        kind = rework_kind(request)
+        label = f"#{index + 1} · {kind}" if kind else f"#{index + 1}"
+        row = _Row(index, label, searchable(request), request_tooltip(request),
                    _icon(entry.image))  # fmt: skip
         self.model.insert_front(row)  # newest first
         self.select(index)

@@ -211,9 +211,9 @@ def test_use_a_result_as_input_paint_a_mask_run_and_reuse(qtbot, window):
     assert window.progress.maximum() == 2
     entry = window.session.history[-1]
     assert entry.request.source == source  # the history entry carries the input and its mask
-    assert "inpainted" in window.gallery.model.data(
-        window.gallery.model.index(0), Qt.ItemDataRole.ToolTipRole
-    )
+    newest = window.gallery.model.index(0)
+    assert "inpainted" in window.gallery.model.data(newest, Qt.ItemDataRole.ToolTipRole)
+    assert window.gallery.model.data(newest, Qt.ItemDataRole.DisplayRole) == "#2 · inpaint"
     assert (qimage_to_array(window.canvas.image) == np.asarray(result.image)).all()
     # Kept pixels are the input's (far from the stroke and its blur).
     assert np.array_equal(np.asarray(result.image)[:4], np.asarray(first.image)[:4])
