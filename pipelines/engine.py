@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pipelines import cpu, models
+from pipelines import cpu, hires, models, rework
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
@@ -90,10 +90,16 @@ class PreparedRun:
     initial_noise: torch.Tensor  # (1, C, H / scale, W / scale), CPU float32
     device: torch.device
     dtype: torch.dtype
+    rework: rework.ReworkPlan | None = None  # the picture a reworking run starts from
 
     @property
     def precision(self) -> str:
         return precision_name(self.dtype)
+
+    @property
+    def total_steps(self) -> int:
+        """The steps the run really spends (a reworking run: its strength's share)."""
+        return self.rework.steps(self.request.steps) if self.rework else self.request.steps
 
     @property
     def guided(self) -> bool:
@@ -400,14 +406,25 @@ class Engine:
                 width=request.width or width,
                 height=request.height or height,
                 controls=_absolute_paths(request.controls),
+                source=rework.absolute_source(request.source),
             ).resolve_seed()
             _check_size(request, loaded.scale_factor)
+            request.check_grown_sizes()  # the native size is known only now
             units = request.active_controls
             controlnet_paths = tuple(self._check_controls(loaded, units))
-            maps = self._condition_maps(request)
+            plan, rework_notes = rework.prepare_source(request)
+            maps = self._condition_maps(rework.canvas_request(request))
             pipe = self._pipeline_for(loaded, controlnet_paths)
-            notes = self._prompt_warnings(pipe, request)
-            noise = self.initial_noise(request, pipe.unet.config.in_channels, loaded.scale_factor)
+            notes = self._prompt_warnings(pipe, request) + rework_notes
+            channels = pipe.unet.config.in_channels
+            if plan is None and channels == 9:  # an inpainting UNet runs in its own pipeline
+                plan = rework.text_to_image_plan(request)
+            if plan is not None:
+                pipe = rework.inpainting_pipeline(pipe, loaded.family)
+                channels = pipe.vae.config.latent_channels
+            noise = self.initial_noise(
+                rework.run_request(request, plan), channels, loaded.scale_factor
+            )
             return PreparedRun(
                 request=request,
                 model=loaded,
@@ -417,6 +434,7 @@ class Engine:
                 initial_noise=noise,
                 device=self.device,
                 dtype=self.dtype,
+                rework=plan,
             )
 
     def _check_controls(self, loaded: LoadedModel, units: tuple[ControlUnit, ...]) -> list[Path]:
@@ -475,6 +493,8 @@ class Engine:
         frame yet) the step is neither decoded nor reported; the last step always is.
         """
         request = prepared.request
+        if request.hires is not None:  # two passes, each one of these runs
+            return hires.run_hires(self, prepared, on_step, cancel, wants_preview)
         pipe = prepared.pipeline
         with self.exclusive(prepared, batch=2 if prepared.guided else 1):
             prepared.apply_memory_options()
@@ -487,6 +507,8 @@ class Engine:
                 cancel or threading.Event(),
                 wants_preview,
                 latent_pixels=prepared.latent_pixels,
+                total=prepared.total_steps,
+                compose=prepared.rework.compose_preview if prepared.rework else None,
             )
             kwargs = self._call_arguments(prepared)
             started = time.perf_counter()
@@ -511,10 +533,13 @@ class Engine:
                 ) from error
             finally:
                 tracker.detach()
-            tracker.deliver_final(output.images[0])
+            image = (
+                prepared.rework.finish(output.images[0]) if prepared.rework else output.images[0]
+            )
+            tracker.deliver_final(image)
         return GenerationResult(
             request=request,
-            image=output.images[0],
+            image=image,
             timings={**tracker.timings, "total": time.perf_counter() - started},
             condition_maps=prepared.condition_maps,
             warnings=prepared.warnings,
@@ -588,6 +613,8 @@ class Engine:
                 control_guidance_start=units[0].start if single else [u.start for u in units],
                 control_guidance_end=units[0].end if single else [u.end for u in units],
             )
+        if prepared.rework is not None:
+            kwargs = prepared.rework.call_arguments(kwargs, controlnet=bool(units))
         return kwargs
 
 
@@ -616,7 +643,11 @@ class _StepTracker:
         cancel: threading.Event,
         wants_preview: PreviewGate | None = None,
         latent_pixels: int = 0,
+        total: int | None = None,
+        compose: Callable[[Any], Any] | None = None,  # the preview shown in the whole picture
     ) -> None:
+        self.total = total or request.steps
+        self.compose = compose
         self.scheduler = scheduler
         self.request = request
         self.previews = previews
@@ -633,6 +664,7 @@ class _StepTracker:
         self._last_elapsed = 0.0
         self._pending: list[tuple[PendingFrame, StepPreview]] = []  # decoded, not handed on yet
         self._final: torch.Tensor | None = None  # the last step's latents, on the device
+        self._shown: Any | None = None  # the newest frame handed on
         self.schedule = SyncFreeSchedule(scheduler)
         self._calls = 0  # scheduler steps so far (an index into the schedule)
         self._original_step = scheduler.step
@@ -681,7 +713,7 @@ class _StepTracker:
     def _preview(self, image: Any, elapsed: float) -> StepPreview:
         return StepPreview(
             step=self.completed,
-            total=self.request.steps,
+            total=self.total,
             sampler=self.request.sampler,
             image=image,
             elapsed=elapsed,
@@ -691,7 +723,11 @@ class _StepTracker:
     def _hand_on_ready_frames(self, wait: bool = False) -> None:
         while self._pending and (wait or self._pending[0][0].ready()):
             frame, preview = self._pending.pop(0)
-            self.on_step(replace(preview, image=frame.array()))
+            image = frame.array()
+            if self.compose is not None:
+                image = self.compose(image)
+            self._shown = image
+            self.on_step(replace(preview, image=image))
 
     def deliver_final(self, image: Image.Image) -> None:
         """The frames still on their way, then the last step's: the decoded final image, never an
@@ -721,23 +757,19 @@ class _StepTracker:
             # The last step is the final image, delivered once the pipeline has decoded it
             # (deliver_final). A consumer still holding the previous frame would drop this one:
             # skip its decoding.
-            wanted = (
-                not is_last
-                and self.plan.decodes(self.completed)
-                and (self.wants_preview is None or self.wants_preview())
-            )
+            wanted = not is_last and (self.wants_preview is None or self.wants_preview())
             self._hand_on_ready_frames()
             # At most one frame in flight: a consumer cannot take frames faster than that.
-            if (
-                self.on_step is not None
-                and self.denoised is not None
-                and wanted
-                and not self._pending
-            ):
+            ready = self.on_step is not None and self.denoised is not None and not self._pending
+            if wanted and ready and self.plan.decodes(self.completed):
                 frame = self.previews.decode_async(self.denoised, self.plan.mode)
                 if frame is not None:
                     self._pending.append((frame, self._preview(None, elapsed)))
                 self._hand_on_ready_frames()
+            elif wanted and ready and self._shown is not None:
+                # A step between two decodes of a strided plan: the newest frame again, so the
+                # step count and the time left still move on.
+                self.on_step(self._preview(self._shown, elapsed))
             self._last_elapsed = elapsed
         if step == pipe.num_timesteps - 1:
             # Copied to the host after the loop (deliver_final): a copy here would wait for the GPU.

@@ -55,10 +55,12 @@ class PreviewCosts:
 @dataclass(frozen=True)
 class PreviewPlan:
     mode: PreviewMode  # a decoder, never AUTO
-    stride: int = 1  # decode every stride-th completed step (the last step is the final image)
+    # Decode the first completed step and every stride-th after it; the steps between show the
+    # newest decoded frame again, the last step the final image.
+    stride: int = 1
 
     def decodes(self, step: int) -> bool:
-        return step % self.stride == 0
+        return (step - 1) % self.stride == 0
 
 
 def _stride(cost: float, step: float) -> int:

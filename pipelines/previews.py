@@ -25,6 +25,11 @@ _FIT_IMAGES = 12
 _FIT_SIZE = 64
 
 
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, in host memory."""
+    return _pixels(images).cpu().numpy()
+
+
 def _pixels(images: torch.Tensor) -> torch.Tensor:
     # On the images' own device: the copy to the host is the caller's (see PendingFrame).
     array = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

@@ -58,12 +58,24 @@ def test_auto_picks_the_full_vae_on_the_bundled_model():
     # The approximate map's colours were measured against the VAE, and the tooltip says so.
     assert measured.approximate_error > 5
     assert f"{measured.approximate_error:.0f}/255" in describe(measured)
-    # A run with the default (Auto) previews shows full-VAE frames every plan.stride steps.
+    # A run with the default (Auto) previews decodes the full VAE at steps 1, 1 + stride, …; the
+    # steps between show the newest frame again; the last step is the final image.
     request = GenerationRequest("a small red circle at the top left on a blue background", seed=3)
     assert request.preview is PreviewMode.AUTO
-    frames = []
-    result = engine.run(replace(request, steps=plan.stride + 2), on_step=frames.append)
-    assert [f.step for f in frames] == [plan.stride, plan.stride + 2]
+    frames, decoded = [], []
+    decode = loaded.previews.decode_async
+
+    def counted(latents, mode):
+        decoded.append(mode)
+        return decode(latents, mode)
+
+    loaded.previews.decode_async = counted
+    steps = plan.stride + 2
+    result = engine.run(replace(request, steps=steps), on_step=frames.append)
+    assert [f.step for f in frames] == list(range(1, steps + 1))
+    assert decoded == [FULL, FULL]  # steps 1 and 1 + stride
+    assert all(np.array_equal(f.image, frames[0].image) for f in frames[1 : plan.stride])
+    assert not np.array_equal(frames[plan.stride].image, frames[0].image)
     assert np.array_equal(frames[-1].image, np.asarray(result.image))
 
 
