@@ -136,6 +136,11 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotator-dir", action="append", type=Path, default=[])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt files (runs code)")
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the UNet: the first image at each size compiles (slow), later ones run "
+        "faster; compiled kernels are kept in the studio's cache folder",
+    )  # fmt: skip
     add_rework_options(parser)
     _add_verbose(parser, argparse.SUPPRESS)
 
@@ -164,6 +169,7 @@ def _engine(args: argparse.Namespace) -> Engine:
         annotator_folders=tuple(getattr(args, "annotator_dir", ())),
         device=getattr(args, "device", "auto"),
         allow_pickle=getattr(args, "allow_pickle", False),
+        compile=getattr(args, "compile", False),
     )
     return Engine(settings)
 

@@ -229,6 +229,8 @@ class EngineSettings:
     allow_pickle: bool = False  # .ckpt / .pt files run code when loaded: only on explicit opt-in
     tiny_vae: dict[str, Path] = field(default_factory=dict)  # family value -> AutoencoderTiny
     threads: int = 0  # CPU threads per run; 0: chosen from the work size and the cores
+    # torch.compile the UNet (opt-in: the first run at each size compiles, later ones are faster)
+    compile: bool = False
 
 
 @dataclass(frozen=True)
