@@ -134,10 +134,11 @@ def compare(
             prepared.with_changes(sampler=column.sampler, steps=column.steps, preview=mode)
             for column in columns
         ]
-        for column in columns:
+        for column, run in zip(columns, runs, strict=True):
             spec = get_sampler(column.sampler)
             column.planned_evaluations = spec.total_evaluations(
-                column.steps, prepared.model.scheduler_config
+                run.total_steps,
+                prepared.model.scheduler_config,  # a rework spends its share
             )
         comparison = _Comparison(
             engine, runs, columns, on_step, cancel or threading.Event(), history_side
