@@ -10,6 +10,7 @@ The mask itself is painted on the :class:`~studio.widgets.mask_layer.MaskLayer` 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image
@@ -308,6 +309,10 @@ class ReworkPanel(QWidget):
         return self.model.source()
 
     def apply(self, source: ImageInput | None) -> None:
+        if source is not None and not source.image:
+            # Settings read from another program's PNG name no files: the options apply to the
+            # picture and mask shown now.
+            source = replace(source, image=self.model.image or "", mask=self.model.mask)
         self.model.apply(source)
         self._sync_mask()
 

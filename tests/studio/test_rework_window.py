@@ -100,6 +100,25 @@ def test_options_reach_the_request_and_reuse_restores_them(qtbot, window, tmp_pa
     assert not window.mask_layer.empty and window.mask_layer.saved
 
 
+def test_automatic1111_settings_apply_to_the_picture_shown(qtbot, window, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    panel = window.rework_panel
+    panel.open_file(_picture(tmp_path / "photo.png"))
+    picture = window.current_request().source.image
+    info = PngInfo()
+    info.add_text("parameters", "a fox\nSteps: 4, Sampler: Euler, CFG scale: 5, Seed: 3, "
+                  "Size: 64x64, Denoising strength: 0.4, Mask blur: 6")  # fmt: skip
+    png = tmp_path / "a1111.png"
+    Image.new("RGB", (64, 64)).save(png, pnginfo=info)
+
+    assert window.restore_from_files([str(png)])
+
+    source = window.current_request().source
+    assert (source.image, source.strength, source.mask_blur) == (picture, 0.4, 6)
+    assert source.mask is None  # nothing painted yet
+
+
 def test_corrupt_picture_dropped_shows_a_message_and_keeps_the_input(qtbot, window, tmp_path):
     from PySide6.QtCore import QPointF
 
