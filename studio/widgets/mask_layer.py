@@ -67,7 +67,7 @@ class MaskLayer(QWidget):
             self, self.view, o, self.tools, specs,
             clear_tip="Empty the mask: nothing is redrawn (plain image-to-image).",
             invert_tip="Swap what is redrawn and what is kept.",
-            context=Qt.ShortcutContext.WidgetWithChildrenShortcut,
+            context=Qt.ShortcutContext.WidgetWithChildrenShortcut, zoom_keys=False,
         )  # fmt: skip
         self.paint.fill_toolbar(self.toolbar)
         self.paint.set_tool("brush")

@@ -71,6 +71,37 @@ def test_undo_and_clear_mask_take_the_mask_out_of_the_request(qtbot, window, tmp
     assert window.current_request().source.mask is None
 
 
+def test_mask_keys_work_in_the_mask_view_and_only_there(qtbot, window, tmp_path):
+    from PySide6.QtCore import QPointF
+
+    window.rework_panel.open_file(_picture(tmp_path / "photo.png"))
+    window.activateWindow()  # shortcuts act in the active window
+    qtbot.waitUntil(window.isActiveWindow)
+    window.mask_action.trigger()  # Ctrl+M: the mask tab, its view focused
+    layer = window.mask_layer
+    assert window.centre_tabs.currentWidget() is layer and layer.view.hasFocus()
+    for key, name in ((Qt.Key.Key_E, "eraser"), (Qt.Key.Key_G, "fill"), (Qt.Key.Key_B, "brush")):
+        qtbot.keyClick(layer.view, key)
+        assert layer.paint.tool_name() == name
+    _paint_stroke(qtbot, layer, QPointF(10, 10), QPointF(30, 30))
+    qtbot.keyClick(layer.view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert layer.empty
+    # Ctrl+1 / Ctrl+0 (the window's) act on the mask view while it is shown, then on the canvas.
+    qtbot.keyClick(layer.view, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)
+    assert layer.view.zoom == 1.0
+    qtbot.keyClick(layer.view, Qt.Key.Key_0, Qt.KeyboardModifier.ControlModifier)
+    assert layer.view.zoom > 1.0  # 64 px fitted into the view
+    window.centre_tabs.setCurrentWidget(window.canvas)
+    window.canvas.set_zoom(3.0)
+    qtbot.keyClick(window.prompt_panel.prompt, Qt.Key.Key_0, Qt.KeyboardModifier.ControlModifier)
+    assert window.canvas._fit
+    # Typing B in the prompt types it, the brush stays.
+    layer.paint.set_tool("eraser")
+    window.prompt_panel.prompt.setFocus()
+    qtbot.keyClick(window.prompt_panel.prompt, Qt.Key.Key_B)
+    assert layer.paint.tool_name() == "eraser"
+
+
 def test_options_reach_the_request_and_reuse_restores_them(qtbot, window, tmp_path):
     panel = window.rework_panel
     panel.open_file(_picture(tmp_path / "photo.png"))
