@@ -102,9 +102,12 @@ class MaskLayer(QWidget):
         start.fill(Qt.GlobalColor.black)
         if mask is not None and picture is not None:
             start = _fitted_mask(mask, picture.width(), picture.height())
+        new_size = start.size() != self.document.image.size()
         self.document.reset(start)
         self.document.undo_stack.setClean()
         has = picture is not None
+        if has and new_size:  # the same share of any picture: a few strokes cover an object
+            self.paint.size_box.setValue(max(4, round(min(size.width(), size.height()) / 8)))
         self.stack.setCurrentWidget(self.view if has else self.placeholder)
         self.toolbar.setEnabled(has)
         self.view.fit()
