@@ -356,3 +356,30 @@ def test_compare_samplers_on_an_inpainting_request(qtbot, window, tmp_path):
     assert not result.cancelled and len(result.columns) == 2
     for column in result.columns:  # each column kept the pixels outside the mask
         assert np.abs(np.asarray(column.image)[:4].astype(int) - (40, 90, 200)).max() <= 1
+
+
+def test_models_round_trip_and_count_the_steps_a_run_spends(qtbot):
+    from dataclasses import replace
+
+    from pipelines.types import GenerationRequest, HiresPass, ImageInput
+    from studio.source_image import HiresModel, SourceImageModel, planned_steps
+
+    source = ImageInput("in.png", strength=0.3, mask="m.png", mask_blur=2, padding=8,
+                        outpaint=(8, 0, 8, 0))  # fmt: skip
+    model = SourceImageModel()
+    changed = []
+    model.changed.connect(changed.append)
+    model.apply(source)
+    assert model.source() == source and "strength" in changed
+    model.clear()
+    assert model.source() is None and model.strength == 0.3  # the options stay for the next one
+    hires = HiresModel()
+    assert hires.hires() is None
+    hires.apply(HiresPass(scale=1.5, steps=6, strength=0.5))
+    assert hires.hires() == HiresPass(scale=1.5, steps=6, strength=0.5)
+
+    plain = GenerationRequest(prompt="", steps=20)
+    assert planned_steps(plain) == 20
+    assert planned_steps(replace(plain, source=source)) == 6  # round(0.3 × 20)
+    assert planned_steps(replace(plain, source=replace(source, strength=0.01))) == 1
+    assert planned_steps(replace(plain, hires=HiresPass(steps=6, strength=0.5))) == 23
