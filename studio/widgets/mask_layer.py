@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QImage
 from PySide6.QtWidgets import QLabel, QStackedWidget, QToolBar, QVBoxLayout, QWidget
 
@@ -112,6 +112,13 @@ class MaskLayer(QWidget):
         self.toolbar.setEnabled(has)
         self.view.fit()
         self.edited.emit()
+
+    def set_surround(self, surround: tuple[QRectF, QImage] | None) -> None:
+        """Show the canvas the picture becomes part of around it (see :attr:`MapView.surround`)."""
+        self.view.surround = surround
+        if self.view.fitted:
+            self.view.fit()
+        self.view.update()
 
     def import_mask(self, path: str | Path) -> None:
         """Replace the mask with a file's (white: redraw), as one undo step; a

@@ -286,6 +286,9 @@ def test_outpaint_run_returns_the_bigger_picture(qtbot, window, tmp_path):
     panel.sides[0].setValue(16)
     panel.sides[3].setValue(8)
     assert "80×72" in panel.outpaint_note.text()
+    # The mask layer shows the grown canvas around the picture, in the picture's pixels.
+    where, _canvas = window.mask_layer.view.surround
+    assert (where.x(), where.y(), where.width(), where.height()) == (-16, 0, 80, 72)
 
     result = _run(qtbot, window)
 
