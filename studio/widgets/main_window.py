@@ -49,6 +49,7 @@ from studio.widgets.compare_view import CompareView
 from studio.widgets.control_panel import ControlPanel, EditorContext
 from studio.widgets.gallery import Gallery, Key
 from studio.widgets.hires_box import HiresBox
+from studio.widgets.map_view import MapView
 from studio.widgets.mask_layer import MaskLayer
 from studio.widgets.prompt_panel import PromptPanel, snap8
 from studio.widgets.queue_panel import QueuePanel
@@ -251,8 +252,9 @@ class MainWindow(QMainWindow):
         self.settings_action = a("Settings…", self.open_settings, "Ctrl+,", "Model folders, "
                                  "device, memory and output")  # fmt: skip
         self.quit_action = a("Quit", self.close, QKeySequence.StandardKey.Quit)
-        self.fit_action = a("Fit", self.canvas.fit, "Ctrl+0", "Fit the image in the view")
-        self.actual_action = a("100 %", self.canvas.actual_size, "Ctrl+1",
+        self.fit_action = a("Fit", lambda: self._shown_view().fit(), "Ctrl+0",
+                            "Fit the image in the view")  # fmt: skip
+        self.actual_action = a("100 %", lambda: self._shown_view().actual_size(), "Ctrl+1",
                                "Show the image at its real size")  # fmt: skip
         self.use_input_action = a("Use as input", self.use_shown_as_input, "Ctrl+I",
                                   "Rework the shown image: make it the input picture "
@@ -448,6 +450,11 @@ class MainWindow(QMainWindow):
         from pipelines.upscalers import find_upscalers
 
         return find_upscalers(Path(folder) for folder in self.settings.model_folders)
+
+    def _shown_view(self) -> Canvas | MapView:
+        """What Fit and 100 % act on: the mask layer's view while it is shown, else the canvas."""
+        shown = self.centre_tabs.currentWidget() is self.mask_layer
+        return self.mask_layer.view if shown else self.canvas
 
     def show_mask_layer(self) -> None:
         self.centre_tabs.setCurrentWidget(self.mask_layer)
