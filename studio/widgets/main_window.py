@@ -587,7 +587,8 @@ class MainWindow(QMainWindow):
         self.canvas.set_status(f"Done in {total:.1f} s · seed {result.request.seed}")
         self.progress.setValue(self.progress.maximum())
         self.prompt_panel.set_last_seed(result.request.seed)
-        self.statusBar().showMessage(f"Finished (seed {result.request.seed}).", 8000)
+        precision = f", {result.precision}" if result.precision else ""
+        self.statusBar().showMessage(f"Finished (seed {result.request.seed}{precision}).", 8000)
         if result.warnings:
             self.message_bar.show_message("\n".join(result.warnings), error=False)
 
@@ -638,18 +639,27 @@ class MainWindow(QMainWindow):
         self._load_model(model)
 
     def _on_loading(self, fraction: float, message: str) -> None:
-        if not self.session.busy:
-            self.progress.setRange(0, 100)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(int(fraction * 100))
+        if self.session.busy:  # a job waits for the model: say so rather than look stuck
+            self.progress.setFormat("waiting for the model %p%")
+            self.canvas.set_status(f"Waiting for the model… {fraction:.0%}")
+        else:
             self.progress.setFormat("loading %p%")
-            self.progress.setValue(int(fraction * 100))
         self.statusBar().showMessage(message)
 
     def _on_loaded(self, summary: ModelSummary) -> None:
-        self.model_label.setText(f"{summary.path.name} · {summary.family_label}")
+        precision = f" · {summary.precision}" if summary.precision else ""
+        self.model_label.setText(f"{summary.path.name} · {summary.family_label}{precision}")
         self.model_label.setToolTip(str(summary.path))
         self.prompt_panel.set_native_size(summary.native_size)
+        self.sampler_panel.set_preview_note(summary.previews)
         if not self.session.busy:
             self.progress.setValue(100)
+        elif self.session.comparing:  # the bar showed the loading: back to the comparison
+            self._set_progress_text("comparing", busy=True)
+        elif (job := self.session.running_job) is not None:  # its steps come next
+            self._on_started(job.request)
         self.statusBar().showMessage(f"{summary.path.name} ready.", 5000)
         self._refresh_controlnets()
 
@@ -759,20 +769,21 @@ class MainWindow(QMainWindow):
         return self.shown_index
 
     def save_entry(self, key: Key, path: Path | None = None) -> Path | None:
-        from pipelines.export import next_free_path, write_png
+        from pipelines.export import next_free_path, run_details, write_png
 
         found = self._entry(key)
         if found is None:
             return None
         request, image = found
+        extra = run_details(self.session.history[key].result) if isinstance(key, int) else None
         try:
             if path is None:
                 folder = Path(self.settings.output_folder)
                 folder.mkdir(parents=True, exist_ok=True)
                 path = next_free_path(folder, self.settings.file_pattern, request)
-                written = write_png(image, request, path)
+                written = write_png(image, request, path, extra=extra)
             else:  # chosen in a dialog that already asked before replacing a file
-                written = write_png(image, request, path, overwrite=True)
+                written = write_png(image, request, path, overwrite=True, extra=extra)
         except (StudioError, OSError) as error:
             self.show_error(f"Could not save the image: {error}")
             return None
