@@ -26,7 +26,8 @@ from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
 from pipelines.previews import PreviewDecoder
-from pipelines.prompts import prompt_report, truncation_warning
+from pipelines.prompt_encoding import Conditioning
+from pipelines.prompt_setup import PromptResources
 from pipelines.resources import resource_path
 from pipelines.samplers import get_sampler
 from pipelines.types import (  # EngineSettings is re-exported: callers import it from here
@@ -87,6 +88,7 @@ class PreparedRun:
     initial_noise: torch.Tensor  # (1, C, H / scale, W / scale), CPU float32
     device: torch.device
     dtype: torch.dtype
+    conditioning: Conditioning | None = None  # the encoded prompts; None: the pipeline encodes
 
     @property
     def precision(self) -> str:
@@ -206,6 +208,7 @@ class Engine:
         self._loaded: LoadedModel | None = None
         self._controlnets: dict[Path, tuple[Any, ModelFamily]] = {}
         self._assembled: dict[tuple[Path, tuple[Path, ...]], DiffusionPipeline] = {}
+        self._prompts = PromptResources(self.settings)  # LoRA adapters, embeddings, encoding
         # Re-entrant: a comparison holds it across its passes, each of which may be a run.
         self._lock = threading.RLock()
 
@@ -386,17 +389,21 @@ class Engine:
             controlnet_paths = tuple(self._check_controls(loaded, units))
             maps = self._condition_maps(request)
             pipe = self._pipeline_for(loaded, controlnet_paths)
-            notes = self._prompt_warnings(pipe, request)
+            prompts = self._prompts.prepare(
+                loaded.pipeline, loaded.family, loaded.path, request, request.cfg_scale > 1.0
+            )
+            request = prompts.recorded(request)
             noise = self.initial_noise(request, pipe.unet.config.in_channels, loaded.scale_factor)
             return PreparedRun(
                 request=request,
                 model=loaded,
                 pipeline=pipe,
                 condition_maps=tuple(maps),
-                warnings=tuple(notes),
+                warnings=prompts.warnings,
                 initial_noise=noise,
                 device=self.device,
                 dtype=self.dtype,
+                conditioning=prompts.conditioning,
             )
 
     def _check_controls(self, loaded: LoadedModel, units: tuple[ControlUnit, ...]) -> list[Path]:
@@ -518,17 +525,6 @@ class Engine:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _prompt_warnings(self, pipe: DiffusionPipeline, request: GenerationRequest) -> list[str]:
-        warnings = []
-        for label, text in (
-            ("prompt", request.prompt),
-            ("negative prompt", request.negative_prompt),
-        ):
-            report = prompt_report(pipe.tokenizer, text)
-            if not report.fits:
-                warnings.append(truncation_warning(label, report))
-        return warnings
-
     def initial_noise(
         self, request: GenerationRequest, channels: int = 4, scale_factor: int | None = None
     ) -> torch.Tensor:
@@ -545,9 +541,12 @@ class Engine:
     def _call_arguments(self, prepared: PreparedRun) -> dict[str, Any]:
         request, maps = prepared.request, prepared.condition_maps
         units = request.active_controls
+        if prepared.conditioning is not None:
+            prompts = prepared.conditioning.pipeline_arguments()
+        else:
+            prompts = dict(prompt=request.prompt, negative_prompt=request.negative_prompt or None)
         kwargs = dict(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
+            **prompts,
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
             width=request.width,

@@ -101,8 +101,8 @@ class PromptPanel(QWidget):
 
         self.prompt = PromptEdit(
             "What to show, e.g. “a lighthouse on a cliff at dusk, oil painting”",
-            "Prompt: what the image should show. The text encoder reads a limited number of "
-            "tokens; the counter below shows how many are used.",
+            "Prompt: what the image should show. (word:1.2) weights words, [word] tones them "
+            "down, BREAK starts a new 75-token chunk, <lora:name:0.8> applies a LoRA.",
         )
         self.prompt_tokens = QLabel("– tokens")
         self.negative = PromptEdit(
@@ -112,7 +112,7 @@ class PromptPanel(QWidget):
         self.negative_tokens = QLabel("– tokens")
         for label in (self.prompt_tokens, self.negative_tokens):
             label.setAlignment(Qt.AlignmentFlag.AlignRight)
-            label.setToolTip("Tokens used out of what the text encoder reads.")
+            label.setToolTip("Tokens used out of what the prompt's 75-token chunks hold.")
         self._token_timer = QTimer(self, singleShot=True, interval=150)
         self._token_timer.timeout.connect(self.update_token_counts)
         self.prompt.textChanged.connect(self._token_timer.start)
@@ -295,16 +295,12 @@ class PromptPanel(QWidget):
                 continue  # typing in one box does not recount the other
             self._counted[label] = (self._tokenizer, text)
             report = prompt_report(self._tokenizer, text)
-            label.setText(f"{report.count_text} / {report.window} tokens")
-            if report.fits:
-                label.setStyleSheet("")
-                label.setToolTip("Tokens used out of what the text encoder reads.")
-            else:
-                label.setStyleSheet("color: #ff8060;")
-                dropped = report.dropped
-                if len(dropped) > 300:
-                    dropped = dropped[:300] + f"… ({len(report.dropped):,} characters)"
-                label.setToolTip(f"Not read by the text encoder: “{dropped}”")
+            label.setText(report.label)
+            label.setStyleSheet("")
+            label.setToolTip(
+                "Tokens used out of what the prompt's 75-token chunks hold. Each chunk is encoded "
+                "on its own (BREAK starts a new one); no text is dropped."
+            )
             if len(text) > MAX_PROMPT_CHARS:
                 label.setStyleSheet("color: #ff8060;")
                 label.setToolTip(
