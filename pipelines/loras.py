@@ -265,9 +265,3 @@ class AdapterState:
         listed = {n for names in pipe.get_list_adapters().values() for n in names}
         if name in listed:
             pipe.delete_adapters(name)
-
-
-def loras_listing(discovery: LoraDiscovery) -> list[str]:
-    lines = [f"  {info.name} ({info.family_label})  {info.path}" for info in discovery.loras]
-    lines += [f"  skipped {path}: {why}" for path, why in discovery.skipped]
-    return lines

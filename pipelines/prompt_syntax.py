@@ -101,7 +101,7 @@ def parse_attention(text: str) -> list[Segment]:
             round_open.append(len(pieces))
         elif token == "[":
             square_open.append(len(pieces))
-        elif weight is not None and round_open and _finite(weight):
+        elif weight is not None and round_open and _is_number(weight):
             multiply(round_open.pop(), float(weight))
         elif token == ")" and round_open:
             multiply(round_open.pop(), ROUND_MULTIPLIER)
@@ -118,13 +118,6 @@ def parse_attention(text: str) -> list[Segment]:
     for start in square_open:
         multiply(start, SQUARE_MULTIPLIER)
     return _merged(pieces)
-
-
-def _finite(number: str) -> bool:
-    try:
-        return math.isfinite(float(number))
-    except ValueError:
-        return False  # "(a:1.2.3)": read as text rather than failing
 
 
 def _merged(pieces: list[list]) -> list[Segment]:
@@ -155,27 +148,38 @@ def extract_networks(text: str) -> tuple[str, tuple[NetworkTag, ...], tuple[str,
 
 
 def _network_tag(kind: str, arguments: str, source: str) -> NetworkTag | None:
-    positional: list[str] = []
+    items = [item.strip() for item in arguments.split(":")]
     named: dict[str, str] = {}
-    for item in arguments.split(":"):
-        key, sep, value = item.partition("=")
-        if sep and key.strip() in ("te", "unet", "dyn"):
+    numbers: list[str] = []
+    # Weights come last; everything before them is the name (a Windows path keeps its "C:").
+    while len(items) > 1 and (_is_number(items[-1]) or _named(items[-1])):
+        item = items.pop()
+        key, _, value = item.partition("=")
+        if _named(item):
             named[key.strip()] = value.strip()
         else:
-            positional.append(item.strip())
-    if not positional or not positional[0]:
+            numbers.insert(0, item)
+    name = ":".join(items)
+    if not name or any(not _is_number(v) for k, v in named.items() if k != "dyn"):
         return None
-    name, numbers = positional[0], positional[1:]
     weight_text = named.get("te", numbers[0] if numbers else "1")
     unet_text = named.get("unet", numbers[1] if len(numbers) > 1 else None)
-    try:
-        weight = float(weight_text)
-        unet_weight = None if unet_text is None else float(unet_text)
-    except ValueError:
+    if len(numbers) > 2 or not _is_number(weight_text):
         return None
-    if not math.isfinite(weight) or (unet_weight is not None and not math.isfinite(unet_weight)):
-        return None
+    weight = float(weight_text)
+    unet_weight = None if unet_text is None else float(unet_text)
     return NetworkTag(kind, name, weight, unet_weight, source)
+
+
+def _named(item: str) -> bool:
+    return item.partition("=")[0].strip() in ("te", "unet", "dyn") and "=" in item
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def parse_prompt(text: str) -> ParsedPrompt:

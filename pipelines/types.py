@@ -144,6 +144,9 @@ class ControlUnit:
     canny_low: int = 100
     canny_high: int = 200
     enabled: bool = True
+    # The preprocessor name it was read with from another tool (openpose_full, depth_midas),
+    # written back as it was; empty: the kind's own name.
+    module: str = ""
 
     def check_fields(self) -> None:
         """Types and ranges of every field; what a stored unit must satisfy even while unfinished."""
@@ -153,6 +156,7 @@ class ControlUnit:
             self.image is None or isinstance(self.image, str),
             "A control unit's image", "a path", self.image,
         )  # fmt: skip
+        _require(isinstance(self.module, str), "A control unit's module", "a name", self.module)
         for name in ("preprocess", "enabled"):
             value = getattr(self, name)
             _require(isinstance(value, bool), f"A control unit's {name}", "true or false", value)

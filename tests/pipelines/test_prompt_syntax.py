@@ -90,9 +90,10 @@ def test_lora_tags_are_taken_out_with_their_weights():
 
 
 def test_unreadable_and_foreign_tags_are_reported_not_lost():
-    _, tags, problems = extract_networks("<lora:x:heavy> <hypernet:anime:1>")
-    assert problems == ("<lora:x:heavy>",)
-    assert [(t.kind, t.is_lora) for t in tags] == [("hypernet", False)]
+    _, tags, problems = extract_networks("<lora::0.5> <hypernet:anime:1> <lora:x:heavy>")
+    assert problems == ("<lora::0.5>",)
+    assert [(t.kind, t.is_lora) for t in tags] == [("hypernet", False), ("lora", True)]
+    assert tags[1].name == "x:heavy"  # not a weight: part of the name, reported as not found
 
 
 def test_plain_prompts_are_marked_plain():
@@ -118,3 +119,9 @@ def test_lora_tag_round_trips():
     assert parse_prompt(tag).loras[0].name == "detail tweaker"
     assert parse_prompt(tag).loras[0].weight == 0.75
     assert Segment("x").weight == 1.0
+
+
+def test_lora_names_may_hold_colons_as_paths_do():
+    (tag,) = parse_prompt("<lora:C:\\loras\\grain.safetensors:0.4>").loras
+    assert (tag.name, tag.weight) == ("C:\\loras\\grain.safetensors", 0.4)
+    assert parse_prompt("<lora:x:1:2:3>").problems == ("<lora:x:1:2:3>",)
