@@ -113,7 +113,10 @@ def split_into_chunks(
                     chunk.ids.append(_PLACEHOLDER_ID)
                     chunk.weights.append(segment.weight)
                 continue
-            ids = tokenizer(text, add_special_tokens=False, truncation=False).input_ids
+            # verbose=False: a segment past 77 tokens is expected here, chunks take it whole.
+            ids = tokenizer(
+                text, add_special_tokens=False, truncation=False, verbose=False
+            ).input_ids
             for token in ids:
                 if token == comma:
                     last_comma = len(chunk)
