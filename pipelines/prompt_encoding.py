@@ -211,23 +211,35 @@ def encode_chunk(
     return hidden, output[0]
 
 
+_ChunkCache = dict[tuple[int, tuple[int, ...], tuple[float, ...]], tuple[torch.Tensor, Any]]
+
+
 def _encode_text(
     tokenizers: Sequence[Any],
     encoders: Sequence[Any],
     chunk_lists: Sequence[list[TokenChunk]],
     layers: Sequence[int | None],
     final_norm: bool,
+    cache: _ChunkCache,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """All chunks through every encoder: (1, 77 * chunks, total width), pooled of the first."""
+    """All chunks through every encoder: (1, 77 * chunks, total width), pooled of the first.
+    ``cache`` keeps each chunk's encoding: the empty chunks that pad a prompt are encoded once."""
     per_chunk = []
     pooled = None
     for index in range(len(chunk_lists[0])):
         widths = []
-        for tokenizer, encoder, chunks, layer in zip(tokenizers, encoders, chunk_lists, layers):
-            hidden, first_output = encode_chunk(tokenizer, encoder, chunks[index], layer)
-            if final_norm and layer is not None:
-                hidden = _final_norm(encoder)(hidden)
-            widths.append(_weighted(hidden, chunks[index]))
+        for number, (tokenizer, encoder, chunks, layer) in enumerate(
+            zip(tokenizers, encoders, chunk_lists, layers)
+        ):
+            chunk = chunks[index]
+            key = (number, tuple(chunk.ids), tuple(chunk.weights))
+            if chunk.vectors or key not in cache:
+                hidden, first_output = encode_chunk(tokenizer, encoder, chunk, layer)
+                if final_norm and layer is not None:
+                    hidden = _final_norm(encoder)(hidden)
+                cache[key] = (_weighted(hidden, chunk), first_output)
+            hidden, first_output = cache.pop(key) if chunk.vectors else cache[key]
+            widths.append(hidden)
             if index == 0 and first_output.ndim == 2:
                 pooled = first_output  # the projected pooled output of SDXL's second encoder
         per_chunk.append(widths[0] if len(widths) == 1 else torch.cat(widths, dim=-1))
@@ -294,9 +306,10 @@ def encode_prompts(
     negative = _chunks_for(encoders, negative_prompt, embeddings) if guided else None
     count = max(len(positive[0]), len(negative[0]) if negative else 0)
     arguments = (encoders.tokenizers, encoders.encoders)
+    cache: _ChunkCache = {}
     with torch.inference_mode():
         embeds, pooled = _encode_text(
-            *arguments, _padded(positive, count), encoders.layers, encoders.final_norm
+            *arguments, _padded(positive, count), encoders.layers, encoders.final_norm, cache
         )
         negative_embeds = negative_pooled = None
         # diffusers' SDXL pipelines give an empty negative prompt zeros, not its encoding.
@@ -305,7 +318,7 @@ def encode_prompts(
             negative_embeds, negative_pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
         elif negative is not None:
             negative_embeds, negative_pooled = _encode_text(
-                *arguments, _padded(negative, count), encoders.layers, encoders.final_norm
+                *arguments, _padded(negative, count), encoders.layers, encoders.final_norm, cache
             )
     used = sorted(
         {n for n in embeddings if _calls(n, prompt) or (guided and _calls(n, negative_prompt))}

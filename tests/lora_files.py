@@ -22,9 +22,13 @@ def _kohya_layers(prefix: str, model: Any, ends: tuple[str, ...], text: bool) ->
     return layers
 
 
-def save_kohya_lora(path: Path, pipe: Any, seed: int = 0, rank: int = 4) -> Path:
+def save_kohya_lora(
+    path: Path, pipe: Any, seed: int = 0, rank: int = 4, scale: float = 0.1
+) -> Path:
     """A LoRA in kohya/AUTOMATIC1111 naming (lora_unet_…, lora_te_… or lora_te1_/lora_te2_ for
-    SDXL) for ``pipe``'s UNet and text encoders."""
+    SDXL) for ``pipe``'s UNet and text encoders. ``scale`` keeps the changes of the order of the
+    weights themselves, as a trained LoRA's are: far larger ones make the model chaotic, and a
+    batched evaluation would then drift from a single one by more than rounding."""
     generator = torch.Generator().manual_seed(seed)
     layers = _kohya_layers("lora_unet", pipe.unet, _UNET_LAYERS, text=False)
     sdxl = getattr(pipe, "text_encoder_2", None) is not None
@@ -36,9 +40,9 @@ def save_kohya_lora(path: Path, pipe: Any, seed: int = 0, rank: int = 4) -> Path
     tensors = {}
     for key, module in layers:
         tensors[f"{key}.lora_down.weight"] = torch.randn(rank, module.in_features,
-                                                         generator=generator) * 0.5  # fmt: skip
+                                                         generator=generator) * scale  # fmt: skip
         tensors[f"{key}.lora_up.weight"] = torch.randn(module.out_features, rank,
-                                                       generator=generator) * 0.5  # fmt: skip
+                                                       generator=generator) * scale  # fmt: skip
         tensors[f"{key}.alpha"] = torch.tensor(float(rank))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,20 @@ def test_embedding_name_changes_the_conditioning_and_is_recorded(lora_engine, en
     assert not np.array_equal(plain, styled)
     assert unstyled.request.ti_hashes == ""
     assert result.request.ti_hashes.startswith("shiny-style: ")
+
+
+def test_comparison_columns_read_the_prompt_as_a_run_does(lora_engine, sd1_folder):
+    from pipelines.compare import compare
+
+    request = GenerationRequest(
+        prompt="a (red:1.3) car BREAK snow <lora:detail_tweaker:0.7>, shiny-style",
+        model=str(sd1_folder), seed=5, steps=3, clip_skip=2,
+    )  # fmt: skip
+    result = compare(lora_engine, request, ["Euler", "DDIM"])
+    assert [c.lockstep for c in result.columns] == [True, True]
+    assert result.request.lora_hashes and result.request.ti_hashes
+    for column in result.columns:
+        single = lora_engine.run(column.request)
+        assert np.abs(np.asarray(column.image, np.int16) - np.asarray(single.image)).max() <= 2
+    plain = lora_engine.run(replace(request, prompt="a red car BREAK snow, shiny-style"))
+    assert not np.array_equal(np.asarray(plain.image), np.asarray(single.image))
