@@ -40,7 +40,7 @@ from pipelines.types import (
     ResizeMode,
     guess_control_kind,
 )
-from pipelines.unapplied import unapplied_settings
+from pipelines.unapplied import split_unit_text, unapplied_settings
 
 PARAMETERS_KEY = "parameters"
 METADATA_KEY = "diffusion-studio"
@@ -298,15 +298,6 @@ def _sampler_name(sampler: str, schedule: str | None) -> str:
     return _SAMPLER_FROM_A1111.get(sampler, sampler)
 
 
-def _split_unit_text(text: str) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for item in text.split(","):
-        key, sep, value = item.partition(":")
-        if sep:
-            values[key.strip()] = value.strip()
-    return values
-
-
 def _kind_for(*names: str) -> ControlKind:
     for name in names:
         kind = guess_control_kind(name)
@@ -357,7 +348,7 @@ def _controls(fields: Mapping[str, str]) -> tuple[ControlUnit, ...]:
     for key, value in fields.items():
         modern = re.fullmatch(r"ControlNet (\d+)", key)
         if modern:
-            units.setdefault(int(modern[1]), {}).update(_split_unit_text(value))
+            units.setdefault(int(modern[1]), {}).update(split_unit_text(value))
             continue
         # Before the quoted form (early 2023): "ControlNet Module: canny" for a single unit,
         # then "ControlNet-0 Module: canny, ControlNet-1 Module: depth".

@@ -27,7 +27,9 @@ _UNIT_DEFAULTS = {"Control Mode": "Balanced", "Pixel Perfect": "False", "Save De
 _UNIT_RE = re.compile(r"ControlNet(?: |-)(\d+)$|ControlNet$")
 
 
-def _unit_values(text: str) -> dict[str, str]:
+def split_unit_text(text: str) -> dict[str, str]:
+    """The ``Key: value`` items of one sd-webui-controlnet unit's text (it is never quoted
+    inside, so a comma always ends a value)."""
     values: dict[str, str] = {}
     for item in text.split(","):
         key, sep, value = item.partition(":")
@@ -68,7 +70,7 @@ def unapplied_settings(fields: Mapping[str, str]) -> list[str]:
             continue
         modern = re.fullmatch(r"ControlNet (\d+)", key)
         if modern:
-            left += _unit_leftovers(f"ControlNet {modern[1]}", _unit_values(value))
+            left += _unit_leftovers(f"ControlNet {modern[1]}", split_unit_text(value))
             continue
         if key.startswith("ControlNet"):
             continue  # the early single-key form: read by the unit reader
