@@ -387,14 +387,11 @@ class _Lockstep:
         )
 
     def _prompt_embeds(self, count: int) -> torch.Tensor:
-        positive, negative = self.pipe.encode_prompt(
-            self.request.prompt,
-            self.device,
-            1,
-            self.guided,
-            self.request.negative_prompt or None,
-        )
+        # The run's own encoding (chunks, weights, LoRAs, embeddings), as Engine.run passes it.
+        conditioning = self.shared.conditioning
+        positive = conditioning.prompt_embeds.to(self.device)
         if self.guided:
+            negative = conditioning.negative_prompt_embeds.to(self.device)
             return torch.cat([negative] * count + [positive] * count)
         return torch.cat([positive] * count)
 

@@ -681,6 +681,7 @@ class MainWindow(QMainWindow):
     def _on_models_found(self, discovery: Discovery) -> None:
         self._discovery = discovery
         self.prompt_panel.set_models(discovery.bases(), self.prompt_panel.current_model())
+        self.prompt_panel.set_lora_folders(Path(p) for p in self.settings.model_folders)
         self._refresh_controlnets()
 
     def _refresh_controlnets(self) -> None:
@@ -871,6 +872,7 @@ class MainWindow(QMainWindow):
 
     def restore_from_files(self, paths: list[str]) -> bool:
         from pipelines.export import read_metadata
+        from pipelines.unapplied import not_applied_text
 
         for path in paths:
             try:
@@ -882,7 +884,12 @@ class MainWindow(QMainWindow):
                 use = ("Use as input", lambda _=False, p=path: self.rework_panel.open_file(p))
                 self.show_error(str(error), actions=[use])
                 continue
-            text = " ".join((f"Settings restored from {Path(path).name}.", *metadata.warnings))
+            left = not_applied_text(list(metadata.not_applied))  # listed, never dropped silently
+            text = " ".join(
+                t
+                for t in (f"Settings restored from {Path(path).name}.", *metadata.warnings, left)
+                if t
+            )
             self.message_bar.show_message(text, error=False)
             return True
         return False
