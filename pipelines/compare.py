@@ -139,10 +139,11 @@ def compare(
             prepared.with_changes(sampler=column.sampler, steps=column.steps, preview=mode)
             for column in columns
         ]
-        for column in columns:
+        for column, run in zip(columns, runs, strict=True):
             spec = get_sampler(column.sampler)
             column.planned_evaluations = spec.total_evaluations(
-                column.steps, prepared.model.scheduler_config
+                run.total_steps,
+                prepared.model.scheduler_config,  # a rework spends its share
             )
         comparison = _Comparison(
             engine, runs, columns, on_step, cancel or threading.Event(), history_side
@@ -387,14 +388,11 @@ class _Lockstep:
         )
 
     def _prompt_embeds(self, count: int) -> torch.Tensor:
-        positive, negative = self.pipe.encode_prompt(
-            self.request.prompt,
-            self.device,
-            1,
-            self.guided,
-            self.request.negative_prompt or None,
-        )
+        # The run's own encoding (chunks, weights, LoRAs, embeddings), as Engine.run passes it.
+        conditioning = self.shared.conditioning
+        positive = conditioning.prompt_embeds.to(self.device)
         if self.guided:
+            negative = conditioning.negative_prompt_embeds.to(self.device)
             return torch.cat([negative] * count + [positive] * count)
         return torch.cat([positive] * count)
 

@@ -28,7 +28,8 @@ from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationErr
 from pipelines.preview_choice import describe
 from pipelines.preview_costs import measure_costs
 from pipelines.previews import PendingFrame, PreviewDecoder, final_preview
-from pipelines.prompts import prompt_report, truncation_warning
+from pipelines.prompt_encoding import Conditioning
+from pipelines.prompt_setup import PromptResources
 from pipelines.resources import resource_path
 from pipelines.samplers import get_sampler
 from pipelines.schedules import SyncFreeSchedule
@@ -91,6 +92,7 @@ class PreparedRun:
     initial_noise: torch.Tensor  # (1, C, H / scale, W / scale), CPU float32
     device: torch.device
     dtype: torch.dtype
+    conditioning: Conditioning | None = None  # the encoded prompts; None: the pipeline encodes
     rework: rework.ReworkPlan | None = None  # the picture a reworking run starts from
 
     @property
@@ -211,6 +213,7 @@ class Engine:
         self._vae_notes: list[str] = []  # said by the VAE guard during the current run
         self._controlnets: dict[Path, tuple[Any, ModelFamily]] = {}
         self._assembled: dict[tuple[Path, tuple[Path, ...]], DiffusionPipeline] = {}
+        self._prompts = PromptResources(self.settings)  # LoRA adapters, embeddings, encoding
         # Re-entrant: a comparison holds it across its passes, each of which may be a run.
         self._lock = threading.RLock()
 
@@ -430,7 +433,11 @@ class Engine:
             plan, rework_notes = rework.prepare_source(request)
             maps = self._condition_maps(rework.canvas_request(request))
             pipe = self._pipeline_for(loaded, controlnet_paths)
-            notes = self._prompt_warnings(pipe, request) + rework_notes
+            prompts = self._prompts.prepare(
+                loaded.pipeline, loaded.family, loaded.path, request, request.cfg_scale > 1.0
+            )
+            request = prompts.recorded(request)
+            notes = list(prompts.warnings) + rework_notes
             channels = pipe.unet.config.in_channels
             if plan is None and channels == 9:  # an inpainting UNet runs in its own pipeline
                 plan = rework.text_to_image_plan(request)
@@ -449,6 +456,7 @@ class Engine:
                 initial_noise=noise,
                 device=self.device,
                 dtype=self.dtype,
+                conditioning=prompts.conditioning,
                 rework=plan,
             )
 
@@ -583,17 +591,6 @@ class Engine:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _prompt_warnings(self, pipe: DiffusionPipeline, request: GenerationRequest) -> list[str]:
-        warnings = []
-        for label, text in (
-            ("prompt", request.prompt),
-            ("negative prompt", request.negative_prompt),
-        ):
-            report = prompt_report(pipe.tokenizer, text)
-            if not report.fits:
-                warnings.append(truncation_warning(label, report))
-        return warnings
-
     def initial_noise(
         self, request: GenerationRequest, channels: int = 4, scale_factor: int | None = None
     ) -> torch.Tensor:
@@ -610,9 +607,12 @@ class Engine:
     def _call_arguments(self, prepared: PreparedRun) -> dict[str, Any]:
         request, maps = prepared.request, prepared.condition_maps
         units = request.active_controls
+        if prepared.conditioning is not None:
+            prompts = prepared.conditioning.pipeline_arguments()
+        else:
+            prompts = dict(prompt=request.prompt, negative_prompt=request.negative_prompt or None)
         kwargs = dict(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
+            **prompts,
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
             width=request.width,

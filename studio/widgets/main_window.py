@@ -49,6 +49,7 @@ from studio.widgets.compare_view import CompareView
 from studio.widgets.control_panel import ControlPanel, EditorContext
 from studio.widgets.gallery import Gallery, Key
 from studio.widgets.hires_box import HiresBox
+from studio.widgets.map_view import MapView
 from studio.widgets.mask_layer import MaskLayer
 from studio.widgets.prompt_panel import PromptPanel, snap8
 from studio.widgets.queue_panel import QueuePanel
@@ -251,8 +252,9 @@ class MainWindow(QMainWindow):
         self.settings_action = a("Settings…", self.open_settings, "Ctrl+,", "Model folders, "
                                  "device, memory and output")  # fmt: skip
         self.quit_action = a("Quit", self.close, QKeySequence.StandardKey.Quit)
-        self.fit_action = a("Fit", self.canvas.fit, "Ctrl+0", "Fit the image in the view")
-        self.actual_action = a("100 %", self.canvas.actual_size, "Ctrl+1",
+        self.fit_action = a("Fit", lambda: self._shown_view().fit(), "Ctrl+0",
+                            "Fit the image in the view")  # fmt: skip
+        self.actual_action = a("100 %", lambda: self._shown_view().actual_size(), "Ctrl+1",
                                "Show the image at its real size")  # fmt: skip
         self.use_input_action = a("Use as input", self.use_shown_as_input, "Ctrl+I",
                                   "Rework the shown image: make it the input picture "
@@ -448,6 +450,11 @@ class MainWindow(QMainWindow):
         from pipelines.upscalers import find_upscalers
 
         return find_upscalers(Path(folder) for folder in self.settings.model_folders)
+
+    def _shown_view(self) -> Canvas | MapView:
+        """What Fit and 100 % act on: the mask layer's view while it is shown, else the canvas."""
+        shown = self.centre_tabs.currentWidget() is self.mask_layer
+        return self.mask_layer.view if shown else self.canvas
 
     def show_mask_layer(self) -> None:
         self.centre_tabs.setCurrentWidget(self.mask_layer)
@@ -674,6 +681,7 @@ class MainWindow(QMainWindow):
     def _on_models_found(self, discovery: Discovery) -> None:
         self._discovery = discovery
         self.prompt_panel.set_models(discovery.bases(), self.prompt_panel.current_model())
+        self.prompt_panel.set_lora_folders(Path(p) for p in self.settings.model_folders)
         self._refresh_controlnets()
 
     def _refresh_controlnets(self) -> None:
@@ -864,6 +872,7 @@ class MainWindow(QMainWindow):
 
     def restore_from_files(self, paths: list[str]) -> bool:
         from pipelines.export import read_metadata
+        from pipelines.unapplied import not_applied_text
 
         for path in paths:
             try:
@@ -875,7 +884,12 @@ class MainWindow(QMainWindow):
                 use = ("Use as input", lambda _=False, p=path: self.rework_panel.open_file(p))
                 self.show_error(str(error), actions=[use])
                 continue
-            text = " ".join((f"Settings restored from {Path(path).name}.", *metadata.warnings))
+            left = not_applied_text(list(metadata.not_applied))  # listed, never dropped silently
+            text = " ".join(
+                t
+                for t in (f"Settings restored from {Path(path).name}.", *metadata.warnings, left)
+                if t
+            )
             self.message_bar.show_message(text, error=False)
             return True
         return False
