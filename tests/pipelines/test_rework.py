@@ -210,3 +210,14 @@ def test_previews_of_a_picture_past_the_preview_size_are_scaled_down(
     result = engine.run(replace(request, width=576, height=64, steps=1), on_step=previews.append)
     assert result.image.size == (576, 64)
     assert previews[-1].image.shape == (*preview_size(64, 576, 1), 3)
+
+
+def test_sdxl_inpainting_with_a_controlnet_unit(engine, sdxl_folder, controlnet_sdxl_folder,
+                                                pictures, condition_image):  # fmt: skip
+    unit = ControlUnit(ControlKind.CANNY, model=str(controlnet_sdxl_folder),
+                       image=str(condition_image))  # fmt: skip
+    request = request_on(sdxl_folder, pictures, strength=0.8, mask=str(pictures / "mask.png"),
+                         inpaint_area=InpaintArea.MASKED, padding=4)  # fmt: skip
+    result = engine.run(replace(request, controls=(unit,)))
+    original = array(Image.open(pictures / "input.png"))
+    assert np.array_equal(array(result.image)[:, :8], original[:, :8])
