@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ModelNotFoundError, ValidationError
+from pipelines.errors import ValidationError
 from pipelines.types import (
     HIRES_RESAMPLERS,
     GenerationRequest,
@@ -27,7 +27,7 @@ _SOURCE_OPTIONS = ("strength", "resize_mode", "mask", "mask_blur", "inpaint_area
                    "masked_content", "padding", "outpaint")  # fmt: skip
 _MASK_OPTIONS = ("mask_blur", "inpaint_area", "masked_content", "padding")
 _HIRES_OPTIONS = ("hires_steps", "hires_strength", "upscaler")
-_ALL_OPTIONS = ("init_image", *_SOURCE_OPTIONS, "hires_scale", *_HIRES_OPTIONS)
+_ALL_OPTIONS = ("init_image", *_SOURCE_OPTIONS, "hires_scale", *_HIRES_OPTIONS, "model_dir")
 
 
 def add_rework_options(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +56,8 @@ def add_rework_options(parser: argparse.ArgumentParser) -> None:
     hires.add_argument("--hires-strength", type=float, metavar="0..1",
                        help="denoising strength of the pass (default 0.5)")  # fmt: skip
     hires.add_argument("--upscaler", metavar="lanczos|latent|PATH",
-                       help="how to enlarge: lanczos (default), latent, or an upscaler model file")  # fmt: skip
+                       help="how to enlarge: lanczos (default), latent, or an upscaler model file "
+                            "(a path, or a name found in the --model-dir folders)")  # fmt: skip
 
 
 def parse_outpaint(text: str) -> tuple[int, int, int, int]:
@@ -114,18 +115,17 @@ def rework_fields(args: argparse.Namespace) -> dict[str, Any]:
         if args.hires_strength is not None:
             hires["strength"] = args.hires_strength
         if args.upscaler is not None:
-            hires["upscaler"] = _upscaler(args.upscaler)
+            hires["upscaler"] = _upscaler(args.upscaler, args.model_dir or [])
         fields["hires"] = HiresPass(**hires)
     return fields
 
 
-def _upscaler(text: str) -> str:
+def _upscaler(text: str, folders: list[Path]) -> str:
     if text.lower() in HIRES_RESAMPLERS:
         return text.lower()
-    path = Path(text).expanduser().absolute()
-    if not path.is_file():
-        raise ModelNotFoundError(f"--upscaler {text}: no such file (or use lanczos or latent).")
-    return str(path)
+    from pipelines.upscalers import resolve_upscaler  # torch: only when a file is named
+
+    return str(resolve_upscaler(text, folders).absolute())  # a missing one stops the run here
 
 
 def keep_source_copies(request: GenerationRequest, folder: Path) -> GenerationRequest:
