@@ -221,3 +221,11 @@ def test_sdxl_inpainting_with_a_controlnet_unit(engine, sdxl_folder, controlnet_
     result = engine.run(replace(request, controls=(unit,)))
     original = array(Image.open(pictures / "input.png"))
     assert np.array_equal(array(result.image)[:, :8], original[:, :8])
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "Heun", "DDIM"])
+def test_strength_one_on_the_bundled_model_is_its_text_to_image(engine, pictures, sampler):
+    plain = GenerationRequest(prompt="a red circle at the middle on a blue background", seed=9,
+                              steps=4, sampler=sampler)  # fmt: skip
+    reworked = replace(plain, source=ImageInput(image=str(pictures / "input.png"), strength=1.0))
+    assert np.array_equal(array(engine.run(reworked).image), array(engine.run(plain).image))
