@@ -8,6 +8,7 @@ refused without it, so that a mistyped command line never silently draws from no
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,33 @@ def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
     return ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) is not None]
 
 
+_SOURCE_CONVERSIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "strength": ("strength", float),
+    "resize_mode": ("resize_mode", ResizeMode),
+    "mask": ("mask", str),
+    "mask_blur": ("mask_blur", int),
+    "inpaint_area": ("inpaint_area", InpaintArea),
+    "masked_content": ("masked_content", MaskedContent),
+    "padding": ("padding", int),
+    "outpaint": ("outpaint", parse_outpaint),
+}
+_HIRES_CONVERSIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "hires_steps": ("steps", int),
+    "hires_strength": ("strength", float),
+}
+
+
+def _chosen(
+    args: argparse.Namespace, conversions: dict[str, tuple[str, Callable[[Any], Any]]]
+) -> dict[str, Any]:
+    """The given options as request fields: {field: converted value}."""
+    return {
+        field: convert(getattr(args, option))
+        for option, (field, convert) in conversions.items()
+        if getattr(args, option) is not None
+    }
+
+
 def rework_fields(args: argparse.Namespace) -> dict[str, Any]:
     """``source`` and ``hires`` for the request the arguments describe."""
     args = argparse.Namespace(**{**dict.fromkeys(_ALL_OPTIONS), **vars(args)})
@@ -89,31 +117,14 @@ def rework_fields(args: argparse.Namespace) -> dict[str, Any]:
             stray = ", ".join(_given(args, _MASK_OPTIONS))
             raise ValidationError(f"{stray} need --mask or --outpaint.")
         # Paths stay as given: the engine makes them absolute when it prepares the run.
-        options: dict[str, Any] = {"image": args.init_image}
-        for name in ("strength", "mask_blur", "padding"):
-            if getattr(args, name) is not None:
-                options[name] = getattr(args, name)
-        if args.resize_mode is not None:
-            options["resize_mode"] = ResizeMode(args.resize_mode)
-        if args.mask is not None:
-            options["mask"] = args.mask
-        if args.inpaint_area is not None:
-            options["inpaint_area"] = InpaintArea(args.inpaint_area)
-        if args.masked_content is not None:
-            options["masked_content"] = MaskedContent(args.masked_content)
-        if args.outpaint is not None:
-            options["outpaint"] = parse_outpaint(args.outpaint)
+        options = {"image": args.init_image, **_chosen(args, _SOURCE_CONVERSIONS)}
         fields["source"] = ImageInput(**options)
     if args.hires_scale is None:
         stray = _given(args, _HIRES_OPTIONS)
         if stray:
             raise ValidationError(f"{', '.join(stray)} need --hires-scale.")
     else:
-        hires: dict[str, Any] = {"scale": args.hires_scale}
-        if args.hires_steps is not None:
-            hires["steps"] = args.hires_steps
-        if args.hires_strength is not None:
-            hires["strength"] = args.hires_strength
+        hires = {"scale": args.hires_scale, **_chosen(args, _HIRES_CONVERSIONS)}
         if args.upscaler is not None:
             hires["upscaler"] = _upscaler(args.upscaler, args.model_dir or [])
         fields["hires"] = HiresPass(**hires)
