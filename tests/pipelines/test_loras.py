@@ -109,3 +109,21 @@ def test_comparison_columns_read_the_prompt_as_a_run_does(lora_engine, sd1_folde
         assert np.abs(np.asarray(column.image, np.int16) - np.asarray(single.image)).max() <= 2
     plain = lora_engine.run(replace(request, prompt="a red car BREAK snow, shiny-style"))
     assert not np.array_equal(np.asarray(plain.image), np.asarray(single.image))
+
+
+def test_sdxl_lora_and_embedding_on_an_sdxl_model(lora_engine, sdxl_folder, lora_root):
+    from tests.tiny_models import TEXT_DIM_2
+
+    save_embedding(lora_root / "embeddings" / "xl-style.safetensors", (TEXT_DIM, TEXT_DIM_2))
+    plain, _ = image(lora_engine, sdxl_folder, "a red car, xl-style")
+    styled, result = image(lora_engine, sdxl_folder, "a red car, xl-style <lora:xl_only:0.8>")
+    assert result.warnings == ()
+    assert result.request.lora_hashes.startswith("xl_only: ")
+    assert result.request.ti_hashes.startswith("xl-style: ")
+    assert not np.array_equal(plain, styled)
+    again, _ = image(lora_engine, sdxl_folder, "a red car, xl-style")
+    assert np.array_equal(again, plain)
+    _, sd1_on_xl = image(lora_engine, sdxl_folder, "a red car <lora:detail_tweaker:1>")
+    assert sd1_on_xl.warnings == (
+        "LoRA “detail_tweaker” is not applied: it is a LoRA for SD 1.x and the model is SDXL.",
+    )

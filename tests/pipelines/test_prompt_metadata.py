@@ -87,6 +87,9 @@ def test_controlnet_modules_map_to_kinds_and_keep_their_names():
         "ControlNet 2 Module: softedge_pidinet (supply its map)",
     ]
     assert not_applied_text([]) == ""
+    # AUTOMATIC1111's own weighting rule is the studio's; its "No norm" variant is not.
+    assert unapplied_settings({"Emphasis": "Original", "Version": "v1.9.4"}) == []
+    assert unapplied_settings({"Emphasis": "No norm"}) == ["Emphasis: No norm"]
 
 
 def test_cli_lora_option_is_a_prompt_tag_and_models_lists_add_ons(tmp_path, capsys):

@@ -9,7 +9,8 @@ from tests.tiny_models import build_sd1_pipeline, build_sdxl_pipeline
 
 
 def test_lora_picker_writes_the_tag_and_clip_skip_is_part_of_the_request(qtbot, tmp_path):
-    from pipelines.types import GenerationRequest
+    from pipelines.models import ModelInfo
+    from pipelines.types import GenerationRequest, ModelFamily
     from studio.widgets.prompt_panel import PromptPanel
 
     save_kohya_lora(tmp_path / "Lora" / "detail_tweaker.safetensors", build_sd1_pipeline())
@@ -25,6 +26,14 @@ def test_lora_picker_writes_the_tag_and_clip_skip_is_part_of_the_request(qtbot, 
         "detail_tweaker   (SD 1.x)",
         "xl_style   (SDXL)",
     ]
+    assert all(a.isEnabled() for a in actions)  # the model's family is not known yet
+    sd1 = ModelInfo(tmp_path / "sd1.safetensors", "sd1", "base", ModelFamily.SD1, "single_file",
+                    tmp_path)  # fmt: skip
+    panel.set_models([sd1], str(sd1.path))
+    panel.fill_lora_menu()
+    actions = panel.lora_menu.actions()
+    assert [a.isEnabled() for a in actions] == [True, False]
+    assert actions[1].toolTip().endswith("for SDXL; the model is SD 1.x.")
     panel.prompt.setPlainText("a castle")
     panel.lora_weight.setValue(0.6)
     actions[0].trigger()
