@@ -348,7 +348,7 @@ def _sweep(*folders: Path | None) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from pipelines.batches import batch_paths, batch_requests
-    from pipelines.export import check_target, write_png
+    from pipelines.export import check_target, run_details, write_png
 
     outputs = batch_paths(args.out, args.batch_count)  # every name checked before any work
     _refuse_existing(*outputs, overwrite=args.overwrite)
@@ -370,7 +370,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             bar.close()
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        written = write_png(result.image, result.request, path, overwrite=args.overwrite)
+        written = write_png(result.image, result.request, path, overwrite=args.overwrite,
+                            extra=run_details(result))  # fmt: skip
         print(f"wrote {written} (seed {result.request.seed})", flush=True)
     return 0
 

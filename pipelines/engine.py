@@ -25,11 +25,14 @@ from pipelines import cpu, hires, models, rework
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
-from pipelines.previews import PreviewDecoder
+from pipelines.preview_choice import describe
+from pipelines.preview_costs import measure_costs
+from pipelines.previews import PendingFrame, PreviewDecoder, final_preview
 from pipelines.prompt_encoding import Conditioning
 from pipelines.prompt_setup import PromptResources
 from pipelines.resources import resource_path
 from pipelines.samplers import get_sampler
+from pipelines.schedules import SyncFreeSchedule
 from pipelines.types import (  # EngineSettings is re-exported: callers import it from here
     ControlKind,
     ControlUnit,
@@ -113,8 +116,10 @@ class PreparedRun:
         return spec.make(self.model.scheduler_config, seed=self.request.seed)
 
     def sampler_generator(self) -> torch.Generator:
-        # A separate stream for the samplers' fresh noise, so ancestral runs are reproducible.
-        return torch.Generator("cpu").manual_seed(self.request.seed + 1)
+        # A separate stream for the samplers' fresh noise, so ancestral runs are reproducible. On
+        # the model's device: noise drawn on the CPU would be copied to the GPU at every step, and
+        # each copy makes the host wait for the GPU.
+        return torch.Generator(self.device).manual_seed(self.request.seed + 1)
 
     def with_changes(
         self,
@@ -279,6 +284,9 @@ class Engine:
             previews.linear  # noqa: B018 - fit now so the first step's preview costs nothing
             scale = pipe.vae_scale_factor
             size = int(pipe.unet.config.sample_size) * scale
+            if not cpu_offload:  # offloaded weights would move for every timed call
+                report(0.9, "Measuring preview decoders…")
+                self._measure_previews(pipe, previews)
             self._loaded = LoadedModel(
                 path=path,
                 family=family,
@@ -294,6 +302,18 @@ class Engine:
                 1.0, f"{path.name} ready ({family.label}, {self.device.type}, {self.precision})."
             )
             return self._loaded
+
+    def _measure_previews(self, pipe: DiffusionPipeline, previews: PreviewDecoder) -> None:
+        native = int(pipe.unet.config.sample_size)
+        parameters = sum(p.numel() for p in pipe.unet.parameters())
+        with contextlib.ExitStack() as stack:
+            if self.device.type == "cpu":
+                count = cpu.choose_threads(
+                    native * native * 2, parameters, setting=self.settings.threads
+                )
+                stack.enter_context(cpu.thread_count(count))
+            previews.costs = measure_costs(pipe.unet, previews, (native, native))
+        log.info("previews: %s", describe(previews.costs))
 
     def _load_tiny_vae(self, family: ModelFamily) -> AutoencoderTiny | None:
         folder = self.settings.tiny_vae.get(family.value)
@@ -494,6 +514,7 @@ class Engine:
                 on_step,
                 cancel or threading.Event(),
                 wants_preview,
+                latent_pixels=prepared.latent_pixels,
                 total=prepared.total_steps,
                 compose=prepared.rework.compose_preview if prepared.rework else None,
             )
@@ -520,9 +541,13 @@ class Engine:
                 ) from error
             finally:
                 tracker.detach()
+            image = (
+                prepared.rework.finish(output.images[0]) if prepared.rework else output.images[0]
+            )
+            tracker.deliver_final(image)
         return GenerationResult(
             request=request,
-            image=prepared.rework.finish(output.images[0]) if prepared.rework else output.images[0],
+            image=image,
             timings={**tracker.timings, "total": time.perf_counter() - started},
             condition_maps=prepared.condition_maps,
             warnings=prepared.warnings,
@@ -617,6 +642,7 @@ class _StepTracker:
         on_step: StepCallback | None,
         cancel: threading.Event,
         wants_preview: PreviewGate | None = None,
+        latent_pixels: int = 0,
         total: int | None = None,
         compose: Callable[[Any], Any] | None = None,  # the preview shown in the whole picture
     ) -> None:
@@ -625,6 +651,7 @@ class _StepTracker:
         self.scheduler = scheduler
         self.request = request
         self.previews = previews
+        self.plan = previews.plan(request.preview, latent_pixels)
         self.on_step = on_step
         self.cancel = cancel
         self.wants_preview = wants_preview
@@ -634,6 +661,12 @@ class _StepTracker:
         self.final_latents: torch.Tensor | None = None
         self.timings: dict[str, float] = {}
         self.started = time.perf_counter()
+        self._last_elapsed = 0.0
+        self._pending: list[tuple[PendingFrame, StepPreview]] = []  # decoded, not handed on yet
+        self._final: torch.Tensor | None = None  # the last step's latents, on the device
+        self._shown: Any | None = None  # the newest frame handed on
+        self.schedule = SyncFreeSchedule(scheduler)
+        self._calls = 0  # scheduler steps so far (an index into the schedule)
         self._original_step = scheduler.step
 
         # wraps() keeps the signature: pipelines only pass `generator` to schedulers that accept it.
@@ -655,8 +688,13 @@ class _StepTracker:
         **kwargs: Any,
     ) -> Any:
         step_index = getattr(self.scheduler, "step_index", None)
+        timestep = self.schedule.host_timestep(self._calls, timestep)
+        self._calls += 1
         output = self._original_step(model_output, timestep, sample, *args, **kwargs)
-        if self.on_step is not None and self.request.preview is not PreviewMode.NONE:
+        if step_index is None:  # the first step: the scheduler set its index inside step()
+            after = getattr(self.scheduler, "step_index", None)
+            step_index = None if after is None else after - 1
+        if self.on_step is not None and self.plan.mode is not PreviewMode.NONE:
             self.denoised = denoised_estimate(
                 self.scheduler, model_output, timestep, sample, step_index, output
             )
@@ -671,6 +709,34 @@ class _StepTracker:
         if type(scheduler).__name__ == "PNDMScheduler":
             return scheduler.counter != 1  # PLMS spends its first step on a warm-up evaluation
         return True
+
+    def _preview(self, image: Any, elapsed: float) -> StepPreview:
+        return StepPreview(
+            step=self.completed,
+            total=self.total,
+            sampler=self.request.sampler,
+            image=image,
+            elapsed=elapsed,
+            evaluations=self.evaluations,
+        )
+
+    def _hand_on_ready_frames(self, wait: bool = False) -> None:
+        while self._pending and (wait or self._pending[0][0].ready()):
+            frame, preview = self._pending.pop(0)
+            image = frame.array()
+            if self.compose is not None:
+                image = self.compose(image)
+            self._shown = image
+            self.on_step(replace(preview, image=image))
+
+    def deliver_final(self, image: Image.Image) -> None:
+        """The frames still on their way, then the last step's: the decoded final image, never an
+        estimate. Also keeps the final latents on the host."""
+        if self._final is not None:
+            self.final_latents = self._final.detach().float().cpu()
+        self._hand_on_ready_frames(wait=True)
+        if self.on_step is not None and self.plan.mode is not PreviewMode.NONE:
+            self.on_step(self._preview(final_preview(image), self._last_elapsed))
 
     def on_step_end(
         self,
@@ -688,25 +754,26 @@ class _StepTracker:
             elapsed = time.perf_counter() - self.started
             if self.completed == 1:
                 self.timings["first_step"] = elapsed
-            # A consumer still holding the previous frame would drop this one: skip its decoding.
-            # The last step is always delivered, so the consumer ends on the run's final estimate.
-            wanted = is_last or self.wants_preview is None or self.wants_preview()
-            if self.on_step is not None and self.denoised is not None and wanted:
-                image = self.previews.decode(self.denoised, self.request.preview)
-                if self.compose is not None:
-                    image = self.compose(image)
-                self.on_step(
-                    StepPreview(
-                        step=self.completed,
-                        total=self.total,
-                        sampler=self.request.sampler,
-                        image=image,
-                        elapsed=elapsed,
-                        evaluations=self.evaluations,
-                    )
-                )
+            # The last step is the final image, delivered once the pipeline has decoded it
+            # (deliver_final). A consumer still holding the previous frame would drop this one:
+            # skip its decoding.
+            wanted = not is_last and (self.wants_preview is None or self.wants_preview())
+            self._hand_on_ready_frames()
+            # At most one frame in flight: a consumer cannot take frames faster than that.
+            ready = self.on_step is not None and self.denoised is not None and not self._pending
+            if wanted and ready and self.plan.decodes(self.completed):
+                frame = self.previews.decode_async(self.denoised, self.plan.mode)
+                if frame is not None:
+                    self._pending.append((frame, self._preview(None, elapsed)))
+                self._hand_on_ready_frames()
+            elif wanted and ready and self._shown is not None:
+                # A step between two decodes of a strided plan: the newest frame again, so the
+                # step count and the time left still move on.
+                self.on_step(self._preview(self._shown, elapsed))
+            self._last_elapsed = elapsed
         if step == pipe.num_timesteps - 1:
-            self.final_latents = callback_kwargs["latents"].detach().float().cpu()
+            # Copied to the host after the loop (deliver_final): a copy here would wait for the GPU.
+            self._final = callback_kwargs["latents"]
             self.timings["denoise"] = time.perf_counter() - self.started
         if self.cancel.is_set():
             raise _Cancelled

@@ -37,6 +37,7 @@ from pipelines.types import (
     ControlKind,
     ControlUnit,
     GenerationRequest,
+    GenerationResult,
     ResizeMode,
     guess_control_kind,
 )
@@ -594,6 +595,12 @@ def _discard(temp: Path) -> None:
         temp.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def run_details(result: GenerationResult) -> dict[str, Any]:
+    """What the PNG's ``extra`` record keeps about how an image was made beyond its request: the
+    weights' number format (the same request gives a slightly different image in bf16)."""
+    return {"precision": result.precision} if result.precision else {}
 
 
 def write_png(

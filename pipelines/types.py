@@ -96,6 +96,7 @@ class ResizeMode(str, enum.Enum):
 
 
 class PreviewMode(str, enum.Enum):
+    AUTO = "auto"  # chosen per model from the decoders' measured cost (pipelines.preview_choice)
     APPROXIMATE = "approximate"  # linear latent -> RGB map fitted to the model's VAE
     TINY = "tiny"  # AutoencoderTiny (TAESD) when its weights are present
     FULL = "full"  # the model's own VAE: exact, slowest
@@ -321,7 +322,7 @@ class GenerationRequest:
     sampler: str = "Euler"
     controls: tuple[ControlUnit, ...] = ()
     memory: MemoryOptions = field(default_factory=MemoryOptions)
-    preview: PreviewMode = PreviewMode.APPROXIMATE
+    preview: PreviewMode = PreviewMode.AUTO
     # Reworking an image (issue 14): the input, mask and outpaint border; the high-resolution pass.
     source: ImageInput | None = None  # None: text-to-image
     hires: HiresPass | None = None
