@@ -127,3 +127,22 @@ def test_sdxl_lora_and_embedding_on_an_sdxl_model(lora_engine, sdxl_folder, lora
     assert sd1_on_xl.warnings == (
         "LoRA “detail_tweaker” is not applied: it is a LoRA for SD 1.x and the model is SDXL.",
     )
+
+
+def test_pickled_embeddings_need_the_opt_in(tmp_path):
+    import torch
+
+    from pipelines.embeddings import describe_embedding, discover_embeddings, vectors_for
+    from pipelines.errors import ModelFormatError
+
+    path = tmp_path / "embeddings" / "old-style.pt"
+    path.parent.mkdir()
+    torch.save({"string_to_param": {"*": torch.randn(3, TEXT_DIM)}, "name": "old-style"}, path)
+    (info,) = discover_embeddings([path.parent]).embeddings
+    assert info.needs_pickle and describe_embedding(path) == info
+    with pytest.raises(ModelFormatError, match="pickle"):
+        vectors_for(info, (TEXT_DIM,), allow_pickle=False)
+    (vectors,) = vectors_for(info, (TEXT_DIM,), allow_pickle=True)
+    assert vectors.shape == (3, TEXT_DIM)
+    with pytest.raises(ModelFormatError, match="reads 48"):
+        vectors_for(info, (48,), allow_pickle=True)
