@@ -101,8 +101,12 @@ def measure_costs(
     height, width = (min(side, PROBE_SIDE) for side in native_latent)
     generator = torch.Generator().manual_seed(0)
     channels = unet.config.in_channels
-    latents = torch.randn(1, channels, height, width, generator=generator).to(device, param.dtype)
-    step = _timed(_unet_call(unet, latents), device)
+    noise = torch.randn(1, channels, height, width, generator=generator)
+    unet_input = noise.to(device, param.dtype)
+    step = _timed(_unet_call(unet, unet_input), device)
+    # An inpainting UNet takes the mask and masked picture beside the latents: decoders see only
+    # the latents.
+    latents = unet_input[:, : previews.vae.config.latent_channels]
     full = _timed(lambda: previews.decode(latents, PreviewMode.FULL), device)
     tiny = None
     if previews.tiny_vae is not None:
