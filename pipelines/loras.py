@@ -16,6 +16,7 @@ import hashlib
 import logging
 import re
 import warnings
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,13 +200,14 @@ class AdapterState:
     """The LoRA adapters loaded onto one pipeline, by file, and which of them are active."""
 
     def __init__(self) -> None:
-        self._pipe: Any = None
+        # Weak: a model switch must free the old pipeline before the new one loads.
+        self._pipe: weakref.ref[Any] | None = None
         self._names: dict[Path, str] = {}  # file -> adapter name, least recently used first
 
     def apply(self, pipe: Any, uses: Sequence[LoraUse]) -> list[str]:
         """Make exactly ``uses`` active on ``pipe``; problems as messages (the run goes on)."""
-        if pipe is not self._pipe:
-            self._pipe, self._names = pipe, {}
+        if self._pipe is None or self._pipe() is not pipe:
+            self._pipe, self._names = weakref.ref(pipe), {}
         problems: list[str] = []
         active: list[tuple[str, float | dict[str, float]]] = []
         for use in uses:

@@ -146,3 +146,17 @@ def test_pickled_embeddings_need_the_opt_in(tmp_path):
     assert vectors.shape == (3, TEXT_DIM)
     with pytest.raises(ModelFormatError, match="reads 48"):
         vectors_for(info, (48,), allow_pickle=True)
+
+
+def test_a_model_switch_frees_the_pipeline_that_had_loras(lora_root, sd1_folder, sdxl_folder):
+    import gc
+    import weakref
+
+    from pipelines.engine import Engine, EngineSettings
+
+    engine = Engine(EngineSettings(model_folders=(lora_root,), precision="fp32"))
+    image(engine, sd1_folder, "a red car <lora:detail_tweaker:0.5>")
+    old = weakref.ref(engine.loaded.pipeline)
+    engine.load(str(sdxl_folder))
+    gc.collect()
+    assert old() is None
