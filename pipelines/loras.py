@@ -240,7 +240,9 @@ class AdapterState:
         except (ValueError, KeyError, RuntimeError, OSError) as error:
             log.warning("LoRA %s not loaded", info.path, exc_info=True)
             self._delete(pipe, name)
-            problems.append(f"LoRA “{info.name}” could not be loaded ({error}); not applied.")
+            reason = " ".join(str(error).split())  # torch's messages run over several lines
+            reason = reason if len(reason) <= 300 else reason[:300] + "…"
+            problems.append(f"LoRA “{info.name}” could not be loaded ({reason}); not applied.")
             return None
         self._names[info.path] = name
         return name

@@ -160,3 +160,22 @@ def test_a_model_switch_frees_the_pipeline_that_had_loras(lora_root, sd1_folder,
     engine.load(str(sdxl_folder))
     gc.collect()
     assert old() is None
+
+
+def test_a_lora_that_does_not_load_is_reported_and_leaves_the_model_as_it_was(
+    lora_engine, sd1_folder, tmp_path
+):
+    import torch
+    from safetensors.torch import save_file
+
+    layer = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
+    bad = tmp_path / "wrong_shapes.safetensors"
+    save_file({f"{layer}.lora_down.weight": torch.randn(4, 7),
+               f"{layer}.lora_up.weight": torch.randn(64, 4)}, str(bad))  # fmt: skip
+    plain, _ = image(lora_engine, sd1_folder, "a red car")
+    after, result = image(lora_engine, sd1_folder, f"a red car <lora:{bad}:1>")
+    (warning,) = result.warnings
+    assert warning.startswith("LoRA “") and "could not be loaded (" in warning
+    assert "size mismatch" in warning and "\n" not in warning
+    assert result.request.lora_hashes == ""
+    assert np.array_equal(after, plain)
