@@ -102,8 +102,10 @@ def test_cli_lora_option_is_a_prompt_tag_and_models_lists_add_ons(tmp_path, caps
     models = tmp_path / "models"
     assert cli.main(["models", "--model-dir", str(models), "--embedding-dir",
                      str(tmp_path / "tis")]) == 0  # fmt: skip
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "LoRAs" in out and "detail  [SD 1.x]" in out
+    assert "neither" not in captured.err  # the model scan leaves the Lora folder to the LoRA list
     assert "shiny  [unknown family]" in out
 
 
