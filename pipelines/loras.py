@@ -104,25 +104,33 @@ def describe_lora(path: Path) -> LoraInfo:
     """Read a LoRA file's header (not its weights) for its family; ModelFormatError if it is not
     a LoRA."""
     stat = path.stat()
-    return _describe(path.resolve(), stat.st_mtime_ns, stat.st_size)
+    described = _describe(path.resolve(), stat.st_mtime_ns, stat.st_size)
+    if isinstance(described, str):
+        raise ModelFormatError(described)
+    return described
 
 
-@functools.lru_cache(maxsize=512)
-def _describe(path: Path, _mtime: int, _size: int) -> LoraInfo:
-    header = read_safetensors_header(path)
+# Kept per file version, refusals too: each prompt with a LoRA tag looks the folders over again,
+# and a model folder's checkpoints are no LoRAs every time.
+@functools.lru_cache(maxsize=1024)
+def _describe(path: Path, _mtime: int, _size: int) -> LoraInfo | str:
+    try:
+        header = read_safetensors_header(path)
+    except ModelFormatError as error:
+        return str(error)
     if not is_lora_keys(header):
-        raise ModelFormatError(f"{path.name} is not a LoRA (no LoRA layers in it).")
+        return f"{path.name} is not a LoRA (no LoRA layers in it)."
     keys = list(header)
     second = any(k.startswith(("lora_te2_", "text_encoder_2.", "te2.")) for k in keys)
     sgm = any(re.match(r"lora_unet_(input_blocks|output_blocks|middle_block)", k) for k in keys)
     context = _context_dim(header)
-    family = _CONTEXT_FAMILIES.get(context) if context else None
     if context == 1024:
-        raise ModelFormatError(f"{path.name} is a LoRA for Stable Diffusion 2.x (not supported).")
-    if family is None:
-        family = ModelFamily.SDXL if second or sgm else None
+        return f"{path.name} is a LoRA for Stable Diffusion 2.x (not supported)."
+    family = _CONTEXT_FAMILIES.get(context) if context else None
+    if family is None and (second or sgm):  # SDXL's kohya files use its own block names
+        family = ModelFamily.SDXL
     if family is None and any(k.startswith(("lora_te_", "lora_unet_")) for k in keys):
-        family = ModelFamily.SD1 if not sgm else ModelFamily.SDXL
+        family = ModelFamily.SD1
     return LoraInfo(path, path.stem, family, context, second)
 
 
