@@ -443,6 +443,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from pipelines.engine import default_model_path
     from pipelines.models import discover_models
+    from pipelines.upscalers import find_upscalers
 
     found = discover_models([default_model_path().parent, *args.model_dir])
     for info in sorted(found.models, key=lambda m: (m.role, m.family or "", m.name)):
@@ -451,6 +452,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{info.role:10s} {family:7s} {info.name}{kind}\n           {info.path}")
     if not found.models:
         print("no models found")
+    for path in find_upscalers([default_model_path().parent, *args.model_dir]):
+        print(f"{'upscaler':10s} {'':7s} {path.stem}\n           {path}")
     print("\nlooked in:")
     for folder in found.searched:
         print(f"  {folder}{'' if folder.exists() else '  (missing)'}")

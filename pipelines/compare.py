@@ -141,9 +141,9 @@ def compare(
         ]
         for column, run in zip(columns, runs, strict=True):
             spec = get_sampler(column.sampler)
+            # total_steps: a reworking run spends only its strength's share of the steps.
             column.planned_evaluations = spec.total_evaluations(
-                run.total_steps,
-                prepared.model.scheduler_config,  # a rework spends its share
+                run.total_steps, prepared.model.scheduler_config
             )
         comparison = _Comparison(
             engine, runs, columns, on_step, cancel or threading.Event(), history_side
