@@ -90,3 +90,8 @@ def test_an_upscaler_named_as_a1111_writes_it_is_found_and_a_missing_one_refused
     with pytest.raises(ModelNotFoundError, match="4x-UltraSharp"):
         engine.run(hires_request(sd1_folder, upscaler="4x-UltraSharp"), on_step=previews.append)
     assert previews == []  # refused before the first pass drew anything
+
+
+def test_sdxl_hires_from_the_latents(engine, sdxl_folder):
+    result = engine.run(hires_request(sdxl_folder, scale=1.5, steps=2, upscaler="latent"))
+    assert result.image.size == (96, 96)
