@@ -138,6 +138,11 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt files (runs code)")
     _add_prompt_options(parser)
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the UNet: the first image at each size compiles (slow), later ones run "
+        "faster; compiled kernels are kept in the studio's cache folder",
+    )  # fmt: skip
     add_rework_options(parser)
     _add_verbose(parser, argparse.SUPPRESS)
 
@@ -178,6 +183,7 @@ def _engine(args: argparse.Namespace) -> Engine:
         device=getattr(args, "device", "auto"),
         allow_pickle=getattr(args, "allow_pickle", False),
         embedding_folders=tuple(getattr(args, "embedding_dir", ())),
+        compile=getattr(args, "compile", False),
     )
     return Engine(settings)
 
