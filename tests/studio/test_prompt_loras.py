@@ -92,3 +92,17 @@ def test_a_run_with_a_lora_and_clip_skip_is_recorded_and_reused(qtbot, make_wind
     window.reuse_settings(0)
     assert panel.prompt.toPlainText() == result.request.prompt
     assert panel.clip_skip.value() == 2
+
+
+def test_a_controlnet_module_name_survives_restore_and_reuse(window, tmp_path):
+    text = (
+        "a dancer\nSteps: 4, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64, "
+        'ControlNet 0: "Module: openpose_full, Model: control_v11p_sd15_openpose, Weight: 0.8"'
+    )
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", text)
+    png = tmp_path / "dancer.png"
+    Image.new("RGB", (8, 8)).save(png, pnginfo=info)
+    assert window.restore_from_files([str(png)])
+    (unit,) = window.current_request().controls
+    assert (unit.kind.value, unit.preprocess, unit.module) == ("pose", True, "openpose_full")
