@@ -44,6 +44,7 @@ class ControlUnitModel(QObject):
     start: _Field[float] = _Field()
     end: _Field[float] = _Field()
     resize_mode: _Field[ResizeMode] = _Field()
+    module: _Field[str] = _Field()  # another tool's preprocessor name, written back as it came
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -54,7 +55,7 @@ class ControlUnitModel(QObject):
     def _defaults() -> dict[str, Any]:
         return dict(enabled=False, kind=ControlKind.CANNY, model="", image=None, preprocess=False,
                     canny=(100, 200), strength=1.0, start=0.0, end=1.0,
-                    resize_mode=ResizeMode.FIT)  # fmt: skip
+                    resize_mode=ResizeMode.FIT, module="")  # fmt: skip
 
     @property
     def empty(self) -> bool:
@@ -81,6 +82,7 @@ class ControlUnitModel(QObject):
             canny_low=low,
             canny_high=high,
             enabled=self.enabled,
+            module=self.module,
         )
 
     def apply(self, unit: ControlUnit | None) -> None:
@@ -92,6 +94,7 @@ class ControlUnitModel(QObject):
                           image=unit.image or None, preprocess=unit.preprocess,
                           canny=(unit.canny_low, unit.canny_high), strength=unit.strength,
                           start=unit.start, end=unit.end,
-                          resize_mode=ResizeMode(unit.resize_mode))  # fmt: skip
+                          resize_mode=ResizeMode(unit.resize_mode),
+                          module=unit.module)  # fmt: skip
         for name, value in values.items():
             setattr(self, name, value)
