@@ -46,6 +46,7 @@ from studio.widgets.canvas import Canvas
 from studio.widgets.compare_view import CompareView
 from studio.widgets.control_panel import ControlPanel, EditorContext
 from studio.widgets.gallery import Gallery, Key
+from studio.widgets.prompt_ideas import BundledModelGuide
 from studio.widgets.prompt_panel import PromptPanel, snap8
 from studio.widgets.queue_panel import QueuePanel
 from studio.widgets.sampler_panel import SamplerPanel
@@ -125,6 +126,11 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
 
         self.prompt_panel = PromptPanel()
+        # Shown under the prompt while the bundled demo model is active.
+        self.model_guide = BundledModelGuide(self.prompt_panel.prompt)
+        prompt_layout = self.prompt_panel.layout()
+        prompt_layout.insertWidget(prompt_layout.indexOf(self.prompt_panel.prompt) + 1,
+                                   self.model_guide)  # fmt: skip
         self.control_panel = ControlPanel(settings.data_folder)
         self.sampler_panel = SamplerPanel()
         self.canvas = Canvas()
@@ -603,6 +609,7 @@ class MainWindow(QMainWindow):
         self._refresh_controlnets()
 
     def _refresh_controlnets(self) -> None:
+        self.model_guide.set_model(self.prompt_panel.current_model())
         if self._discovery is None:
             return
         family = None
