@@ -215,3 +215,35 @@ def scene_things(sample: Sample) -> list[Thing]:
 def say(sample: Sample, rng: random.Random, frames: tuple[str, ...] = TRAIN_FRAMES) -> str:
     """A free caption for a world sample."""
     return paraphrase(rng, scene_things(sample), sample.background, frames)
+
+
+# Words of positions whose synonyms are single words.
+_POSITION_WORDS = {"middle": "center", "centre": "center", "upper": "top", "lower": "bottom"}
+_GRAMMAR = {"a", "an", "the", "on", "at", "in", "with", "of", "and", "up", "to", "both", "arm",
+            "arms", "hand", "hands", "left", "right"}  # fmt: skip
+
+
+def word_ties() -> dict[str, str]:
+    """Synonym -> the world's own word, for single words that stand for one world word.
+
+    A text encoder trained from scratch has never seen "crimson"; starting its embedding at
+    "red"'s makes "a crimson circle" read as "a red circle" before any training. Words that
+    stand for several world words ("shape", "corner") or are world words themselves are left out.
+    """
+    world_words = {w for name in SYNONYMS for w in name.split()}
+    seen: dict[str, set[str]] = {}
+    for name, phrases in SYNONYMS.items():
+        if len(name.split()) > 1 or name in ("background", "shape"):
+            continue  # poses: phrases, not words
+        for phrase in phrases[1:]:
+            for word in phrase.replace("-", " ").split():
+                if word != name:
+                    seen.setdefault(word, set()).add(name)
+    ties = {
+        w: next(iter(n))
+        for w, n in seen.items()
+        if len(n) == 1 and w not in world_words and w not in _GRAMMAR
+    }
+    ties["backdrop"] = "background"
+    ties.update(_POSITION_WORDS)
+    return ties

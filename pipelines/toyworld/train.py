@@ -47,7 +47,7 @@ DEFAULT_WORK_DIR = Path(
 KINDS = ("canny", "pose", "depth")
 DEFAULT_STEPS = {"vae": 600, "decoder": 3000, "unet": 6000, "controlnet": 1500, "text": 3000}
 BATCH = {"vae": 16, "decoder": 16, "unet": 32, "controlnet": 32, "text": 32}
-LR = {"vae": 2e-3, "decoder": 5e-4, "unet": 6e-4, "controlnet": 1e-3, "text": 3e-4}
+LR = {"vae": 2e-3, "decoder": 5e-4, "unet": 6e-4, "controlnet": 1e-3, "text": 1e-3}
 TEXT_DIM = 64
 UNET_BLOCKS = (48, 96, 96)
 VAE_BLOCKS = (16, 32, 64, 64)
@@ -589,6 +589,10 @@ def train_controlnet(args: argparse.Namespace) -> None:
         from pipelines.toyworld.tune import add_outlines
 
         data, moments = add_outlines(args, vae, device, data, moments)
+    if kind == "depth" and args.painted_samples:
+        from pipelines.toyworld.tune import add_paintings
+
+        data, moments = add_paintings(args, vae, device, data, moments)
     del vae
     scaling = base["scaling_factor"]
     tok = tokenizer()
@@ -686,8 +690,12 @@ def status(work_dir: Path) -> str:
             lines.append(f"  {stage:18s} not started")
         else:
             minutes = state.get("seconds", 0.0) / 60
-            since = f"   (from {state['warm_from']}, imported)" if state.get("warm_from") else ""
-            lines.append(f"  {stage:18s} step {state['step']:6d}   {minutes:6.1f} min{since}")
+            note = ""
+            if state.get("warm_from"):
+                note = f"   (fine-tuned from step {state['warm_from']})"
+            elif state.get("imported"):
+                note = "   (imported; its time is in the model card)"
+            lines.append(f"  {stage:18s} step {state['step']:6d}   {minutes:6.1f} min{note}")
     return "\n".join(lines)
 
 
@@ -728,6 +736,12 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=0,
         help="canny: add this many outline scenes (outlines.py) to the world's",
+    )
+    parser.add_argument(
+        "--painted-samples",
+        type=int,
+        default=0,
+        help="depth: add this many painted depth scenes (paintings.py) to the world's",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=200)

@@ -17,13 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from pipelines.toyworld import captions, train
+from pipelines.toyworld import captions, train, world
 
+# The caption decides colours and layout at the noisy end of sampling; at the clean end the
+# prediction hardly depends on it and only adds noise to the distillation's gradients.
+TEXT_TIMESTEPS = (300, 1000)
 PLAIN_SHARE = 0.2  # pairs whose student caption is the world's own: they anchor the old grammar
 EMPTY_SHARE = 0.05  # and the empty caption classifier-free guidance uses
 
@@ -51,6 +55,9 @@ def import_shipped(args: argparse.Namespace) -> None:
 
     vae = AutoencoderKL.from_pretrained(model / "vae")
     write("vae", [state_of(vae)], steps["vae"])
+    if "decoder" in steps:  # the shipped VAE already has it; kept for the step count
+        decoder = torch.nn.ModuleList([vae.post_quant_conv, vae.decoder])
+        write("decoder", [state_of(decoder)], steps["decoder"])
     text_encoder = CLIPTextModel.from_pretrained(model / "text_encoder")
     unet = UNet2DConditionModel.from_pretrained(model / "unet")
     write("unet", [state_of(text_encoder), state_of(unet)], steps["unet"],
@@ -71,6 +78,28 @@ def text_encoder_for(work_dir: Path) -> torch.nn.Module:
     source = tuned["ema"][0] if tuned else train.require(work_dir, "unet")["ema"][0]
     encoder.load_state_dict(source)
     return encoder
+
+
+@torch.no_grad()
+def tie_synonyms(encoder: torch.nn.Module, tok: object) -> int:
+    """Start each synonym's token embedding at its world word's (captions.word_ties): "a big
+    crimson circle" then reads as "a large red circle" before any training. Returns how many
+    token embeddings were set."""
+    table = encoder.get_input_embeddings().weight
+    world_tokens = {
+        t
+        for name in captions.SYNONYMS
+        for w in name.split()
+        for t in tok(w, add_special_tokens=False).input_ids
+    }
+    count = 0
+    for word, name in captions.word_ties().items():
+        target = tok(name, add_special_tokens=False).input_ids
+        for token in tok(word, add_special_tokens=False).input_ids:
+            if token not in world_tokens:
+                table[token] = table[target].mean(dim=0)
+                count += 1
+    return count
 
 
 def student_captions(rng: random.Random, facts: list, plain: list[str]) -> tuple[list, list]:
@@ -97,13 +126,15 @@ def train_text(args: argparse.Namespace) -> None:
     )
     teacher.load_state_dict(base["ema"][0])
     student.load_state_dict(base["ema"][0])
+    tok = train.tokenizer()
+    tied = tie_synonyms(student, tok)  # a resumed run loads its own weights over these below
     unet.load_state_dict(base["ema"][1])
     for frozen in (teacher, unet):
         frozen.to(device).eval().requires_grad_(False)
     student.to(device)
     state = train.load_checkpoint(train.checkpoint_path(args.work_dir, "text"))
     optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=1e-2)
-    ema = train.Ema([student], decay=0.998)
+    ema = train.Ema([student], decay=0.99)  # a short run: a long average would lag behind
     if state:
         student.load_state_dict(state["modules"][0])
         train._load_optimizer(optimizer, state)
@@ -113,8 +144,8 @@ def train_text(args: argparse.Namespace) -> None:
     moments = train._latents(args, vae, device, "train", data)
     del vae
     scaling = base["scaling_factor"]
-    tok = train.tokenizer()
     scheduler, _ = train._noise_schedule()
+    print(f"text: {tied} synonym embeddings start at their world word's")
 
     def step_fn(generator: torch.Generator) -> torch.Tensor:
         index = torch.randint(0, len(moments), (args.batch,), generator=generator)
@@ -123,7 +154,8 @@ def train_text(args: argparse.Namespace) -> None:
             rng, [data["facts"][i] for i in index], [data["captions"][i] for i in index]
         )
         latents = train._sample_latents(moments[index], generator) * scaling
-        noise, timesteps = train._noise(latents, generator)
+        noise, _ = train._noise(latents, generator)
+        timesteps = torch.randint(*TEXT_TIMESTEPS, (len(latents),), generator=generator)
         noisy = scheduler.add_noise(latents, noise, timesteps).to(device)
         timesteps = timesteps.to(device)
         with torch.no_grad():
@@ -147,8 +179,6 @@ def train_text(args: argparse.Namespace) -> None:
 def world_caption(rng: random.Random, facts: tuple, own: str) -> str:
     """A world sample's caption for the canny ControlNet: its own words, a paraphrase, or (for
     shapes) right colours with a wrong shape, size and place, which the map must overrule."""
-    from pipelines.toyworld import world
-
     things, background = facts
     roll = rng.random()
     if roll < 0.4:
@@ -166,27 +196,60 @@ def add_outlines(
     args: argparse.Namespace, vae: torch.nn.Module, device: torch.device, data: dict,
     moments: torch.Tensor,
 ) -> tuple[dict, torch.Tensor]:  # fmt: skip
-    """The world's canny data followed by ``args.outline_samples`` outline scenes, with a
-    ``recaption(rng, index)`` that words each caption afresh at every step."""
-    from tqdm import tqdm
-
+    """The world's canny data followed by ``args.outline_samples`` outline scenes."""
     from pipelines.toyworld import outlines
 
+    return _add_scenes(args, vae, device, data, moments, "canny", "outlines",
+                       outlines.make_outline_sample, args.outline_samples, outlines.fingerprint(),
+                       lambda rng, s: outlines.outline_caption(rng, s[0], s[1]))  # fmt: skip
+
+
+def add_paintings(
+    args: argparse.Namespace, vae: torch.nn.Module, device: torch.device, data: dict,
+    moments: torch.Tensor,
+) -> tuple[dict, torch.Tensor]:  # fmt: skip
+    """The world's depth data followed by ``args.painted_samples`` painted depth scenes."""
+    from pipelines.toyworld import paintings
+
+    def caption(rng: random.Random, said: tuple[str, str]) -> str:
+        thing = captions.Thing(rng.choice(("shape", *world.SOLIDS)), said[0])
+        return captions.paraphrase(rng, [thing], said[1])
+
+    return _add_scenes(args, vae, device, data, moments, "depth", "paintings",
+                       paintings.make_depth_sample, args.painted_samples,
+                       paintings.fingerprint(), caption)  # fmt: skip
+
+
+def _add_scenes(
+    args: argparse.Namespace,
+    vae: torch.nn.Module,
+    device: torch.device,
+    data: dict,
+    moments: torch.Tensor,
+    kind: str,
+    name: str,
+    make: Callable[[int], object],
+    count: int,
+    fingerprint: str,
+    caption: Callable[[random.Random, tuple[str, str]], str],
+) -> tuple[dict, torch.Tensor]:
+    """``data`` followed by ``count`` scenes from ``make(seed)``, with a ``recaption(rng,
+    index)`` that words each caption afresh at every step."""
+    from tqdm import tqdm
+
     images, conds, colours = [], [], []
-    for seed in tqdm(range(args.outline_samples), desc="outline samples", leave=False):
-        sample = outlines.make_outline_sample(seed)
+    for seed in tqdm(range(count), desc=f"{name} samples", leave=False):
+        sample = make(seed)
         images.append(train._to_tensor(sample.image))
-        conds.append(train._to_tensor(sample.canny))
+        conds.append(train._to_tensor(getattr(sample, kind)))
         colours.append((sample.colour, sample.background))
-    extra = {"images": torch.stack(images), "captions": [""] * len(images)}
+    stacked = torch.stack(images)
     vae_step = train.require(args.work_dir, "vae")["step"]
-    path = args.work_dir / (
-        f"latents-outlines-{len(images)}-vae{vae_step}-{outlines.fingerprint()}.pt"
-    )
+    path = args.work_dir / f"latents-{name}-{count}-vae{vae_step}-{fingerprint}.pt"
     if path.exists():
         extra_moments = torch.load(path)
     else:
-        extra_moments = train.encode(vae, extra["images"], device)
+        extra_moments = train.encode(vae, stacked, device)
         train.save_checkpoint(path, extra_moments)
     world_count = len(data["captions"])
 
@@ -196,13 +259,12 @@ def add_outlines(
             if i < world_count:
                 said.append(world_caption(rng, data["facts"][i], data["captions"][i]))
             else:
-                colour, background = colours[i - world_count]
-                said.append(outlines.outline_caption(rng, colour, background))
+                said.append(caption(rng, colours[i - world_count]))
         return said
 
     joined = {
-        "captions": data["captions"] + extra["captions"],
-        "canny": torch.cat([data["canny"], torch.stack(conds)]),
+        "captions": data["captions"] + [""] * count,
+        kind: torch.cat([data[kind], torch.stack(conds)]),
         "recaption": recaption,
     }
     return joined, torch.cat([moments, extra_moments])

@@ -129,7 +129,7 @@ class MainWindow(QMainWindow):
         # Shown under the prompt while the bundled demo model is active.
         self.model_guide = BundledModelGuide(self.prompt_panel.prompt)
         prompt_layout = self.prompt_panel.layout()
-        prompt_layout.insertWidget(prompt_layout.indexOf(self.prompt_panel.prompt) + 1,
+        prompt_layout.insertWidget(prompt_layout.indexOf(self.prompt_panel.prompt_tokens) + 1,
                                    self.model_guide)  # fmt: skip
         self.control_panel = ControlPanel(settings.data_folder)
         self.sampler_panel = SamplerPanel()

@@ -91,3 +91,29 @@ def test_a_contradicting_caption_keeps_the_colours():
         text = outlines.contradicting_caption(rng, "yellow", "purple", plain=True)
         assert text.endswith("on a purple background") and " yellow " in text
         assert any(shape in text for shape in world.SHAPES)
+
+
+def test_synonyms_start_at_their_world_words_embedding():
+    import torch
+
+    from pipelines.toyworld import train, tune
+
+    ties = captions.word_ties()
+    assert ties["crimson"] == "red" and ties["big"] == "large" and ties["backdrop"] == "background"
+    assert ties["middle"] == "center" and "a" not in ties and "shape" not in ties
+    names = [*captions.SYNONYMS, *captions.POSITION_PHRASES]
+    assert set(ties.values()) <= {w for name in names for w in name.split()}
+
+    tok = train.tokenizer()
+    encoder = train.build_text_encoder()
+    table = encoder.get_input_embeddings().weight
+
+    def row(word: str) -> torch.Tensor:
+        (token,) = tok(word, add_special_tokens=False).input_ids
+        return table[token].detach().clone()
+
+    red_before = row("red")
+    assert not torch.equal(row("crimson"), red_before)
+    assert tune.tie_synonyms(encoder, tok) >= len(ties)
+    assert torch.equal(row("crimson"), red_before) and torch.equal(row("red"), red_before)
+    assert torch.equal(row("backdrop"), row("background"))
