@@ -375,11 +375,12 @@ def held_out_outlines(count: int, families: Sequence[str]) -> list:
     from pipelines.toyworld import outlines
 
     found = []
-    for f, family in enumerate(families):
-        seed = HELD_OUT_SEED_BASE + 100_000 * (f + 1)
+    every = (*outlines.HELD_OUT_FAMILIES, *outlines.TRAIN_FAMILIES)
+    for family in families:
+        seed = HELD_OUT_SEED_BASE + 100_000 * (every.index(family) + 1)  # a range per family
         kept = 0
         while kept < count:
-            style = outlines.STYLES[kept % len(outlines.STYLES)]
+            style = outlines.STYLES[(kept + every.index(family)) % len(outlines.STYLES)]
             sample = outlines.make_outline_sample(seed, family, style)
             seed += 1
             if canny_edges(sample.image).sum() < outlines.MIN_EDGE_PIXELS:

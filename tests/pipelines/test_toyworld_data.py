@@ -117,3 +117,29 @@ def test_synonyms_start_at_their_world_words_embedding():
     assert tune.tie_synonyms(encoder, tok) >= len(ties)
     assert torch.equal(row("crimson"), red_before) and torch.equal(row("red"), red_before)
     assert torch.equal(row("backdrop"), row("background"))
+
+
+def test_the_outline_and_wording_figures_score_a_perfect_model_as_such():
+    """The bookkeeping of the new parts, with the scenes' own pictures standing in for a model
+    that follows its controls and its words perfectly."""
+    from pipelines.toyworld import evaluate
+
+    pictures = {}
+    for families in (outlines.HELD_OUT_FAMILIES, outlines.TRAIN_FAMILIES):
+        for sample in evaluate.held_out_outlines(1, families):
+            pictures[(sample.caption, sample.seed)] = np.asarray(sample.image)
+    for sample, text in evaluate.held_out_wording(4):
+        pictures[(text, sample.seed)] = np.asarray(sample.image)
+        assert text != sample.caption  # said in a frame the training never uses
+
+    def perfect(caption, seed, control=None):
+        return pictures[(caption, seed)]
+
+    def blind(caption, seed, control=None):  # a model that ignores the outline
+        return np.full_like(pictures[(caption, seed)], 128)
+
+    results = evaluate.evaluate(perfect, 4, parts=("outlines", "wording"))
+    assert results["outline_f1"] > 0.9 and results["outline_f1_trained_families"] > 0.9
+    assert results["wording_colours"] == 1.0
+    assert {f"outline_f1_{s}" for s in outlines.STYLES} <= set(results)
+    assert evaluate.evaluate(blind, 4, parts=("outlines",))["outline_f1"] == 0.0
