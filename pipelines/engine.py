@@ -21,14 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pipelines import cpu, models
+from pipelines import cpu, device_tuning, hires, models, rework
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
-from pipelines.previews import PreviewDecoder
-from pipelines.prompts import prompt_report, truncation_warning
+from pipelines.preview_choice import describe
+from pipelines.preview_costs import measure_costs
+from pipelines.previews import PendingFrame, PreviewDecoder, final_preview
+from pipelines.prompt_encoding import Conditioning
+from pipelines.prompt_setup import PromptResources
 from pipelines.resources import resource_path
 from pipelines.samplers import get_sampler
+from pipelines.schedules import SyncFreeSchedule
 from pipelines.types import (  # EngineSettings is re-exported: callers import it from here
     ControlKind,
     ControlUnit,
@@ -68,6 +72,7 @@ class LoadedModel:
     cpu_offload: bool
     scale_factor: int = 8  # image pixels per latent pixel, from the VAE's own layout
     unet_parameters: int = 0  # the work per latent pixel, for choosing CPU threads
+    vae_fallback_said: bool = False  # a half-precision VAE overflow was reported already
 
 
 @dataclass(frozen=True)
@@ -87,10 +92,17 @@ class PreparedRun:
     initial_noise: torch.Tensor  # (1, C, H / scale, W / scale), CPU float32
     device: torch.device
     dtype: torch.dtype
+    conditioning: Conditioning | None = None  # the encoded prompts; None: the pipeline encodes
+    rework: rework.ReworkPlan | None = None  # the picture a reworking run starts from
 
     @property
     def precision(self) -> str:
         return precision_name(self.dtype)
+
+    @property
+    def total_steps(self) -> int:
+        """The steps the run really spends (a reworking run: its strength's share)."""
+        return self.rework.steps(self.request.steps) if self.rework else self.request.steps
 
     @property
     def guided(self) -> bool:
@@ -105,8 +117,10 @@ class PreparedRun:
         return spec.make(self.model.scheduler_config, seed=self.request.seed)
 
     def sampler_generator(self) -> torch.Generator:
-        # A separate stream for the samplers' fresh noise, so ancestral runs are reproducible.
-        return torch.Generator("cpu").manual_seed(self.request.seed + 1)
+        # A separate stream for the samplers' fresh noise, so ancestral runs are reproducible. On
+        # the model's device: noise drawn on the CPU would be copied to the GPU at every step, and
+        # each copy makes the host wait for the GPU.
+        return torch.Generator(self.device).manual_seed(self.request.seed + 1)
 
     def with_changes(
         self,
@@ -129,15 +143,7 @@ class PreparedRun:
         return replace(self, request=request)
 
     def apply_memory_options(self) -> None:
-        pipe, memory = self.pipeline, self.request.memory
-        if memory.attention_slicing:
-            pipe.enable_attention_slicing()
-        else:
-            pipe.disable_attention_slicing()
-        if memory.vae_tiling:
-            pipe.vae.enable_tiling()
-        else:
-            pipe.vae.disable_tiling()
+        device_tuning.apply_memory_options(self.pipeline, self.request.memory)
 
 
 class _Cancelled(Exception):
@@ -204,8 +210,10 @@ class Engine:
         self.device = pick_device(self.settings.device)
         self.dtype = pick_dtype(self.device, self.settings.precision)
         self._loaded: LoadedModel | None = None
+        self._vae_notes: list[str] = []  # said by the VAE guard during the current run
         self._controlnets: dict[Path, tuple[Any, ModelFamily]] = {}
         self._assembled: dict[tuple[Path, tuple[Path, ...]], DiffusionPipeline] = {}
+        self._prompts = PromptResources(self.settings)  # LoRA adapters, embeddings, encoding
         # Re-entrant: a comparison holds it across its passes, each of which may be a run.
         self._lock = threading.RLock()
 
@@ -263,6 +271,7 @@ class Engine:
                 pipe.enable_model_cpu_offload()
             else:
                 pipe.to(self.device)
+                self._tune(pipe)
             report(0.85, "Preparing previews…")
             previews = PreviewDecoder(
                 pipe.vae, self._load_tiny_vae(family), upcast=family is ModelFamily.SDXL
@@ -270,6 +279,9 @@ class Engine:
             previews.linear  # noqa: B018 - fit now so the first step's preview costs nothing
             scale = pipe.vae_scale_factor
             size = int(pipe.unet.config.sample_size) * scale
+            if not cpu_offload:  # offloaded weights would move for every timed call
+                report(0.9, "Measuring preview decoders…")
+                self._measure_previews(pipe, previews)
             self._loaded = LoadedModel(
                 path=path,
                 family=family,
@@ -285,6 +297,34 @@ class Engine:
                 1.0, f"{path.name} ready ({family.label}, {self.device.type}, {self.precision})."
             )
             return self._loaded
+
+    def _tune(self, pipe: DiffusionPipeline) -> None:
+        done = device_tuning.tune_for_device(pipe, self.device)
+        if self.settings.compile:
+            device_tuning.compile_unet(pipe)
+            done.append("compiled UNet")
+        if done:
+            log.info("tuned for %s: %s", self.device, ", ".join(done))
+
+    def _vae_fell_back(self, note: str) -> None:
+        # Said once per model: the log, and the first run's result.
+        loaded = self._loaded
+        if loaded is not None and not loaded.vae_fallback_said:
+            loaded.vae_fallback_said = True
+            log.warning("%s: %s", loaded.path.name, note)
+            self._vae_notes.append(note)
+
+    def _measure_previews(self, pipe: DiffusionPipeline, previews: PreviewDecoder) -> None:
+        native = int(pipe.unet.config.sample_size)
+        parameters = sum(p.numel() for p in pipe.unet.parameters())
+        with contextlib.ExitStack() as stack:
+            if self.device.type == "cpu":
+                count = cpu.choose_threads(
+                    native * native * 2, parameters, setting=self.settings.threads
+                )
+                stack.enter_context(cpu.thread_count(count))
+            previews.costs = measure_costs(pipe.unet, previews, (native, native))
+        log.info("previews: %s", describe(previews.costs))
 
     def _load_tiny_vae(self, family: ModelFamily) -> AutoencoderTiny | None:
         folder = self.settings.tiny_vae.get(family.value)
@@ -317,7 +357,11 @@ class Engine:
             )
             if len(self._controlnets) >= _MAX_CACHED_CONTROLNETS:
                 self._controlnets.pop(next(iter(self._controlnets)))
-            self._controlnets[path] = (controlnet.to(self.device), family)
+            controlnet = controlnet.to(self.device)
+            if self.device.type == "cuda":  # as the UNet: see device_tuning
+                controlnet.to(memory_format=torch.channels_last)
+                device_tuning.fuse_qkv(controlnet)
+            self._controlnets[path] = (controlnet, family)
         return self._controlnets[path][0]
 
     def _pipeline_for(
@@ -380,14 +424,29 @@ class Engine:
                 width=request.width or width,
                 height=request.height or height,
                 controls=_absolute_paths(request.controls),
+                source=rework.absolute_source(request.source),
             ).resolve_seed()
             _check_size(request, loaded.scale_factor)
+            request.check_grown_sizes()  # the native size is known only now
             units = request.active_controls
             controlnet_paths = tuple(self._check_controls(loaded, units))
-            maps = self._condition_maps(request)
+            plan, rework_notes = rework.prepare_source(request)
+            maps = self._condition_maps(rework.canvas_request(request))
             pipe = self._pipeline_for(loaded, controlnet_paths)
-            notes = self._prompt_warnings(pipe, request)
-            noise = self.initial_noise(request, pipe.unet.config.in_channels, loaded.scale_factor)
+            prompts = self._prompts.prepare(
+                loaded.pipeline, loaded.family, loaded.path, request, request.cfg_scale > 1.0
+            )
+            request = prompts.recorded(request)
+            notes = list(prompts.warnings) + rework_notes
+            channels = pipe.unet.config.in_channels
+            if plan is None and channels == 9:  # an inpainting UNet runs in its own pipeline
+                plan = rework.text_to_image_plan(request)
+            if plan is not None:
+                pipe = rework.inpainting_pipeline(pipe, loaded.family)
+                channels = pipe.vae.config.latent_channels
+            noise = self.initial_noise(
+                rework.run_request(request, plan), channels, loaded.scale_factor
+            )
             return PreparedRun(
                 request=request,
                 model=loaded,
@@ -397,6 +456,8 @@ class Engine:
                 initial_noise=noise,
                 device=self.device,
                 dtype=self.dtype,
+                conditioning=prompts.conditioning,
+                rework=plan,
             )
 
     def _check_controls(self, loaded: LoadedModel, units: tuple[ControlUnit, ...]) -> list[Path]:
@@ -455,6 +516,8 @@ class Engine:
         frame yet) the step is neither decoded nor reported; the last step always is.
         """
         request = prepared.request
+        if request.hires is not None:  # two passes, each one of these runs
+            return hires.run_hires(self, prepared, on_step, cancel, wants_preview)
         pipe = prepared.pipeline
         with self.exclusive(prepared, batch=2 if prepared.guided else 1):
             prepared.apply_memory_options()
@@ -466,11 +529,17 @@ class Engine:
                 on_step,
                 cancel or threading.Event(),
                 wants_preview,
+                latent_pixels=prepared.latent_pixels,
+                total=prepared.total_steps,
+                compose=prepared.rework.compose_preview if prepared.rework else None,
             )
             kwargs = self._call_arguments(prepared)
             started = time.perf_counter()
+            self._vae_notes = []
+            guard = device_tuning.VaeGuard(pipe.vae, self._vae_fell_back, armed=False)
+            tracker.after_loop = guard  # armed at the last step: previews are never checked
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), guard:
                     output = pipe(**kwargs, callback_on_step_end=tracker.on_step_end)
             except _Cancelled:
                 return GenerationResult(
@@ -490,12 +559,16 @@ class Engine:
                 ) from error
             finally:
                 tracker.detach()
+            image = (
+                prepared.rework.finish(output.images[0]) if prepared.rework else output.images[0]
+            )
+            tracker.deliver_final(image)
         return GenerationResult(
             request=request,
-            image=output.images[0],
+            image=image,
             timings={**tracker.timings, "total": time.perf_counter() - started},
             condition_maps=prepared.condition_maps,
-            warnings=prepared.warnings,
+            warnings=prepared.warnings + tuple(self._vae_notes),
             latents=tracker.final_latents,
             precision=prepared.precision,
         )
@@ -518,17 +591,6 @@ class Engine:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _prompt_warnings(self, pipe: DiffusionPipeline, request: GenerationRequest) -> list[str]:
-        warnings = []
-        for label, text in (
-            ("prompt", request.prompt),
-            ("negative prompt", request.negative_prompt),
-        ):
-            report = prompt_report(pipe.tokenizer, text)
-            if not report.fits:
-                warnings.append(truncation_warning(label, report))
-        return warnings
-
     def initial_noise(
         self, request: GenerationRequest, channels: int = 4, scale_factor: int | None = None
     ) -> torch.Tensor:
@@ -545,9 +607,12 @@ class Engine:
     def _call_arguments(self, prepared: PreparedRun) -> dict[str, Any]:
         request, maps = prepared.request, prepared.condition_maps
         units = request.active_controls
+        if prepared.conditioning is not None:
+            prompts = prepared.conditioning.pipeline_arguments()
+        else:
+            prompts = dict(prompt=request.prompt, negative_prompt=request.negative_prompt or None)
         kwargs = dict(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
+            **prompts,
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
             width=request.width,
@@ -566,6 +631,8 @@ class Engine:
                 control_guidance_start=units[0].start if single else [u.start for u in units],
                 control_guidance_end=units[0].end if single else [u.end for u in units],
             )
+        if prepared.rework is not None:
+            kwargs = prepared.rework.call_arguments(kwargs, controlnet=bool(units))
         return kwargs
 
 
@@ -593,10 +660,16 @@ class _StepTracker:
         on_step: StepCallback | None,
         cancel: threading.Event,
         wants_preview: PreviewGate | None = None,
+        latent_pixels: int = 0,
+        total: int | None = None,
+        compose: Callable[[Any], Any] | None = None,  # the preview shown in the whole picture
     ) -> None:
+        self.total = total or request.steps
+        self.compose = compose
         self.scheduler = scheduler
         self.request = request
         self.previews = previews
+        self.plan = previews.plan(request.preview, latent_pixels)
         self.on_step = on_step
         self.cancel = cancel
         self.wants_preview = wants_preview
@@ -606,6 +679,13 @@ class _StepTracker:
         self.final_latents: torch.Tensor | None = None
         self.timings: dict[str, float] = {}
         self.started = time.perf_counter()
+        self._last_elapsed = 0.0
+        self._pending: list[tuple[PendingFrame, StepPreview]] = []  # decoded, not handed on yet
+        self._final: torch.Tensor | None = None  # the last step's latents, on the device
+        self._shown: Any | None = None  # the newest frame handed on
+        self.after_loop: device_tuning.VaeGuard | None = None  # checks the final decode
+        self.schedule = SyncFreeSchedule(scheduler)
+        self._calls = 0  # scheduler steps so far (an index into the schedule)
         self._original_step = scheduler.step
 
         # wraps() keeps the signature: pipelines only pass `generator` to schedulers that accept it.
@@ -627,8 +707,13 @@ class _StepTracker:
         **kwargs: Any,
     ) -> Any:
         step_index = getattr(self.scheduler, "step_index", None)
+        timestep = self.schedule.host_timestep(self._calls, timestep)
+        self._calls += 1
         output = self._original_step(model_output, timestep, sample, *args, **kwargs)
-        if self.on_step is not None and self.request.preview is not PreviewMode.NONE:
+        if step_index is None:  # the first step: the scheduler set its index inside step()
+            after = getattr(self.scheduler, "step_index", None)
+            step_index = None if after is None else after - 1
+        if self.on_step is not None and self.plan.mode is not PreviewMode.NONE:
             self.denoised = denoised_estimate(
                 self.scheduler, model_output, timestep, sample, step_index, output
             )
@@ -643,6 +728,34 @@ class _StepTracker:
         if type(scheduler).__name__ == "PNDMScheduler":
             return scheduler.counter != 1  # PLMS spends its first step on a warm-up evaluation
         return True
+
+    def _preview(self, image: Any, elapsed: float) -> StepPreview:
+        return StepPreview(
+            step=self.completed,
+            total=self.total,
+            sampler=self.request.sampler,
+            image=image,
+            elapsed=elapsed,
+            evaluations=self.evaluations,
+        )
+
+    def _hand_on_ready_frames(self, wait: bool = False) -> None:
+        while self._pending and (wait or self._pending[0][0].ready()):
+            frame, preview = self._pending.pop(0)
+            image = frame.array()
+            if self.compose is not None:
+                image = self.compose(image)
+            self._shown = image
+            self.on_step(replace(preview, image=image))
+
+    def deliver_final(self, image: Image.Image) -> None:
+        """The frames still on their way, then the last step's: the decoded final image, never an
+        estimate. Also keeps the final latents on the host."""
+        if self._final is not None:
+            self.final_latents = self._final.detach().float().cpu()
+        self._hand_on_ready_frames(wait=True)
+        if self.on_step is not None and self.plan.mode is not PreviewMode.NONE:
+            self.on_step(self._preview(final_preview(image), self._last_elapsed))
 
     def on_step_end(
         self,
@@ -660,23 +773,28 @@ class _StepTracker:
             elapsed = time.perf_counter() - self.started
             if self.completed == 1:
                 self.timings["first_step"] = elapsed
-            # A consumer still holding the previous frame would drop this one: skip its decoding.
-            # The last step is always delivered, so the consumer ends on the run's final estimate.
-            wanted = is_last or self.wants_preview is None or self.wants_preview()
-            if self.on_step is not None and self.denoised is not None and wanted:
-                image = self.previews.decode(self.denoised, self.request.preview)
-                self.on_step(
-                    StepPreview(
-                        step=self.completed,
-                        total=self.request.steps,
-                        sampler=self.request.sampler,
-                        image=image,
-                        elapsed=elapsed,
-                        evaluations=self.evaluations,
-                    )
-                )
+            # The last step is the final image, delivered once the pipeline has decoded it
+            # (deliver_final). A consumer still holding the previous frame would drop this one:
+            # skip its decoding.
+            wanted = not is_last and (self.wants_preview is None or self.wants_preview())
+            self._hand_on_ready_frames()
+            # At most one frame in flight: a consumer cannot take frames faster than that.
+            ready = self.on_step is not None and self.denoised is not None and not self._pending
+            if wanted and ready and self.plan.decodes(self.completed):
+                frame = self.previews.decode_async(self.denoised, self.plan.mode)
+                if frame is not None:
+                    self._pending.append((frame, self._preview(None, elapsed)))
+                self._hand_on_ready_frames()
+            elif wanted and ready and self._shown is not None:
+                # A step between two decodes of a strided plan: the newest frame again, so the
+                # step count and the time left still move on.
+                self.on_step(self._preview(self._shown, elapsed))
+            self._last_elapsed = elapsed
         if step == pipe.num_timesteps - 1:
-            self.final_latents = callback_kwargs["latents"].detach().float().cpu()
+            # Copied to the host after the loop (deliver_final): a copy here would wait for the GPU.
+            self._final = callback_kwargs["latents"]
+            if self.after_loop is not None:
+                self.after_loop.armed = True
             self.timings["denoise"] = time.perf_counter() - self.started
         if self.cancel.is_set():
             raise _Cancelled
