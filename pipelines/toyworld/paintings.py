@@ -87,12 +87,4 @@ def make_depth_sample(seed: int, kind: str | None = None) -> DepthSample:
 
 def fingerprint(count: int = 8) -> str:
     """A short hash of the first samples: data encoded from other paintings is not reused."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for seed in range(count):
-        sample = make_depth_sample(seed)
-        digest.update(sample.caption.encode())
-        digest.update(sample.image.tobytes())
-        digest.update(sample.depth.tobytes())
-    return digest.hexdigest()[:10]
+    return world.digest_of((make_depth_sample(seed) for seed in range(count)), ("image", "depth"))
