@@ -7,10 +7,14 @@ controls and listens to ``changed``; nothing about a unit lives only in the widg
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
+from pipelines.models import ModelInfo
+from pipelines.resources import resource_path
 from pipelines.types import ControlKind, ControlUnit, ResizeMode
 
 T = TypeVar("T")
@@ -50,6 +54,12 @@ class ControlUnitModel(QObject):
         super().__init__(parent)
         self._values: dict[str, Any] = {}
         self._values.update(self._defaults())
+        # The ControlNet of each kind a unit with no chosen model uses (pick_controlnet).
+        self.automatic: dict[ControlKind, str] = {}
+
+    @property
+    def automatic_model(self) -> str:
+        return self.automatic.get(self.kind, "")
 
     @staticmethod
     def _defaults() -> dict[str, Any]:
@@ -72,7 +82,7 @@ class ControlUnitModel(QObject):
         low, high = sorted(self.canny)
         return ControlUnit(
             kind=self.kind,
-            model=self.model,
+            model=self.model or self.automatic_model,
             image=self.image,
             preprocess=self.preprocess,
             strength=round(self.strength, 3),
@@ -98,3 +108,15 @@ class ControlUnitModel(QObject):
                           module=unit.module)  # fmt: skip
         for name, value in values.items():
             setattr(self, name, value)
+
+
+def pick_controlnet(controlnets: Iterable[ModelInfo], kind: ControlKind) -> ModelInfo | None:
+    """The ControlNet a unit of ``kind`` uses until the user chooses one: a bundled one first
+    (the demo model's own), else the first of that kind by name."""
+    bundled = resource_path("models")
+
+    def rank(info: ModelInfo) -> tuple[bool, str]:
+        return (not Path(info.path).is_relative_to(bundled), info.name.lower())
+
+    fitting = sorted((c for c in controlnets if c.control_kind is kind), key=rank)
+    return fitting[0] if fitting else None
