@@ -22,6 +22,7 @@ from pipelines.samplers import DEFAULT_SAMPLER, sampler_names
 from pipelines.types import (
     MAX_STEPS,
     MIN_STEPS,
+    Branch,
     ControlKind,
     ControlUnit,
     GenerationRequest,
@@ -84,6 +85,9 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overwrite", action="store_true", help="replace existing files")
     gen.add_argument("--batch-count", type=int, default=1, metavar="N",
                      help="N images, with seeds SEED, SEED+1, … (or N random seeds)")  # fmt: skip
+    gen.add_argument("--branch", action="append", default=[], metavar="STEP:KEY=VALUE",
+                     help="from STEP on, change KEY (prompt, negative, cfg, sampler, "
+                          "control-strength) to VALUE (repeatable)")  # fmt: skip
 
     comparison = sub.add_parser("compare", help="run several samplers on one request, side by side")
     _add_request_options(comparison)
@@ -218,7 +222,14 @@ def build_request(args: argparse.Namespace, engine: Engine) -> GenerationRequest
         height=height,
         sampler=args.sampler,
         controls=tuple(units),
+        branches=_branches(getattr(args, "branch", [])),
     )
+
+
+def _branches(items: list[str]) -> tuple[Branch, ...]:
+    from pipelines.branching import merge_by_step, parse_cli_branch
+
+    return merge_by_step([parse_cli_branch(item) for item in items])
 
 
 def keep_map_copies(

@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from pipelines import cpu, models
+from pipelines.branching import apply_branch, branch_checker, check_sampler_switches
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
 from pipelines.previews import PreviewDecoder
 from pipelines.prompts import prompt_report, truncation_warning
 from pipelines.resources import resource_path
+from pipelines.run_control import RunControl
 from pipelines.samplers import get_sampler
 from pipelines.types import (  # EngineSettings is re-exported: callers import it from here
     ControlKind,
@@ -382,6 +384,7 @@ class Engine:
                 controls=_absolute_paths(request.controls),
             ).resolve_seed()
             _check_size(request, loaded.scale_factor)
+            check_sampler_switches(request, loaded.scheduler_config)
             units = request.active_controls
             controlnet_paths = tuple(self._check_controls(loaded, units))
             maps = self._condition_maps(request)
@@ -436,10 +439,11 @@ class Engine:
         cancel: threading.Event | None = None,
         on_progress: ProgressCallback | None = None,
         wants_preview: PreviewGate | None = None,
+        control: RunControl | None = None,
     ) -> GenerationResult:
         with self._lock:
             prepared = self.prepare(request, on_progress)
-            return self.execute(prepared, on_step, cancel, wants_preview)
+            return self.execute(prepared, on_step, cancel, wants_preview, control)
 
     def execute(
         self,
@@ -447,18 +451,22 @@ class Engine:
         on_step: StepCallback | None = None,
         cancel: threading.Event | None = None,
         wants_preview: PreviewGate | None = None,
+        control: RunControl | None = None,
     ) -> GenerationResult:
         """Denoise a prepared run with a scheduler of its own.
 
         ``on_step`` gets a decoded x0 preview after each completed step. ``wants_preview``, when
         given, is asked first: while it says False (the consumer has not taken the previous
-        frame yet) the step is neither decoded nor reported; the last step always is.
+        frame yet) the step is neither decoded nor reported; the last step always is, and so is
+        a step ``control`` holds the run after (pause, step, branch: see pipelines.run_control).
         """
         request = prepared.request
         pipe = prepared.pipeline
         with self.exclusive(prepared, batch=2 if prepared.guided else 1):
             prepared.apply_memory_options()
             pipe.scheduler = prepared.new_scheduler()
+            control = control or RunControl()
+            control.begin(request, branch_checker(prepared.model.scheduler_config))
             tracker = _StepTracker(
                 pipe.scheduler,
                 request,
@@ -466,6 +474,7 @@ class Engine:
                 on_step,
                 cancel or threading.Event(),
                 wants_preview,
+                control,
             )
             kwargs = self._call_arguments(prepared)
             started = time.perf_counter()
@@ -491,7 +500,7 @@ class Engine:
             finally:
                 tracker.detach()
         return GenerationResult(
-            request=request,
+            request=replace(request, branches=control.branches()),  # with those made while held
             image=output.images[0],
             timings={**tracker.timings, "total": time.perf_counter() - started},
             condition_maps=prepared.condition_maps,
@@ -593,8 +602,9 @@ class _StepTracker:
         on_step: StepCallback | None,
         cancel: threading.Event,
         wants_preview: PreviewGate | None = None,
+        control: RunControl | None = None,
     ) -> None:
-        self.scheduler = scheduler
+        self.control = control or RunControl()
         self.request = request
         self.previews = previews
         self.on_step = on_step
@@ -606,6 +616,10 @@ class _StepTracker:
         self.final_latents: torch.Tensor | None = None
         self.timings: dict[str, float] = {}
         self.started = time.perf_counter()
+        self._attach(scheduler)
+
+    def _attach(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
         self._original_step = scheduler.step
 
         # wraps() keeps the signature: pipelines only pass `generator` to schedulers that accept it.
@@ -615,8 +629,14 @@ class _StepTracker:
 
         scheduler.step = step
 
+    def swap_scheduler(self, scheduler: Any) -> None:
+        """Go on with another scheduler (a branch switched the sampler)."""
+        self.scheduler.step = self._original_step
+        self._attach(scheduler)
+
     def detach(self) -> None:
         self.scheduler.step = self._original_step
+        self.control.end()
 
     def _step(
         self,
@@ -662,7 +682,8 @@ class _StepTracker:
                 self.timings["first_step"] = elapsed
             # A consumer still holding the previous frame would drop this one: skip its decoding.
             # The last step is always delivered, so the consumer ends on the run's final estimate.
-            wanted = is_last or self.wants_preview is None or self.wants_preview()
+            holds = not is_last and self.control.decide()
+            wanted = is_last or holds or self.wants_preview is None or self.wants_preview()
             if self.on_step is not None and self.denoised is not None and wanted:
                 image = self.previews.decode(self.denoised, self.request.preview)
                 self.on_step(
@@ -675,6 +696,12 @@ class _StepTracker:
                         evaluations=self.evaluations,
                     )
                 )
+            if holds:
+                self.control.hold(self.completed, self.cancel)
+            if not is_last and self.control.branch_at(self.completed) and not self.cancel.is_set():
+                request = replace(self.request, branches=self.control.branches())
+                callback_kwargs = apply_branch(self, pipe, self.control, request, self.completed,
+                                               callback_kwargs)  # fmt: skip
         if step == pipe.num_timesteps - 1:
             self.final_latents = callback_kwargs["latents"].detach().float().cpu()
             self.timings["denoise"] = time.perf_counter() - self.started

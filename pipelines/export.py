@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 
 from PIL import Image, PngImagePlugin
 
+from pipelines.branching import branch_pairs, branches_from_fields
 from pipelines.errors import ExportError, ImageReadError, StudioError, ValidationError
 from pipelines.images import open_image
 from pipelines.types import (
@@ -211,6 +212,7 @@ def format_parameters(request: GenerationRequest) -> str:
     for index, unit in enumerate(request.controls):
         if unit.enabled:
             pairs.append((f"ControlNet {index}", _unit_text(unit)))
+    pairs += branch_pairs(request.branches)  # the run's changes part way (pipelines/branching)
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in pairs)
     text = _unambiguous(request.prompt)
     if request.negative_prompt:
@@ -388,6 +390,7 @@ def parse_parameters(text: str) -> GenerationRequest:
     if model and model != "default":  # "default" is what format_parameters writes for ""
         values["model"] = model
     values["controls"] = _controls(fields)
+    values["branches"] = branches_from_fields(fields)
     return GenerationRequest(**values)
 
 

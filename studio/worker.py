@@ -39,6 +39,7 @@ from studio.qt_image import array_to_qimage
 if TYPE_CHECKING:
     from pipelines.engine import Engine, LoadedModel
     from pipelines.history_store import HistoryStore
+    from pipelines.run_control import HoldListener, RunControl
     from pipelines.types import GenerationResult, StepPreview
 
 __all__ = ["GenerationWorker", "SamplerInfo", "Catalog", "ModelSummary", "readable_error"]
@@ -214,9 +215,10 @@ class GenerationWorker(QObject):
             log.exception("pose renderer not prepared")
 
     # ---- jobs ---------------------------------------------------------------------------------
-    @Slot(object, object)
-    def run(self, job: Job, cancel: threading.Event) -> None:
-        """Run one job; it ends with exactly one finished, cancelled or failed event."""
+    @Slot(object, object, object)
+    def run(self, job: Job, cancel: threading.Event, control: RunControl | None = None) -> None:
+        """Run one job; it ends with exactly one finished, cancelled or failed event. A
+        generation's ``control`` pauses it between steps (reported as paused/resumed events)."""
         with self._lock:
             self._job_id = job.id
             self._latest = None
@@ -232,7 +234,7 @@ class GenerationWorker(QObject):
             else:
                 engine = self._get_engine()
                 already = engine.loaded
-                result = self._generate(engine, job, cancel)
+                result = self._generate(engine, job, cancel, self._reporting(job, control))
                 cancelled = result.cancelled
                 if engine.loaded is not already and engine.loaded is not None:
                     self.event.emit(JobEvent(EventKind.LOADED, result=_summary(engine.loaded)))
@@ -246,14 +248,27 @@ class GenerationWorker(QObject):
         self.event.emit(JobEvent(kind, job, progress=0.0 if cancelled else 1.0, result=result,
                                  saved_as=saved_as))  # fmt: skip
 
-    def _generate(self, engine: Engine, job: Job, cancel: threading.Event):
+    def _reporting(self, job: Job, control: RunControl | None) -> RunControl | None:
+        def report(kind: EventKind) -> HoldListener:
+            return lambda done, total: self.event.emit(
+                JobEvent(kind, job, progress=done / total, result=done)
+            )
+
+        if control is not None:
+            control.on_hold = report(EventKind.PAUSED)
+            control.on_release = report(EventKind.RESUMED)
+        return control
+
+    def _generate(self, engine: Engine, job: Job, cancel: threading.Event,
+                  control: RunControl | None = None):  # fmt: skip
         if job.kind is JobKind.COMPARE:
             from pipelines.compare import compare
 
             return compare(engine, job.request, list(job.samplers), on_step=self._on_compare_step,
                            cancel=cancel, on_progress=self._loading)  # fmt: skip
         return engine.run(job.request, on_step=self._on_step, cancel=cancel,
-                          on_progress=self._loading, wants_preview=self._window_took_preview)  # fmt: skip
+                          on_progress=self._loading, wants_preview=self._window_took_preview,
+                          control=control)  # fmt: skip
 
     def _detect(self, request: DetectionRequest) -> DetectionResult:
         from pipelines.conditions import detect_map

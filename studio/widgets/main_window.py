@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 
 from pipelines.errors import StudioError
 from pipelines.history_store import HistoryStore, history_folder
-from pipelines.types import GenerationRequest
+from pipelines.types import Branch, GenerationRequest
 from studio.about import show_about
 from studio.jobs import Catalog, EventKind, Job, JobEvent, JobKind, ModelSummary, PreviewFrame
 from studio.qt_image import pil_to_qimage
@@ -116,6 +116,7 @@ class MainWindow(QMainWindow):
         self.shown_index: Key | None = None  # int: this session's history; str: kept on disk
         self.saved: dict[Key, Path] = {}
         self._deleted: set[Key] = set()  # taken out of the strip (undo puts them back)
+        self.recipe_branches: tuple[Branch, ...] = ()  # of the settings last restored
         self.history_store = HistoryStore(history_folder(settings.data_folder))
         self.session.keep_history(self.history_store.folder)
         self.open_url: Callable[[QUrl], object] = QDesktopServices.openUrl
@@ -217,6 +218,14 @@ class MainWindow(QMainWindow):
                                "Stop the running job; the waiting ones go on (Esc)")  # fmt: skip
         self.clear_queue_action = a("Clear queue", self.session.clear_queue, None,
                                     "Remove every waiting job; the running one goes on")  # fmt: skip
+        self.pause_action = a("Pause", self.pause_or_resume, "F8",
+                              "Hold the running generation after this step; again to resume "
+                              "(F8)")  # fmt: skip
+        self.step_action = a("Step", self.session.step, "F10",
+                             "Let a paused generation take one more step (F10)")  # fmt: skip
+        self.branch_action = a("Branch", self.branch, "F9",
+                               "Go on from the paused step with the panels' prompt, negative "
+                               "prompt, CFG, sampler and ControlNet strength (F9)")  # fmt: skip
         self.show_queue_action = a("Show queue", self.show_queue, "Ctrl+J",
                                    "Show the queue of running and waiting jobs (Ctrl+J)")  # fmt: skip
         self.compare_action = a("Compare samplers", self.compare,
@@ -255,6 +264,9 @@ class MainWindow(QMainWindow):
         run_menu.addAction(self.compare_action)
         run_menu.addAction(self.cancel_action)
         run_menu.addSeparator()
+        for action in (self.pause_action, self.step_action, self.branch_action):
+            run_menu.addAction(action)
+        run_menu.addSeparator()
         run_menu.addAction(self.show_queue_action)
         run_menu.addAction(self.clear_queue_action)
         view_menu = self.menuBar().addMenu("&View")
@@ -264,9 +276,13 @@ class MainWindow(QMainWindow):
         self.view_bar.addSeparator()
         self.view_bar.addAction(self.save_action)
         self.view_bar.addAction(self.copy_action)
+        self.view_bar.addSeparator()
+        for action in (self.pause_action, self.step_action, self.branch_action):
+            self.view_bar.addAction(action)
         help_menu = self.menuBar().addMenu("&Help")
         self.about_action = help_menu.addAction("About Diffusion Studio")
         self.about_action.triggered.connect(lambda: show_about(self))
+        self._update_run_actions()
 
     def _build_status_bar(self) -> None:
         self.progress = QProgressBar()
@@ -330,6 +346,8 @@ class MainWindow(QMainWindow):
             self._on_started(event.job.request)
         elif event.kind is EventKind.PREVIEW:
             self._on_preview(event.frames[-1])
+        elif event.kind in (EventKind.PAUSED, EventKind.RESUMED, EventKind.BRANCHED):
+            self._on_held(event)
         elif event.kind is EventKind.FINISHED:
             self._on_history_added(self.session.history[-1])
             self._on_finished(event.result)
@@ -401,6 +419,7 @@ class MainWindow(QMainWindow):
             preview=self.sampler_panel.preview_mode(),
             controls=self.control_panel.controls(),
             memory=self.settings.memory,
+            branches=self.recipe_branches,
         )
 
     def apply_request(self, request: GenerationRequest) -> None:
@@ -428,6 +447,7 @@ class MainWindow(QMainWindow):
             raise StudioError(f"These settings cannot be restored ({error}).") from error
 
     def _show_request(self, request: GenerationRequest) -> None:
+        self.recipe_branches = request.branches  # no panel shows them: Generate repeats them
         self.prompt_panel.apply(request)
         self.sampler_panel.set_sampler(request.sampler)
         self.sampler_panel.set_preview_mode(request.preview)
@@ -480,6 +500,72 @@ class MainWindow(QMainWindow):
             self.session.cancel()
             self.statusBar().showMessage("Cancelling after this step…")
 
+    # ---- pause, step, branch ------------------------------------------------------------------
+    def pause_or_resume(self) -> None:
+        if self.session.pausing:
+            self.session.resume()
+        elif self.session.pause():
+            self.statusBar().showMessage("Pausing after this step…")
+        self._update_run_actions()
+
+    def branch(self) -> bool:
+        """Branch the held generation with the panels' settings (see run_control.branch_between)."""
+        from pipelines.run_control import branch_between, effective_request
+
+        held, running = self.session.held_at, self.session.running_request
+        if held is None or running is None:
+            self.show_error("Pause the generation first (F8), then change the prompt, negative "
+                            "prompt, CFG, sampler or ControlNet strength and branch.")  # fmt: skip
+            return False
+        if (panels := self._request_to_run()) is None:
+            return False
+        change = branch_between(effective_request(running, held), panels, held)
+        if change is None:
+            self.statusBar().showMessage("Nothing to branch: the panels' prompt, negative prompt, "
+                                         "CFG, sampler and ControlNet strength are the run's.",
+                                         8000)  # fmt: skip
+            return False
+        try:
+            self.session.branch(change)
+        except StudioError as error:
+            self.show_error(str(error))
+            return False
+        return True
+
+    def _say_branches(self) -> None:
+        from pipelines.branching import branch_text
+
+        if self.recipe_branches:
+            changes = "; ".join(branch_text(b) for b in self.recipe_branches)
+            self.message_bar.show_message(
+                f"These settings change part way through the run ({changes}); Generate repeats "
+                "that.", error=False, actions=[("Drop the changes", self.drop_branches)])  # fmt: skip
+
+    def drop_branches(self) -> None:
+        self.recipe_branches = ()
+        self.message_bar.hide()
+
+    def _on_held(self, event: JobEvent) -> None:
+        if event.kind is EventKind.PAUSED:
+            total = event.job.request.steps
+            self.canvas.set_status(f"Paused at step {event.result}/{total} · F10 step, F8 resume, "
+                                   "F9 branch with the panels' settings")  # fmt: skip
+            self.statusBar().showMessage(f"Paused at step {event.result}.")
+        elif event.kind is EventKind.BRANCHED:
+            from pipelines.branching import branch_text
+
+            branch = event.result.branches[-1] if event.result.branches else None
+            if branch is not None:
+                self.statusBar().showMessage(f"Branch: {branch_text(branch)}", 8000)
+        self._update_run_actions()
+
+    def _update_run_actions(self) -> None:
+        pausing = self.session.pausing
+        self.pause_action.setEnabled(self.session.can_pause)
+        self.pause_action.setText("Resume" if pausing else "Pause")
+        self.step_action.setEnabled(self.session.can_pause)
+        self.branch_action.setEnabled(self.session.held_at is not None)
+
     def show_queue(self) -> None:
         self.bottom_tabs.setCurrentWidget(self.queue_panel)
         self.queue_panel.list.setFocus()
@@ -493,6 +579,7 @@ class MainWindow(QMainWindow):
         running = self.session.running_job is not None
         self.prompt_panel.set_running(running)
         self.cancel_action.setEnabled(running)
+        self._update_run_actions()
 
     def _on_started(self, request: GenerationRequest) -> None:
         self.progress.setRange(0, request.steps)
@@ -680,6 +767,7 @@ class MainWindow(QMainWindow):
             self.show_error(str(error))
             return False
         self.statusBar().showMessage("Settings restored from the history.", 5000)
+        self._say_branches()
         return True
 
     def _shown_entry(self) -> Key | None:
@@ -800,6 +888,7 @@ class MainWindow(QMainWindow):
                 continue
             text = " ".join((f"Settings restored from {Path(path).name}.", *metadata.warnings))
             self.message_bar.show_message(text, error=False)
+            self._say_branches()
             return True
         return False
 
