@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from pipelines import cpu, models
+from pipelines.batches import batch_noise, batch_preview, sampler_generators
 from pipelines.branching import apply_branch, branch_checker, check_sampler_switches
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
@@ -106,9 +107,9 @@ class PreparedRun:
         spec = get_sampler(self.request.sampler)
         return spec.make(self.model.scheduler_config, seed=self.request.seed)
 
-    def sampler_generator(self) -> torch.Generator:
+    def sampler_generator(self) -> torch.Generator | list[torch.Generator]:
         # A separate stream for the samplers' fresh noise, so ancestral runs are reproducible.
-        return torch.Generator("cpu").manual_seed(self.request.seed + 1)
+        return sampler_generators(self.request.seed, self.request.batch_size)
 
     def with_changes(
         self,
@@ -462,7 +463,7 @@ class Engine:
         """
         request = prepared.request
         pipe = prepared.pipeline
-        with self.exclusive(prepared, batch=2 if prepared.guided else 1):
+        with self.exclusive(prepared, batch=(2 if prepared.guided else 1) * request.batch_size):
             prepared.apply_memory_options()
             pipe.scheduler = prepared.new_scheduler()
             control = control or RunControl()
@@ -502,6 +503,7 @@ class Engine:
         return GenerationResult(
             request=replace(request, branches=control.branches()),  # with those made while held
             image=output.images[0],
+            images=tuple(output.images) if request.batch_size > 1 else (),
             timings={**tracker.timings, "total": time.perf_counter() - started},
             condition_maps=prepared.condition_maps,
             warnings=prepared.warnings,
@@ -547,9 +549,8 @@ class Engine:
             scale_factor = self._loaded.scale_factor if self._loaded else 8
         _check_size(request, scale_factor)
         # Drawn on the CPU so a seed gives the same picture on every device.
-        generator = torch.Generator("cpu").manual_seed(request.seed)
         shape = (1, channels, request.height // scale_factor, request.width // scale_factor)
-        return torch.randn(shape, generator=generator, dtype=torch.float32)
+        return batch_noise(request.seed, request.batch_size, shape)
 
     def _call_arguments(self, prepared: PreparedRun) -> dict[str, Any]:
         request, maps = prepared.request, prepared.condition_maps
@@ -558,6 +559,7 @@ class Engine:
             prompt=request.prompt,
             negative_prompt=request.negative_prompt or None,
             num_inference_steps=request.steps,
+            num_images_per_prompt=request.batch_size,
             guidance_scale=request.cfg_scale,
             width=request.width,
             height=request.height,
@@ -685,7 +687,7 @@ class _StepTracker:
             holds = not is_last and self.control.decide()
             wanted = is_last or holds or self.wants_preview is None or self.wants_preview()
             if self.on_step is not None and self.denoised is not None and wanted:
-                image = self.previews.decode(self.denoised, self.request.preview)
+                image = batch_preview(self.previews, self.denoised, self.request.preview)
                 self.on_step(
                     StepPreview(
                         step=self.completed,

@@ -208,6 +208,8 @@ def format_parameters(request: GenerationRequest) -> str:
     if request.width is not None and request.height is not None:
         pairs.append(("Size", f"{request.width}x{request.height}"))
     pairs.append(("Model", model_display_name(request.model)))
+    if request.batch_size > 1:  # as AUTOMATIC1111 writes it; the seed is each image's own
+        pairs.append(("Batch size", str(request.batch_size)))
     # Units keep their slot number, as sd-webui-controlnet does: disabled slots leave gaps.
     for index, unit in enumerate(request.controls):
         if unit.enabled:
@@ -391,6 +393,8 @@ def parse_parameters(text: str) -> GenerationRequest:
         values["model"] = model
     values["controls"] = _controls(fields)
     values["branches"] = branches_from_fields(fields)
+    if "Batch size" in fields:
+        values["batch_size"] = _to_int("Batch size", fields["Batch size"])
     return GenerationRequest(**values)
 
 

@@ -23,6 +23,7 @@ MIN_CFG, MAX_CFG = 0.0, 30.0
 MIN_SIZE, MAX_SIZE = 64, 4096
 MAX_SEED = 2**32 - 1
 MAX_CONTROL_UNITS = 3
+MAX_BATCH_SIZE = 16  # images in one model call; more fit no GPU at useful sizes
 # Far beyond what the text encoder reads (75 tokens is a few hundred characters): a longer text is
 # a paste gone wrong, and would only slow every step that handles it and bloat the metadata.
 MAX_PROMPT_CHARS = 10_000
@@ -237,6 +238,8 @@ class GenerationRequest:
     preview: PreviewMode = PreviewMode.APPROXIMATE
     # Pausing and branching: settings that change part way through the run (pipelines/branching)
     branches: tuple[Branch, ...] = ()
+    # Batch size: images denoised together, seeds seed … seed + batch_size - 1 (pipelines/batches)
+    batch_size: int = 1
 
     def check_fields(self) -> None:
         """Types and ranges of every field, without consulting the sampler registry or requiring
@@ -287,6 +290,11 @@ class GenerationRequest:
         steps = [branch.step for branch in self.branches]
         if steps != sorted(set(steps)):
             raise ValidationError("Branches must be in step order, at most one per step.")
+        # Batch size
+        _require(_is_int(self.batch_size), "Batch size", "a whole number", self.batch_size)
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ValidationError(f"Batch size must be from 1 to {MAX_BATCH_SIZE}; for more images "
+                                  "use the batch count.")  # fmt: skip
 
     def validate(self) -> None:
         from pipelines.samplers import get_sampler  # the registry owns sampler names
@@ -299,6 +307,10 @@ class GenerationRequest:
         for unit in active:
             unit.validate()
         _check_branches(self)
+        if self.batch_size > 1 and self.sampler == "DPM++ SDE":
+            raise ValidationError("DPM++ SDE draws one noise stream for the whole run, so its batch "
+                                  "images would not repeat alone: use batch size 1 and the batch "
+                                  "count.")  # fmt: skip
 
     @property
     def active_controls(self) -> tuple[ControlUnit, ...]:
@@ -435,3 +447,4 @@ class GenerationResult:
     warnings: tuple[str, ...] = ()
     latents: Any | None = None  # final latents (torch tensor, CPU) for tests and re-decoding
     precision: str = ""  # the weights' number format of the run: "fp32", "bf16" or "fp16"
+    images: tuple[Any, ...] = ()  # every image of a batch (batch_size > 1), ``image`` first

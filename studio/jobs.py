@@ -149,6 +149,7 @@ class JobEvent:
     error: str = ""
     message: str = ""
     saved_as: str = ""  # finished generations: the id of the history entry written to disk
+    saved: tuple[str, ...] = ()  # every image's entry id, for a batch one per image
 
     @property
     def job_id(self) -> int:

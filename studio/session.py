@@ -43,6 +43,8 @@ from studio.worker import GenerationWorker
 
 if TYPE_CHECKING:
     from pipelines.compare import CompareResult
+    from pipelines.history_store import HistoryStore
+    from pipelines.stored_comparisons import StoredComparison
     from pipelines.types import Branch, EngineSettings, GenerationRequest, GenerationResult
 
 
@@ -75,6 +77,28 @@ class ComparisonEntry:
         return f"#{self.number}: {names} · seed {self.request.seed}"
 
 
+class StoredComparisonEntry:
+    """A comparison an earlier session kept on disk; its step history loads when first shown."""
+
+    def __init__(self, store: HistoryStore, stored: StoredComparison, number: int) -> None:
+        self.store, self.stored, self.number = store, stored, number
+        self._result: CompareResult | None = None
+
+    @property
+    def result(self) -> CompareResult:
+        if self._result is None:
+            self._result = self.store.load_comparison(self.stored)
+        return self._result
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.stored.request
+
+    @property
+    def title(self) -> str:
+        return f"#{self.number}: {self.stored.title}"
+
+
 def compare_entries(samplers: Sequence[SamplerEntry], default_steps: int) -> list[tuple[str, int]]:
     """(name, steps) pairs from names or (name, steps) pairs; steps <= 0 means the request's."""
     return [sampler_entry(entry, default_steps) for entry in samplers]
@@ -94,7 +118,7 @@ class Session(QObject):
     _load = Signal(str, bool)
     _warm_up = Signal()
     _submit = Signal(object, object, object)  # Job, threading.Event, RunControl or None
-    _keep_history = Signal(object)  # Path or None
+    _keep_history = Signal(object, object)  # Path or None, (image limit, comparison limit)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -157,9 +181,22 @@ class Session(QObject):
     def configure(self, config: EngineSettings) -> None:
         self._configure.emit(config)
 
-    def keep_history(self, folder: Path | None) -> None:
-        """Write every finished generation to the history store in ``folder`` (None: keep none)."""
-        self._keep_history.emit(folder)
+    def keep_history(self, folder: Path | None, limits: tuple[int, int] = (0, 0)) -> None:
+        """Write every finished generation and comparison to the history store in ``folder``
+        (None: keep none), at most ``limits`` (images, comparisons; 0: all) of them."""
+        self._keep_history.emit(folder, limits)
+
+    def restore_comparisons(self, store: HistoryStore) -> int:
+        """Put the comparisons kept on disk first in :attr:`comparisons` (their step histories
+        load when one is reopened); returns how many."""
+        kept = store.comparisons()[:MAX_COMPARISONS][::-1]  # oldest first, as they finished
+        restored = []
+        for stored in kept:
+            self._compared += 1
+            restored.append(StoredComparisonEntry(store, stored, self._compared))
+        self.comparisons[:0] = restored
+        del self.comparisons[:-MAX_COMPARISONS]
+        return len(restored)
 
     def start_up(self) -> None:
         self._start_up.emit()
@@ -353,8 +390,13 @@ class Session(QObject):
             self._controls.pop(event.job.id, None)
             self.held_at = None
             if event.kind is EventKind.FINISHED and event.job.kind is JobKind.GENERATE:
-                image = pil_to_qimage(event.result.image)
-                self.history.append(HistoryEntry(event.result, image, event.saved_as))
+                from pipelines.batches import split_batch
+
+                # A batch: each image its own entry, with its own seed.
+                members = split_batch(event.result)
+                saved = event.saved or (event.saved_as,)
+                for member, stored in zip(members, saved + ("",) * len(members)):
+                    self.history.append(HistoryEntry(member, pil_to_qimage(member.image), stored))
             elif event.kind is EventKind.FINISHED and event.job.kind is JobKind.COMPARE:
                 self._compared += 1
                 self.comparisons.append(ComparisonEntry(event.result, self._compared))

@@ -250,6 +250,25 @@ class StudioSettings:
     def batch_count(self, count: int) -> None:
         self._store.setValue("session/batch_count", int(count))
 
+    # History kept on disk: how many images and comparisons (0: no limit), oldest first out.
+    @property
+    def history_limit(self) -> int:
+        return self._checked("history/limit", 0, _count_limit)
+
+    @history_limit.setter
+    def history_limit(self, count: int) -> None:
+        self._store.setValue("history/limit", int(count))
+
+    @property
+    def comparison_limit(self) -> int:
+        from pipelines.history_store import DEFAULT_COMPARISON_LIMIT
+
+        return self._checked("history/comparison_limit", DEFAULT_COMPARISON_LIMIT, _count_limit)
+
+    @comparison_limit.setter
+    def comparison_limit(self, count: int) -> None:
+        self._store.setValue("history/comparison_limit", int(count))
+
     @property
     def comparison(self) -> tuple[bool, list]:
         """(compare mode on, the ticked samplers as names or [name, steps])."""
@@ -289,6 +308,19 @@ def _one_of(choices: tuple[str, ...]):
 
 
 MAX_PANEL_BATCH = 100  # one press of Generate; the prompt panel's limit
+
+
+def _count_limit(value: Any) -> int:
+    try:
+        count = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else -1
+    except ValueError:
+        count = -1
+    if not 0 <= count <= MAX_HISTORY_LIMIT:
+        raise _Invalid(f"a number of entries from 0 (no limit) to {MAX_HISTORY_LIMIT}")
+    return count
+
+
+MAX_HISTORY_LIMIT = 1_000_000
 
 
 def _batch_count(value: Any) -> int:

@@ -37,6 +37,7 @@ from studio.jobs import (
 from studio.qt_image import array_to_qimage
 
 if TYPE_CHECKING:
+    from pipelines.compare import CompareResult
     from pipelines.engine import Engine, LoadedModel
     from pipelines.history_store import HistoryStore
     from pipelines.run_control import HoldListener, RunControl
@@ -131,23 +132,43 @@ class GenerationWorker(QObject):
             self._config = config
             self._engine = None  # rebuilt on next use with the new device/folders
 
-    @Slot(object)
-    def keep_history(self, folder: Path | None) -> None:
+    @Slot(object, object)
+    def keep_history(self, folder: Path | None, limits: tuple[int, int] = (0, 0)) -> None:
+        """Keep finished images and comparisons in ``folder``, at most ``limits`` (images,
+        comparisons; 0: all) of them."""
         from pipelines.history_store import HistoryStore
 
-        self._history = None if folder is None else HistoryStore(folder)
+        self._history = None if folder is None else HistoryStore(folder, *limits)
 
-    def _keep(self, result: GenerationResult) -> str:
-        """Write a finished image to the history on disk as soon as it exists; its entry id."""
+    def _keep(self, result: GenerationResult) -> tuple[str, ...]:
+        """Write a finished image (each image of a batch) to the history on disk as soon as it
+        exists; the entry ids, "" for one that could not be written."""
+        from pipelines.batches import split_batch
+
         if self._history is None or result.image is None:
-            return ""
+            return ()
+        kept = []
+        for member in split_batch(result):
+            try:
+                kept.append(self._history.add(member.image, member.request).id)
+            except Exception as error:  # the image is still shown; the user learns it was not kept
+                log.exception("image not kept in the history folder")
+                self.event.emit(JobEvent(EventKind.NOTICE, error="The image was not kept in the "
+                                         f"history folder: {readable_error(error)}"))  # fmt: skip
+                kept.append("")
+        return tuple(kept)
+
+    def _keep_comparison(self, result: CompareResult) -> tuple[str, ...]:
+        """Write a finished comparison with its step history, so it reopens after a restart."""
+        if self._history is None:
+            return ()
         try:
-            return self._history.add(result.image, result.request).id
-        except Exception as error:  # the image is still shown; the user learns it was not kept
-            log.exception("image not kept in the history folder")
-            self.event.emit(JobEvent(EventKind.NOTICE, error="The image was not kept in the "
+            return (self._history.add_comparison(result).id,)
+        except Exception as error:  # shown all the same; the user learns it was not kept
+            log.exception("comparison not kept in the history folder")
+            self.event.emit(JobEvent(EventKind.NOTICE, error="The comparison was not kept in the "
                                      f"history folder: {readable_error(error)}"))  # fmt: skip
-            return ""
+            return ()
 
     @Slot()
     def start_up(self) -> None:
@@ -244,9 +265,11 @@ class GenerationWorker(QObject):
             self.event.emit(JobEvent(EventKind.FAILED, job, error=readable_error(error)))
             return
         kind = EventKind.CANCELLED if cancelled else EventKind.FINISHED
-        saved_as = self._keep(result) if not cancelled and job.kind is JobKind.GENERATE else ""
+        saved = () if cancelled else self._keep(result) if job.kind is JobKind.GENERATE else (
+            self._keep_comparison(result) if job.kind is JobKind.COMPARE else ()
+        )  # fmt: skip
         self.event.emit(JobEvent(kind, job, progress=0.0 if cancelled else 1.0, result=result,
-                                 saved_as=saved_as))  # fmt: skip
+                                 saved_as=saved[0] if saved else "", saved=saved))  # fmt: skip
 
     def _reporting(self, job: Job, control: RunControl | None) -> RunControl | None:
         def report(kind: EventKind) -> HoldListener:

@@ -40,7 +40,7 @@ from pipelines.types import Branch, GenerationRequest
 from studio.about import show_about
 from studio.jobs import Catalog, EventKind, Job, JobEvent, JobKind, ModelSummary, PreviewFrame
 from studio.qt_image import pil_to_qimage
-from studio.session import ENDINGS, HistoryEntry, Session
+from studio.session import ENDINGS, Session
 from studio.settings import StudioSettings
 from studio.widgets.canvas import Canvas
 from studio.widgets.compare_view import CompareView
@@ -117,8 +117,9 @@ class MainWindow(QMainWindow):
         self.saved: dict[Key, Path] = {}
         self._deleted: set[Key] = set()  # taken out of the strip (undo puts them back)
         self.recipe_branches: tuple[Branch, ...] = ()  # of the settings last restored
-        self.history_store = HistoryStore(history_folder(settings.data_folder))
-        self.session.keep_history(self.history_store.folder)
+        self.history_store = HistoryStore(history_folder(settings.data_folder),
+                                          settings.history_limit, settings.comparison_limit)  # fmt: skip
+        self.session.keep_history(self.history_store.folder, self._history_limits())
         self.open_url: Callable[[QUrl], object] = QDesktopServices.openUrl
         self.last_error = ""
         self._discovery = None
@@ -349,7 +350,11 @@ class MainWindow(QMainWindow):
         elif event.kind in (EventKind.PAUSED, EventKind.RESUMED, EventKind.BRANCHED):
             self._on_held(event)
         elif event.kind is EventKind.FINISHED:
-            self._on_history_added(self.session.history[-1])
+            count = max(1, len(event.result.images))  # a batch adds one entry per image
+            for index in range(len(self.session.history) - count, len(self.session.history)):
+                self._on_history_added(index)
+            if count > 1:
+                self._show_batch(event.result)
             self._on_finished(event.result)
         elif event.kind is EventKind.CANCELLED:
             self._on_cancelled(event.result)
@@ -399,6 +404,9 @@ class MainWindow(QMainWindow):
         self.session.discover()
         self._load_model(self.prompt_panel.current_model())
         self.history_store.purge_deleted()  # deleted in an earlier session: no undo any more
+        self.history_store.prune()  # a limit lowered since, or entries another process added
+        if self.session.restore_comparisons(self.history_store):
+            self.compare_view._refresh_history()
         kept = {entry.stored_id for entry in self.session.history}
         self.gallery.show_store(self.history_store, skip=kept.__contains__)
 
@@ -420,6 +428,7 @@ class MainWindow(QMainWindow):
             controls=self.control_panel.controls(),
             memory=self.settings.memory,
             branches=self.recipe_branches,
+            batch_size=self.sampler_panel.batch_size.value(),
         )
 
     def apply_request(self, request: GenerationRequest) -> None:
@@ -451,6 +460,7 @@ class MainWindow(QMainWindow):
         self.prompt_panel.apply(request)
         self.sampler_panel.set_sampler(request.sampler)
         self.sampler_panel.set_preview_mode(request.preview)
+        self.sampler_panel.batch_size.setValue(request.batch_size)
         self.control_panel.apply(request.controls)
 
     # ---- running ------------------------------------------------------------------------------
@@ -485,7 +495,9 @@ class MainWindow(QMainWindow):
             return None
         if (request := self._request_to_run()) is None:
             return None
-        job = self.session.compare(request.resolve_seed(), self.sampler_panel.compare_entries())
+        # One image per sampler, each run whole: a batch size or a restored branch is no column.
+        request = replace(request, batch_size=1, branches=()).resolve_seed()
+        job = self.session.compare(request, self.sampler_panel.compare_entries())
         self._say_queued(job)
         return job
 
@@ -607,10 +619,18 @@ class MainWindow(QMainWindow):
         if result.warnings:
             self.message_bar.show_message("\n".join(result.warnings), error=False)
 
-    def _on_history_added(self, entry: HistoryEntry) -> None:
-        index = len(self.session.history) - 1
-        self.gallery.add_entry(index, entry)  # selecting it shows it on the canvas
+    def _on_history_added(self, index: int) -> None:
+        self.gallery.add_entry(index, self.session.history[index])  # selecting it shows it
         self.show_entry(index)
+
+    def _show_batch(self, result: GenerationResult) -> None:
+        """The batch's images as one grid on the canvas; each is its own history entry."""
+        import numpy as np
+
+        from pipelines.batches import tile_grid
+
+        grid = tile_grid([np.asarray(image.convert("RGB")) for image in result.images])
+        self.canvas.set_image(pil_to_qimage(Image.fromarray(grid)))
 
     def _on_cancelled(self, result: GenerationResult) -> None:
         self.canvas.set_status("Cancelled")
@@ -909,7 +929,12 @@ class MainWindow(QMainWindow):
         dialog.open()
         return dialog
 
+    def _history_limits(self) -> tuple[int, int]:
+        return self.settings.history_limit, self.settings.comparison_limit
+
     def _settings_changed(self) -> None:
+        self.history_store.limit, self.history_store.comparison_limit = self._history_limits()
+        self.session.keep_history(self.history_store.folder, self._history_limits())
         self.session.configure(self.settings.engine_config())
         self.session.discover()
         self._load_model(self.prompt_panel.current_model())

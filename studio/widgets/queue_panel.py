@@ -39,7 +39,9 @@ def describe(job: Job) -> str:
     if job.kind is JobKind.COMPARE:
         samplers = ", ".join(f"{name} {steps}" for name, steps in job.samplers)
         return f"Compare: {prompt}\n{size} · {samplers} · seed {request.seed}"
-    return f"{prompt}\n{size} · {request.sampler} · {request.steps} steps · seed {request.seed}"
+    batch = f" · batch of {request.batch_size}" if request.batch_size > 1 else ""
+    return (f"{prompt}\n{size} · {request.sampler} · {request.steps} steps · seed {request.seed}"
+            f"{batch}")  # fmt: skip
 
 
 def _branch_note(request: GenerationRequest) -> str:
