@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pipelines import cpu, models
+from pipelines import cpu, hires, models, rework
 from pipelines.batches import batch_noise, batch_preview, sampler_generators
 from pipelines.branching import apply_branch, branch_checker, check_sampler_switches
 from pipelines.conditions import prepare_condition
@@ -90,10 +90,16 @@ class PreparedRun:
     initial_noise: torch.Tensor  # (1, C, H / scale, W / scale), CPU float32
     device: torch.device
     dtype: torch.dtype
+    rework: rework.ReworkPlan | None = None  # the picture a reworking run starts from
 
     @property
     def precision(self) -> str:
         return precision_name(self.dtype)
+
+    @property
+    def total_steps(self) -> int:
+        """The steps the run really spends (a reworking run: its strength's share)."""
+        return self.rework.steps(self.request.steps) if self.rework else self.request.steps
 
     @property
     def guided(self) -> bool:
@@ -383,15 +389,26 @@ class Engine:
                 width=request.width or width,
                 height=request.height or height,
                 controls=_absolute_paths(request.controls),
+                source=rework.absolute_source(request.source),
             ).resolve_seed()
             _check_size(request, loaded.scale_factor)
             check_sampler_switches(request, loaded.scheduler_config)
+            request.check_grown_sizes()  # the native size is known only now
             units = request.active_controls
             controlnet_paths = tuple(self._check_controls(loaded, units))
-            maps = self._condition_maps(request)
+            plan, rework_notes = rework.prepare_source(request)
+            maps = self._condition_maps(rework.canvas_request(request))
             pipe = self._pipeline_for(loaded, controlnet_paths)
-            notes = self._prompt_warnings(pipe, request)
-            noise = self.initial_noise(request, pipe.unet.config.in_channels, loaded.scale_factor)
+            notes = self._prompt_warnings(pipe, request) + rework_notes
+            channels = pipe.unet.config.in_channels
+            if plan is None and channels == 9:  # an inpainting UNet runs in its own pipeline
+                plan = rework.text_to_image_plan(request)
+            if plan is not None:
+                pipe = rework.inpainting_pipeline(pipe, loaded.family)
+                channels = pipe.vae.config.latent_channels
+            noise = self.initial_noise(
+                rework.run_request(request, plan), channels, loaded.scale_factor
+            )
             return PreparedRun(
                 request=request,
                 model=loaded,
@@ -401,6 +418,7 @@ class Engine:
                 initial_noise=noise,
                 device=self.device,
                 dtype=self.dtype,
+                rework=plan,
             )
 
     def _check_controls(self, loaded: LoadedModel, units: tuple[ControlUnit, ...]) -> list[Path]:
@@ -462,12 +480,15 @@ class Engine:
         a step ``control`` holds the run after (pause, step, branch: see pipelines.run_control).
         """
         request = prepared.request
+        if request.hires is not None:  # two passes, each one of these runs
+            return hires.run_hires(self, prepared, on_step, cancel, wants_preview)
         pipe = prepared.pipeline
         with self.exclusive(prepared, batch=(2 if prepared.guided else 1) * request.batch_size):
             prepared.apply_memory_options()
             pipe.scheduler = prepared.new_scheduler()
             control = control or RunControl()
-            control.begin(request, branch_checker(prepared.model.scheduler_config))
+            control.begin(request, branch_checker(prepared.model.scheduler_config),
+                          prepared.total_steps)  # fmt: skip
             tracker = _StepTracker(
                 pipe.scheduler,
                 request,
@@ -476,6 +497,8 @@ class Engine:
                 cancel or threading.Event(),
                 wants_preview,
                 control,
+                total=prepared.total_steps,
+                compose=prepared.rework.compose_preview if prepared.rework else None,
             )
             kwargs = self._call_arguments(prepared)
             started = time.perf_counter()
@@ -502,7 +525,7 @@ class Engine:
                 tracker.detach()
         return GenerationResult(
             request=replace(request, branches=control.branches()),  # with those made while held
-            image=output.images[0],
+            image=prepared.rework.finish(output.images[0]) if prepared.rework else output.images[0],
             images=tuple(output.images) if request.batch_size > 1 else (),
             timings={**tracker.timings, "total": time.perf_counter() - started},
             condition_maps=prepared.condition_maps,
@@ -577,6 +600,8 @@ class Engine:
                 control_guidance_start=units[0].start if single else [u.start for u in units],
                 control_guidance_end=units[0].end if single else [u.end for u in units],
             )
+        if prepared.rework is not None:
+            kwargs = prepared.rework.call_arguments(kwargs, controlnet=bool(units))
         return kwargs
 
 
@@ -605,8 +630,12 @@ class _StepTracker:
         cancel: threading.Event,
         wants_preview: PreviewGate | None = None,
         control: RunControl | None = None,
+        total: int | None = None,
+        compose: Callable[[Any], Any] | None = None,  # the preview shown in the whole picture
     ) -> None:
         self.control = control or RunControl()
+        self.total = total or request.steps
+        self.compose = compose
         self.request = request
         self.previews = previews
         self.on_step = on_step
@@ -688,10 +717,12 @@ class _StepTracker:
             wanted = is_last or holds or self.wants_preview is None or self.wants_preview()
             if self.on_step is not None and self.denoised is not None and wanted:
                 image = batch_preview(self.previews, self.denoised, self.request.preview)
+                if self.compose is not None:
+                    image = self.compose(image)
                 self.on_step(
                     StepPreview(
                         step=self.completed,
-                        total=self.request.steps,
+                        total=self.total,
                         sampler=self.request.sampler,
                         image=image,
                         elapsed=elapsed,

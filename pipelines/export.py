@@ -32,6 +32,7 @@ from PIL import Image, PngImagePlugin
 from pipelines.branching import branch_pairs, branches_from_fields
 from pipelines.errors import ExportError, ImageReadError, StudioError, ValidationError
 from pipelines.images import open_image
+from pipelines.rework_metadata import rework_pairs, rework_values
 from pipelines.types import (
     MAX_SEED,
     ControlKind,
@@ -210,6 +211,7 @@ def format_parameters(request: GenerationRequest) -> str:
     pairs.append(("Model", model_display_name(request.model)))
     if request.batch_size > 1:  # as AUTOMATIC1111 writes it; the seed is each image's own
         pairs.append(("Batch size", str(request.batch_size)))
+    pairs += rework_pairs(request.source, request.hires)
     # Units keep their slot number, as sd-webui-controlnet does: disabled slots leave gaps.
     for index, unit in enumerate(request.controls):
         if unit.enabled:
@@ -366,7 +368,7 @@ def _controls(fields: Mapping[str, str]) -> tuple[ControlUnit, ...]:
 def parse_parameters(text: str) -> GenerationRequest:
     """Read A1111-style text into a request.
 
-    Fields the request has no place for (``Model hash``, ``Denoising strength``, ``Version``, ...)
+    Fields the request has no place for (``Model hash``, ``Clip skip``, ``Version``, ...)
     are dropped; use :func:`split_parameters` to see them. ``Model`` becomes a model *name*, not a
     path, and ControlNet units have no image: the caller resolves both against local files.
     Values are not range-checked here; the engine validates the request before a run.
@@ -395,6 +397,8 @@ def parse_parameters(text: str) -> GenerationRequest:
     values["branches"] = branches_from_fields(fields)
     if "Batch size" in fields:
         values["batch_size"] = _to_int("Batch size", fields["Batch size"])
+    size = (values["width"], values["height"]) if "width" in values else None
+    values.update(rework_values(fields, size, _to_int, _to_float))
     return GenerationRequest(**values)
 
 

@@ -100,12 +100,13 @@ class RunControl:
             return request
 
     # ---- asked by the engine, in the thread that denoises -------------------------------------
-    def begin(self, request: GenerationRequest, check: BranchCheck | None = None) -> None:
-        """A run of ``request`` starts; ``check`` refuses a request whose branches the loaded model
-        cannot follow."""
+    def begin(self, request: GenerationRequest, check: BranchCheck | None = None,
+              total: int | None = None) -> None:  # fmt: skip
+        """A run of ``request`` starts (``total`` steps: fewer than its steps when it reworks an
+        image); ``check`` refuses a request whose branches the loaded model cannot follow."""
         with self._condition:
             self._request = request
-            self._total = request.steps
+            self._total = total or request.steps
             self._branches = {branch.step: branch for branch in request.branches}
             self._check = check
             self._held_at = None
