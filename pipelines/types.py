@@ -559,11 +559,10 @@ def _control_from_dict(data: Any) -> ControlUnit:
 
 
 def _branch_from_dict(data: Any) -> Branch:
-    if not isinstance(data, dict):
-        raise ValidationError(f"A stored branch is not a table of fields: {_shown(data)}.")
-    values = _known(Branch, data)
+    values = _known(Branch, data) if isinstance(data, dict) else {}
     if "step" not in values:
-        raise ValidationError("A stored branch has no step.")
+        raise ValidationError(f"A stored branch is not a table of fields with a step: "
+                              f"{_shown(data)}.")  # fmt: skip
     return Branch(**values)
 
 

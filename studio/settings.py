@@ -310,27 +310,28 @@ def _one_of(choices: tuple[str, ...]):
 MAX_PANEL_BATCH = 100  # one press of Generate; the prompt panel's limit
 
 
-def _count_limit(value: Any) -> int:
-    try:
-        count = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else -1
-    except ValueError:
-        count = -1
-    if not 0 <= count <= MAX_HISTORY_LIMIT:
-        raise _Invalid(f"a number of entries from 0 (no limit) to {MAX_HISTORY_LIMIT}")
-    return count
+def _whole_number(value: Any, low: int, high: int, expected: str) -> int:
+    number = None
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            number = int(value)
+        except ValueError:
+            pass
+    if number is None or not low <= number <= high:
+        raise _Invalid(expected)
+    return number
+
+
+def _batch_count(value: Any) -> int:
+    return _whole_number(value, 1, MAX_PANEL_BATCH, f"a batch count from 1 to {MAX_PANEL_BATCH}")
 
 
 MAX_HISTORY_LIMIT = 1_000_000
 
 
-def _batch_count(value: Any) -> int:
-    try:
-        count = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else 0
-    except ValueError:
-        count = 0
-    if not 1 <= count <= MAX_PANEL_BATCH:
-        raise _Invalid(f"a batch count from 1 to {MAX_PANEL_BATCH}")
-    return count
+def _count_limit(value: Any) -> int:
+    return _whole_number(value, 0, MAX_HISTORY_LIMIT,
+                         f"a number of entries from 0 (no limit) to {MAX_HISTORY_LIMIT}")  # fmt: skip
 
 
 def _folder(value: Any) -> str:
