@@ -306,6 +306,13 @@ def merge_by_step(branches: list[Branch]) -> tuple[Branch, ...]:
     return tuple(merged[step] for step in sorted(merged))
 
 
+def branch_titles(request: GenerationRequest) -> tuple[str, str]:
+    """The titles of a branched run's two columns in the compare view (pipelines.branch_compare):
+    the run as it began, and with its branches."""
+    steps = ", ".join(str(branch.step) for branch in request.branches)
+    return f"{request.sampler} unbranched", f"{request.sampler} branched at step {steps}"
+
+
 def branch_checker(scheduler_config: Any) -> Any:
     """What a run checks a branch made while it is held against: the whole request, and the
     loaded model's noise levels for a sampler switch."""

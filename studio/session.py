@@ -222,6 +222,13 @@ class Session(QObject):
         entries = tuple(compare_entries(samplers, request.steps))
         return self._enqueue(Job(JobKind.COMPARE, request, samplers=entries))
 
+    def compare_branches(self, request: GenerationRequest) -> Job:
+        """Queue a branched request's run beside the same run without its branches."""
+        from pipelines.branching import branch_titles
+
+        entries = tuple((title, request.steps) for title in branch_titles(request))
+        return self._enqueue(Job(JobKind.COMPARE, request, samplers=entries))
+
     def detect(self, request: DetectionRequest) -> Job:
         """Queue a pose/depth/canny detection behind whatever the worker is doing."""
         job = Job(JobKind.DETECT, request)

@@ -284,6 +284,11 @@ class GenerationWorker(QObject):
 
     def _generate(self, engine: Engine, job: Job, cancel: threading.Event,
                   control: RunControl | None = None):  # fmt: skip
+        if job.kind is JobKind.COMPARE and job.request.branches:
+            from pipelines.branch_compare import compare_branches
+
+            return compare_branches(engine, job.request, on_step=self._on_compare_step,
+                                    cancel=cancel, on_progress=self._loading)  # fmt: skip
         if job.kind is JobKind.COMPARE:
             from pipelines.compare import compare
 

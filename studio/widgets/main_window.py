@@ -239,6 +239,9 @@ class MainWindow(QMainWindow):
         self.branch_action = a("Branch", self.branch, "F9",
                                "Go on from the paused step with the panels' prompt, negative "
                                "prompt, CFG, sampler and ControlNet strength (F9)")  # fmt: skip
+        self.compare_branch_action = a("Compare with the unbranched run", self.compare_branch,
+                                       None, "Show the branched image's run beside the same run "
+                                       "without its branches, step by step")  # fmt: skip
         self.show_queue_action = a("Show queue", self.show_queue, "Ctrl+J",
                                    "Show the queue of running and waiting jobs (Ctrl+J)")  # fmt: skip
         self.compare_action = a("Compare samplers", self.compare,
@@ -288,7 +291,8 @@ class MainWindow(QMainWindow):
         for action in (self.use_input_action, self.paste_input_action, self.mask_action):
             run_menu.addAction(action)
         run_menu.addSeparator()
-        for action in (self.pause_action, self.step_action, self.branch_action):
+        for action in (self.pause_action, self.step_action, self.branch_action,
+                       self.compare_branch_action):  # fmt: skip
             run_menu.addAction(action)
         run_menu.addSeparator()
         run_menu.addAction(self.show_queue_action)
@@ -607,6 +611,17 @@ class MainWindow(QMainWindow):
             self.show_error(str(error))
             return False
         return True
+
+    def compare_branch(self) -> Job | None:
+        """Queue the shown image's branched run beside its unbranched run (compare view)."""
+        found = None if self.shown_index is None else self._entry(self.shown_index)
+        if found is None or not found[0].branches:
+            self.show_error("Show an image made with a branch first (its history entry), then "
+                            "compare it with the unbranched run.")  # fmt: skip
+            return None
+        job = self.session.compare_branches(found[0])
+        self._say_queued(job)
+        return job
 
     def _say_branches(self) -> None:
         from pipelines.branching import branch_text

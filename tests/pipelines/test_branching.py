@@ -211,3 +211,20 @@ def test_the_command_line_reproduces_a_live_branch_bit_for_bit(tmp_path, capsys)
 def test_bad_branch_arguments_say_what_is_expected(text):
     with pytest.raises(ValidationError, match="--branch"):
         parse_cli_branch(text)
+
+
+def test_a_branched_run_is_compared_with_its_unbranched_run_step_by_step(toy_engine):
+    from pipelines.branch_compare import compare_branches
+
+    request = toy_request(steps=5, branches=(Branch(step=2, prompt=OTHER),))
+    result = compare_branches(toy_engine, request)
+    plain, branched = result.columns
+    assert (plain.sampler, branched.sampler) == ("Euler unbranched", "Euler branched at step 2")
+    assert plain.completed == branched.completed == 5
+    # The same run up to the branch, apart after it.
+    assert all(np.array_equal(a, b) for a, b in zip(plain.previews[:2], branched.previews[:2]))
+    assert not np.array_equal(plain.previews[-1], branched.previews[-1])
+    assert np.array_equal(pixels(branched), pixels(toy_engine.run(request)))
+    assert np.array_equal(pixels(plain), pixels(toy_engine.run(replace(request, branches=()))))
+    with pytest.raises(ValidationError, match="no branch"):
+        compare_branches(toy_engine, replace(request, branches=()))

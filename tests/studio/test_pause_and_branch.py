@@ -3,6 +3,8 @@ uninterrupted run (or the command line with the same --branch) makes, bit for bi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from PIL import Image
 
@@ -109,3 +111,20 @@ def test_branching_needs_a_paused_run_and_a_change(qtbot, window):
     assert not window.branch()  # the panels are the run's settings: nothing to branch
     window.pause_action.trigger()
     finish(qtbot, window, 1)
+
+
+def test_a_branched_image_is_compared_with_its_unbranched_run(qtbot, window):
+    from studio.jobs import JobKind
+
+    window.prompt_panel.prompt.setPlainText("a red circle")
+    window.apply_request(replace(window.current_request(),
+                                 branches=(Branch(2, prompt="a blue square"),)))  # fmt: skip
+    with wait_event(qtbot, window.session, EventKind.FINISHED):
+        window.generate_action.trigger()
+    with wait_event(qtbot, window.session, EventKind.FINISHED, JobKind.COMPARE) as blocker:
+        window.compare_branch_action.trigger()
+    plain, branched = blocker.args[0].result.columns
+    assert branched.sampler.endswith("branched at step 2") and plain.completed == 4
+    assert np.array_equal(pixels(branched.image), pixels(window.session.history[0].result.image))
+    assert window.centre_tabs.currentWidget() is window.compare_view
+    assert len(window.compare_view.columns) == 2
