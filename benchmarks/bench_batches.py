@@ -108,7 +108,8 @@ def bench_stored_comparison(rounds: int) -> None:
         previews = []
         for step in range(50):  # smooth pictures with fading noise, as denoising previews are
             base = np.stack([(xx + step) % 256, (yy + index * 9) % 256, (xx + yy) // 2 % 256], -1)
-            noise = rng.normal(0, 60 * (1 - step / 50), base.shape)
+            # Approximate previews are latents (1/8 of the size) scaled up: noise in blocks.
+            noise = rng.normal(0, 60 * (1 - step / 50), (32, 32, 3)).repeat(8, 0).repeat(8, 1)
             previews.append(np.clip(base + noise, 0, 255).astype(np.uint8))
         columns.append(CompareColumn(f"S{index}", 50, request, previews=previews,
                                      evaluations=list(range(1, 51)), elapsed=[0.1] * 50,
