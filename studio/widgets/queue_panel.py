@@ -119,11 +119,14 @@ class QueuePanel(QWidget):
     def _show_hold(self, event: JobEvent) -> None:
         item = self.list.item(0)
         if item is not None and item.data(JOB_ROLE) == event.job.id:
-            held = self.session.held_at
-            label = "Running" if held is None else f"Paused at step {held}"
-            request = self.session.running_request or event.job.request
-            item.setText(f"{label}  {describe(event.job)}" + _branch_note(request))
+            item.setText(self._running_text(event.job))
         self._update_buttons()
+
+    def _running_text(self, job: Job) -> str:
+        held = self.session.held_at
+        label = "Running" if held is None else f"Paused at step {held}"
+        request = self.session.running_request or job.request
+        return f"{label}  {describe(job)}" + _branch_note(request)
 
     def _show_preview(self, job: Job, image: QImage) -> None:
         item = self.list.item(0)
@@ -143,8 +146,8 @@ class QueuePanel(QWidget):
         jobs = ([running] if running is not None else []) + list(waiting)
         for position, job in enumerate(jobs):
             is_running = job is running
-            label = "Running" if is_running else f"{position + (0 if running else 1)}."
-            item = QListWidgetItem(f"{label}  {describe(job)}")
+            label = f"{position + (0 if running else 1)}.  {describe(job)}"
+            item = QListWidgetItem(self._running_text(job) if is_running else label)
             item.setData(JOB_ROLE, job.id)
             item.setToolTip(job.request.prompt[:500])
             if is_running and job.id == was_running and old_icon is not None:
