@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from pipelines.previews import PreviewDecoder
+    from pipelines.previews import PendingFrame, PreviewDecoder
 
 MAX_BATCH_COUNT = 1000
 
@@ -98,12 +98,14 @@ def batch_noise(seed: int, count: int, shape: tuple[int, ...]) -> torch.Tensor:
     ])  # fmt: skip
 
 
-def sampler_generators(seed: int, count: int) -> torch.Generator | list[torch.Generator]:
+def sampler_generators(
+    seed: int, count: int, device: torch.device | str = "cpu"
+) -> torch.Generator | list[torch.Generator]:
     """The samplers' fresh-noise stream (seed + 1, kept apart from the starting noise) of each
-    image; a list for a batch, which the schedulers draw from per image."""
+    image, on ``device``; a list for a batch, which the schedulers draw from per image."""
     import torch
 
-    made = [torch.Generator("cpu").manual_seed(member_seed(seed, i) + 1) for i in range(count)]
+    made = [torch.Generator(device).manual_seed(member_seed(seed, i) + 1) for i in range(count)]
     return made[0] if count == 1 else made
 
 
@@ -114,15 +116,19 @@ def member_requests(request: GenerationRequest) -> list[GenerationRequest]:
     return [replace(request, seed=member_seed(request.seed, i)) for i in range(request.batch_size)]
 
 
-def batch_preview(previews: PreviewDecoder, latents: torch.Tensor, mode: PreviewMode
-                  ) -> np.ndarray | None:  # fmt: skip
+def batch_frame(previews: PreviewDecoder, latents: torch.Tensor, mode: PreviewMode
+                ) -> PendingFrame | None:  # fmt: skip
     """One preview of a batch: its images side by side in a grid (a single image as it is)."""
+    import torch
+
+    from pipelines.previews import PendingFrame
+
     if latents.shape[0] == 1:
-        return previews.decode(latents, mode)
+        return previews.decode_async(latents, mode)
     tiles = [previews.decode(latents[i : i + 1], mode) for i in range(latents.shape[0])]
     if any(tile is None for tile in tiles):
         return None
-    return tile_grid(tiles)
+    return PendingFrame(torch.from_numpy(tile_grid(tiles)))
 
 
 def tile_grid(tiles: list[np.ndarray]) -> np.ndarray:

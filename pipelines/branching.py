@@ -116,7 +116,7 @@ def apply_branch(
         pipe._guidance_scale = branch.cfg
     if branch.prompt is not None or branch.negative is not None:
         batch = int(callback_kwargs["latents"].shape[0])
-        callback_kwargs.update(_encode(pipe, after.prompt, after.negative_prompt, batch))
+        callback_kwargs.update(_encode(pipe, after, batch))
     if branch.sampler is not None and branch.sampler != before.sampler:
         callback_kwargs["latents"] = _switch_sampler(tracker, pipe, after, completed,
                                                      callback_kwargs["latents"])  # fmt: skip
@@ -125,22 +125,30 @@ def apply_branch(
     return callback_kwargs
 
 
-def _encode(pipe: Any, prompt: str, negative: str, batch: int) -> dict[str, Any]:
+def _encode(pipe: Any, request: GenerationRequest, batch: int) -> dict[str, Any]:
+    """The loop's text conditioning for ``request``'s prompts, encoded as the engine encodes a
+    run's (weights, long prompts, clip skip), repeated for each image of a batch."""
     import torch
 
+    from pipelines.prompt_encoding import encode_prompts
+    from pipelines.types import ModelFamily
+
+    family = (
+        ModelFamily.SDXL if getattr(pipe, "text_encoder_2", None) is not None else ModelFamily.SD1
+    )
     guided = pipe.do_classifier_free_guidance
-    encoded = pipe.encode_prompt(
-        prompt=prompt, device=pipe._execution_device, num_images_per_prompt=batch,
-        do_classifier_free_guidance=guided, negative_prompt=negative or None,
-    )  # fmt: skip
-    if len(encoded) == 4:  # SDXL: the pooled embeddings condition the UNet too
-        positive, negative_embeds, pooled, negative_pooled = encoded
-        text = torch.cat([negative_pooled, pooled]) if guided else pooled
-        outputs = {"add_text_embeds": text}
-    else:
-        positive, negative_embeds = encoded
-        outputs = {}
-    outputs["prompt_embeds"] = torch.cat([negative_embeds, positive]) if guided else positive
+    encoded = encode_prompts(pipe, family, request.prompt, request.negative_prompt, guided,
+                             request.clip_skip)  # fmt: skip
+
+    def loop_form(positive: torch.Tensor, negative: torch.Tensor | None) -> torch.Tensor:
+        positive = positive.repeat(batch, *([1] * (positive.dim() - 1)))
+        if not guided or negative is None:
+            return positive
+        return torch.cat([negative.repeat(batch, *([1] * (negative.dim() - 1))), positive])
+
+    outputs = {"prompt_embeds": loop_form(encoded.prompt_embeds, encoded.negative_prompt_embeds)}
+    if encoded.pooled is not None:  # SDXL: the pooled embeddings condition the UNet too
+        outputs["add_text_embeds"] = loop_form(encoded.pooled, encoded.negative_pooled)
     return outputs
 
 
@@ -153,9 +161,6 @@ def _switch_sampler(
 
     old = pipe.scheduler
     new = get_sampler(request.sampler).make(old.config, seed=request.seed)
-    new.set_timesteps(request.steps, device=latents.device)
-    if hasattr(new, "_step_index"):
-        new._step_index = completed
     # The pipeline chose the step's extra arguments (eta, generator) for the first sampler.
     accepted = set(inspect.signature(new.step).parameters)
     generator = torch.Generator("cpu").manual_seed((request.seed or 0) + 1 + completed)
@@ -171,12 +176,15 @@ def _switch_sampler(
         return original(model_output, timestep, sample, *args, **kwargs)
 
     new.step = step
+    tracker.swap_scheduler(new)  # before its timesteps are set: the tracker prepares those
+    new.set_timesteps(request.steps, device=latents.device)
+    if hasattr(new, "_step_index"):
+        new._step_index = completed
     if _sigma_scaled(old) != _sigma_scaled(new):
         sigma = (old if _sigma_scaled(old) else new).sigmas[completed].to(latents.device)
         factor = (sigma**2 + 1) ** 0.5
         latents = latents / factor if _sigma_scaled(old) else latents * factor
         latents = latents.to(pipe.unet.dtype)
-    tracker.swap_scheduler(new)
     pipe.scheduler = new
     return latents
 

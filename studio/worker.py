@@ -49,7 +49,12 @@ log = logging.getLogger(__name__)
 
 
 def _summary(loaded: LoadedModel) -> ModelSummary:
-    return ModelSummary(loaded.path, loaded.family.value, loaded.family.label, loaded.native_size)
+    from pipelines.engine import precision_name
+    from pipelines.preview_choice import describe
+
+    precision = precision_name(next(loaded.pipeline.unet.parameters()).dtype)
+    return ModelSummary(loaded.path, loaded.family.value, loaded.family.label, loaded.native_size,
+                        describe(loaded.previews.costs), precision)  # fmt: skip
 
 
 class GenerationWorker(QObject):
@@ -144,13 +149,15 @@ class GenerationWorker(QObject):
         """Write a finished image (each image of a batch) to the history on disk as soon as it
         exists; the entry ids, "" for one that could not be written."""
         from pipelines.batches import split_batch
+        from pipelines.export import run_details
 
         if self._history is None or result.image is None:
             return ()
         kept = []
         for member in split_batch(result):
             try:
-                kept.append(self._history.add(member.image, member.request).id)
+                kept.append(self._history.add(member.image, member.request,
+                                              run_details(member)).id)  # fmt: skip
             except Exception as error:  # the image is still shown; the user learns it was not kept
                 log.exception("image not kept in the history folder")
                 self.event.emit(JobEvent(EventKind.NOTICE, error="The image was not kept in the "
@@ -216,6 +223,8 @@ class GenerationWorker(QObject):
 
     @Slot(str, bool)
     def load(self, model: str, cpu_offload: bool) -> None:
+        # The first load imports torch and diffusers, seconds before the engine can say anything.
+        self._loading(0.0, "Starting the generation engine…")
         try:
             engine = self._get_engine()
             loaded = engine.load(model, cpu_offload, on_progress=self._loading)
