@@ -157,13 +157,16 @@ def _switch_sampler(
 ) -> torch.Tensor:
     import torch
 
+    from pipelines.batches import sampler_generators
     from pipelines.samplers import get_sampler
 
     old = pipe.scheduler
     new = get_sampler(request.sampler).make(old.config, seed=request.seed)
     # The pipeline chose the step's extra arguments (eta, generator) for the first sampler.
     accepted = set(inspect.signature(new.step).parameters)
-    generator = torch.Generator("cpu").manual_seed((request.seed or 0) + 1 + completed)
+    # A stream of its own for a sampler that needs one and did not get the run's: one per image.
+    generator = sampler_generators((request.seed or 0) + completed, int(latents.shape[0]),
+                                   latents.device)  # fmt: skip
     original = new.step
 
     @functools.wraps(original)

@@ -40,6 +40,7 @@ def test_pause_step_resume_gives_the_uninterrupted_image(qtbot, window):
     assert window.pause_action.text() == "Resume" and window.branch_action.isEnabled()
     assert window.progress.value() == held  # the preview of the held step is shown
     assert "Paused at step" in window.queue_panel.list.item(0).text()
+    assert window.queue_panel._buttons["pause"].text() == "Resume"
     with wait_event(qtbot, window.session, EventKind.PAUSED) as blocker:
         window.step_action.trigger()  # F10: exactly one more step
     assert blocker.args[0].result == held + 1
@@ -58,6 +59,12 @@ def test_a_cancel_stops_a_paused_generation(qtbot, window):
     with wait_event(qtbot, window.session, EventKind.CANCELLED):
         window.cancel_action.trigger()
     assert window.session.held_at is None and not window.session.busy
+
+
+def test_closing_the_window_stops_a_paused_generation(qtbot, window):
+    generate_paused(qtbot, window)
+    window.close()  # cancels, and waits for the worker thread
+    assert not window.session.thread.isRunning()
 
 
 def test_a_branch_from_the_panels_is_recorded_reused_and_repeated_by_the_command_line(
