@@ -146,6 +146,11 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt files (runs code)")
     _add_prompt_options(parser)
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the UNet: the first image at each size compiles (slow), later ones run "
+        "faster; compiled kernels are kept in the studio's cache folder",
+    )  # fmt: skip
     add_rework_options(parser)
     _add_verbose(parser, argparse.SUPPRESS)
 
@@ -186,6 +191,7 @@ def _engine(args: argparse.Namespace) -> Engine:
         device=getattr(args, "device", "auto"),
         allow_pickle=getattr(args, "allow_pickle", False),
         embedding_folders=tuple(getattr(args, "embedding_dir", ())),
+        compile=getattr(args, "compile", False),
     )
     return Engine(settings)
 
@@ -484,6 +490,7 @@ def _compare_one(
 def cmd_models(args: argparse.Namespace) -> int:
     from pipelines.engine import default_model_path
     from pipelines.models import discover_models
+    from pipelines.upscalers import find_upscalers
 
     found = discover_models([default_model_path().parent, *args.model_dir])
     for info in sorted(found.models, key=lambda m: (m.role, m.family or "", m.name)):
@@ -492,6 +499,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{info.role:10s} {family:7s} {info.name}{kind}\n           {info.path}")
     if not found.models:
         print("no models found")
+    for path in find_upscalers([default_model_path().parent, *args.model_dir]):
+        print(f"{'upscaler':10s} {'':7s} {path.stem}\n           {path}")
     print("\nlooked in:")
     for folder in found.searched:
         print(f"  {folder}{'' if folder.exists() else '  (missing)'}")

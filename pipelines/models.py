@@ -54,6 +54,9 @@ _SKIP_DIRS = {
 }
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 _CONTROL_DIR_NAMES = {"controlnet", "control"}
+# Folders of add-ons to a model (LoRAs, embeddings): listed by pipelines/loras.py and
+# pipelines/embeddings.py, not scanned for models.
+_ADD_ON_DIR_NAMES = {"lora", "loras", "lycoris", "embeddings"}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -486,7 +489,8 @@ class _Scanner:
 
     def walk_entry(self, folder: Path, entry: Path, source: Path, depth: int) -> None:
         if entry.is_dir():
-            if depth < _MAX_DEPTH and entry.name not in _SKIP_DIRS:
+            if (depth < _MAX_DEPTH and entry.name not in _SKIP_DIRS
+                    and entry.name.lower() not in _ADD_ON_DIR_NAMES):  # fmt: skip
                 self.walk(entry, source, depth + 1)
         elif entry.suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES:
             # Pickle files beside a config.json are parts of a transformers/diffusers model.
