@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pipelines.types import PreviewMode
 
 PREVIEW_BUDGET = 0.10  # previews may add this fraction to a run's denoising time
-MAX_PREVIEW_INTERVAL = 0.5  # seconds: a strided decoder still shows a step at least this often
+MAX_PREVIEW_INTERVAL = 1.0  # seconds: a strided decoder still shows a step at least this often
 
 
 @dataclass(frozen=True)
