@@ -187,7 +187,7 @@ def measure_startup(rounds: int) -> None:
     print("|---|---|---|")
     for name, label in (("floor", f"`python -c \"{FLOOR}\"`"),
                         ("window", "window opened, Generate at once, until the first image"),
-                        ("cli", "`diffusion-studio generate` (the default model, one image)")):  # fmt: skip
+                        ("cli", "`diffusion-studio generate` (default model, one image)")):  # fmt: skip
         walls = [w for w, _ in results[name]]
         cpus = [c for _, c in results[name]]
         print(f"| {label} | {statistics.median(walls):.2f} s ({min(walls):.2f}–{max(walls):.2f}) "

@@ -1,9 +1,9 @@
 """Which preview decoder "Auto" uses for a model, from what the decoders cost and how true they are.
 
-When a model loads, :func:`pipelines.preview_costs.measure_costs` times one guided denoising step (a UNet call on a batch
-of two) and one decode by each decoder at a small latent size, and measures how far the
-approximate linear map's colours are from the model's own VAE. :func:`choose_plan` then picks, for
-the size of each run:
+When a model loads, :func:`pipelines.preview_costs.measure_costs` times one guided denoising step
+(a UNet call on a batch of two) and one decode by each decoder at a small latent size, and
+measures how far the approximate linear map's colours are from the model's own VAE.
+:func:`choose_plan` then picks, for the size of each run:
 
 1. the full VAE at every step when a decode costs at most :data:`PREVIEW_BUDGET` of a step;
 2. else the tiny decoder (TAESD) when the model has one, every step or every few steps so that it
