@@ -73,7 +73,13 @@ class WindowLikeConsumer:
         self.thread.join()
 
 
-def measure_previews(rounds: int, steps: int) -> None:
+def measure_previews(
+    rounds: int,
+    steps: int,
+    preset: str = "bundled",
+    modes: tuple[str, ...] = MODES,
+    consumers: tuple[str, ...] = ("every step", "window-like"),
+) -> None:
     import torch
     from diffusers import AutoencoderTiny
 
@@ -84,18 +90,25 @@ def measure_previews(rounds: int, steps: int) -> None:
         torch.manual_seed(0)
         AutoencoderTiny().save_pretrained(Path(tmp) / "taesd")
         engine = Engine(EngineSettings(precision="fp32", tiny_vae={"sd1": Path(tmp) / "taesd"}))
-        loaded = engine.load()
-        print(f"bundled model, {steps} steps, fp32, {torch.get_num_threads()} torch threads; "
-              f"Auto: {loaded.previews.plan(PreviewMode.AUTO, 64)}")  # fmt: skip
+        model = ""
+        if preset == "small":  # a 40 M-parameter SD 1.x-shaped UNet at 256x256 (random weights)
+            from benchmarks.bench_engine import build_small
+
+            model = str(build_small(Path(tmp))[0])
+        loaded = engine.load(model)
+        pixels = loaded.native_size[0] * loaded.native_size[1] // loaded.scale_factor**2
+        print(f"\n{preset} model, {steps} steps, fp32, {torch.get_num_threads()} torch threads; "
+              f"Auto: {loaded.previews.plan(PreviewMode.AUTO, pixels)}")  # fmt: skip
         print(f"preview costs measured at load: {loaded.previews.costs}")
-        request = GenerationRequest(PROMPT, seed=1, steps=steps)
+        request = GenerationRequest(PROMPT, model=model, seed=1, steps=steps)
         wall: dict[tuple[str, str], list[float]] = {}
         cpu: dict[tuple[str, str], list[float]] = {}
-        for mode in MODES:  # warm-up
-            engine.run(GenerationRequest(PROMPT, seed=1, steps=2, preview=PreviewMode(mode)))
+        for mode in modes:  # warm-up
+            engine.run(GenerationRequest(PROMPT, model=model, seed=1, steps=2,
+                                         preview=PreviewMode(mode)))  # fmt: skip
         for index in range(rounds):
-            order = MODES[index % len(MODES) :] + MODES[: index % len(MODES)]
-            for consumer_kind in ("every step", "window-like"):
+            order = modes[index % len(modes) :] + modes[: index % len(modes)]
+            for consumer_kind in consumers:
                 for mode in order:
                     run = request.__class__(**{**request.__dict__, "preview": PreviewMode(mode)})
                     consumer = WindowLikeConsumer() if consumer_kind == "window-like" else None
@@ -114,9 +127,9 @@ def measure_previews(rounds: int, steps: int) -> None:
         print("\n| consumer | previews | wall per image (median) | vs none, wall | CPU per image "
               "(median) | vs none, CPU |")  # fmt: skip
         print("|---|---|---|---|---|---|")
-        for consumer_kind in ("every step", "window-like"):
+        for consumer_kind in consumers:
             none_wall, none_cpu = wall[(consumer_kind, "none")], cpu[(consumer_kind, "none")]
-            for mode in MODES:
+            for mode in modes:
                 walls, cpus = wall[(consumer_kind, mode)], cpu[(consumer_kind, mode)]
                 wall_ratio = statistics.median(w / n for w, n in zip(walls, none_wall))
                 cpu_ratio = statistics.median(c / n for c, n in zip(cpus, none_cpu))
@@ -224,10 +237,17 @@ def main() -> None:
     parser.add_argument("--part", choices=["all", "previews", "startup", "syncs"], default="all")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--preset", choices=["bundled", "small"], default="bundled",
+                        help="the previews part's model")  # fmt: skip
+    parser.add_argument("--modes", default=",".join(MODES), help="previews part: none first")
+    parser.add_argument("--window-like", action=argparse.BooleanOptionalAction, default=True,
+                        help="previews part: also the 60 Hz consumer")  # fmt: skip
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load_average()}")
     if args.part in ("all", "previews"):
-        measure_previews(args.rounds, args.steps)
+        consumers = ("every step", "window-like") if args.window_like else ("every step",)
+        modes = tuple(args.modes.split(","))
+        measure_previews(args.rounds, args.steps, args.preset, modes, consumers)
     if args.part in ("all", "startup"):
         measure_startup(args.rounds)
     if args.part in ("all", "syncs"):
