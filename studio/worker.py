@@ -223,8 +223,8 @@ class GenerationWorker(QObject):
 
     @Slot(str, bool)
     def load(self, model: str, cpu_offload: bool) -> None:
-        # The first load imports torch and diffusers, seconds before the engine can say anything.
-        self._loading(0.0, "Starting the generation engine…")
+        if self._engine is None:  # its import (torch, diffusers) takes seconds before any news
+            self._loading(0.0, "Starting the generation engine…")
         try:
             engine = self._get_engine()
             loaded = engine.load(model, cpu_offload, on_progress=self._loading)

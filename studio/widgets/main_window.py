@@ -51,6 +51,7 @@ from studio.widgets.gallery import Gallery, Key
 from studio.widgets.hires_box import HiresBox
 from studio.widgets.map_view import MapView
 from studio.widgets.mask_layer import MaskLayer
+from studio.widgets.prompt_ideas import BundledModelGuide
 from studio.widgets.prompt_panel import PromptPanel, snap8
 from studio.widgets.queue_panel import QueuePanel
 from studio.widgets.rework_panel import ReworkPanel
@@ -133,6 +134,11 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
 
         self.prompt_panel = PromptPanel()
+        # Shown under the prompt while the bundled demo model is active.
+        self.model_guide = BundledModelGuide(self.prompt_panel.prompt)
+        prompt_layout = self.prompt_panel.layout()
+        prompt_layout.insertWidget(prompt_layout.indexOf(self.prompt_panel.prompt_tokens) + 1,
+                                   self.model_guide)  # fmt: skip
         self.control_panel = ControlPanel(settings.data_folder)
         self.sampler_panel = SamplerPanel()
         self.canvas = Canvas()
@@ -807,6 +813,7 @@ class MainWindow(QMainWindow):
         self._refresh_controlnets()
 
     def _refresh_controlnets(self) -> None:
+        self.model_guide.set_model(self.prompt_panel.current_model())
         if self._discovery is None:
             return
         family = None
