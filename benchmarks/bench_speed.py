@@ -163,33 +163,39 @@ def child_run(arguments: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def measure_startup(rounds: int) -> None:
     root = Path(__file__).resolve().parents[1]
-    results: dict[str, list[tuple[float, float]]] = {"floor": [], "window": []}
+    results: dict[str, list[tuple[float, float]]] = {"floor": [], "window": [], "cli": []}
     with tempfile.TemporaryDirectory() as tmp:
         # The window keeps its history and settings in the user's folders: temporary ones here.
         folders = {name: str(Path(tmp) / name) for name in
                    ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME")}  # fmt: skip
         env = {**os.environ, **folders, "PYTHONPATH": str(root), "QT_QPA_PLATFORM": "offscreen"}
         child_run([sys.executable, "-c", FLOOR], env)  # warm the disk cache
+        names = list(results)
         for index in range(rounds):
-            for name in ("floor", "window") if index % 2 == 0 else ("window", "floor"):
+            for name in names[index % 3 :] + names[: index % 3]:
                 settings = Path(tmp) / f"settings-{index}.ini"  # a first start every time
                 arguments = [sys.executable, "-c", FLOOR]
                 if name == "window":
                     arguments = [sys.executable, "-c", WINDOW, str(settings)]
+                elif name == "cli":
+                    out = Path(tmp) / f"cli-{index}.png"
+                    arguments = [sys.executable, "-m", "studio.app", "generate", "--prompt", PROMPT,
+                                 "--out", str(out)]  # fmt: skip
                 results[name].append(child_run(arguments, env))
     print(f"load average after: {load_average()}")
     print("\n| process | wall (median, min–max) | CPU (median) |")
     print("|---|---|---|")
     for name, label in (("floor", f"`python -c \"{FLOOR}\"`"),
-                        ("window", "window opened, Generate at once, until the first image")):  # fmt: skip
+                        ("window", "window opened, Generate at once, until the first image"),
+                        ("cli", "`diffusion-studio generate` (default model, one image)")):  # fmt: skip
         walls = [w for w, _ in results[name]]
         cpus = [c for _, c in results[name]]
         print(f"| {label} | {statistics.median(walls):.2f} s ({min(walls):.2f}–{max(walls):.2f}) "
               f"| {statistics.median(cpus):.2f} s |")  # fmt: skip
-    ratio = statistics.median(w for w, _ in results["window"]) / statistics.median(
-        w for w, _ in results["floor"]
-    )
-    print(f"\nwindow / floor (medians): {ratio:.2f}x")
+    floor = statistics.median(w for w, _ in results["floor"])
+    for name in ("window", "cli"):
+        ratio = statistics.median(w for w, _ in results[name]) / floor
+        print(f"\n{name} / floor (medians): {ratio:.2f}x")
 
 
 # ---- syncs ---------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Which preview decoder "Auto" uses for a model, from what the decoders cost and how true they are.
 
-When a model loads, :func:`pipelines.preview_costs.measure_costs` times one guided denoising step (a UNet call on a batch
-of two) and one decode by each decoder at a small latent size, and measures how far the
-approximate linear map's colours are from the model's own VAE. :func:`choose_plan` then picks, for
-the size of each run:
+When a model loads, :func:`pipelines.preview_costs.measure_costs` times one guided denoising step
+(a UNet call on a batch of two) and one decode by each decoder at a small latent size, and
+measures how far the approximate linear map's colours are from the model's own VAE.
+:func:`choose_plan` then picks, for the size of each run:
 
 1. the full VAE at every step when a decode costs at most :data:`PREVIEW_BUDGET` of a step;
 2. else the tiny decoder (TAESD) when the model has one, every step or every few steps so that it
@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pipelines.types import PreviewMode
 
 PREVIEW_BUDGET = 0.10  # previews may add this fraction to a run's denoising time
-MAX_PREVIEW_INTERVAL = 0.5  # seconds: a strided decoder still shows a step at least this often
+MAX_PREVIEW_INTERVAL = 1.0  # seconds: a strided decoder still shows a step at least this often
 
 
 @dataclass(frozen=True)

@@ -126,3 +126,22 @@ def test_the_cli_flag_turns_the_compiled_mode_on(sd1_folder, tmp_path, monkeypat
     arguments = ["generate", "--prompt", "x", "--model", str(sd1_folder), "--steps", "2"]
     assert cli.main([*arguments, "--size", "64x64", "--out", str(out), "--compile"]) == 0
     assert out.exists() and len(compiled) == 1
+
+
+def test_a_lora_on_a_fused_unet_still_changes_the_image(sd1_folder, tmp_path):
+    from tests.lora_files import save_kohya_lora
+    from tests.tiny_models import build_sd1_pipeline
+
+    save_kohya_lora(tmp_path / "Lora" / "detail.safetensors", build_sd1_pipeline(), seed=1)
+    settings = EngineSettings(model_folders=(tmp_path,), precision="fp32")
+    request = GenerationRequest("a red car <lora:detail:1>", model=str(sd1_folder), seed=5,
+                                steps=2, preview=PreviewMode.APPROXIMATE)  # fmt: skip
+    plain = Engine(settings)
+    expected = np.asarray(plain.run(request).image, dtype=np.int16)
+    tuned = Engine(settings)
+    tuned.load(str(sd1_folder))
+    device_tuning.tune_for_device(tuned.loaded.pipeline, torch.device("cpu"), force=True)
+    result = np.asarray(tuned.run(request).image, dtype=np.int16)
+    kinds = {type(p).__name__ for p in tuned.loaded.pipeline.unet.attn_processors.values()}
+    assert "FusedAttnProcessor2_0" not in kinds
+    assert np.abs(result - expected).max() <= 2
