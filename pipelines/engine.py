@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pipelines import cpu, models
+from pipelines import cpu, flow, models
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
+from pipelines.flow_samplers import sampler_for
 from pipelines.previews import PreviewDecoder
 from pipelines.prompts import prompt_report, truncation_warning
 from pipelines.resources import resource_path
-from pipelines.samplers import get_sampler
 from pipelines.types import (  # EngineSettings is re-exported: callers import it from here
     ControlKind,
     ControlUnit,
@@ -94,14 +94,15 @@ class PreparedRun:
 
     @property
     def guided(self) -> bool:
-        return self.request.cfg_scale > 1.0  # the pipelines' do_classifier_free_guidance
+        # the pipelines' do_classifier_free_guidance; Flux's guidance is an input, not a pass
+        return flow.runs_two_passes(self.model.family, self.request.cfg_scale)
 
     @property
     def latent_pixels(self) -> int:
         return int(self.initial_noise.shape[-2] * self.initial_noise.shape[-1])
 
     def new_scheduler(self) -> Any:
-        spec = get_sampler(self.request.sampler)
+        spec = sampler_for(self.request.sampler, self.model.family, self.model.scheduler_config)
         return spec.make(self.model.scheduler_config, seed=self.request.seed)
 
     def sampler_generator(self) -> torch.Generator:
@@ -269,7 +270,7 @@ class Engine:
             )
             previews.linear  # noqa: B018 - fit now so the first step's preview costs nothing
             scale = pipe.vae_scale_factor
-            size = int(pipe.unet.config.sample_size) * scale
+            size = flow.native_latent_side(pipe) * scale
             self._loaded = LoadedModel(
                 path=path,
                 family=family,
@@ -279,7 +280,7 @@ class Engine:
                 native_size=(size, size),
                 cpu_offload=cpu_offload,
                 scale_factor=scale,
-                unet_parameters=sum(p.numel() for p in pipe.unet.parameters()),
+                unet_parameters=sum(p.numel() for p in flow.denoiser(pipe).parameters()),
             )
             report(
                 1.0, f"{path.name} ready ({family.label}, {self.device.type}, {self.precision})."
@@ -382,12 +383,17 @@ class Engine:
                 controls=_absolute_paths(request.controls),
             ).resolve_seed()
             _check_size(request, loaded.scale_factor)
+            sampler_for(request.sampler, loaded.family, loaded.scheduler_config)  # runnable here
+            notes = []
+            if loaded.family.is_flow:
+                flow.check_size(request)
+                request, notes = flow.adjust_request(loaded.pipeline, loaded.family, request)
             units = request.active_controls
             controlnet_paths = tuple(self._check_controls(loaded, units))
             maps = self._condition_maps(request)
             pipe = self._pipeline_for(loaded, controlnet_paths)
-            notes = self._prompt_warnings(pipe, request)
-            noise = self.initial_noise(request, pipe.unet.config.in_channels, loaded.scale_factor)
+            notes += self._prompt_warnings(pipe, request)
+            noise = self.initial_noise(request, flow.latent_channels(pipe), loaded.scale_factor)
             return PreparedRun(
                 request=request,
                 model=loaded,
@@ -566,6 +572,8 @@ class Engine:
                 control_guidance_start=units[0].start if single else [u.start for u in units],
                 control_guidance_end=units[0].end if single else [u.end for u in units],
             )
+        if prepared.model.family.is_flow:
+            kwargs = flow.call_arguments(prepared.model.family, kwargs)
         return kwargs
 
 
@@ -664,7 +672,8 @@ class _StepTracker:
             # The last step is always delivered, so the consumer ends on the run's final estimate.
             wanted = is_last or self.wants_preview is None or self.wants_preview()
             if self.on_step is not None and self.denoised is not None and wanted:
-                image = self.previews.decode(self.denoised, self.request.preview)
+                latents = flow.spatial(self.denoised, self.request)
+                image = self.previews.decode(latents, self.request.preview)
                 self.on_step(
                     StepPreview(
                         step=self.completed,
@@ -676,7 +685,8 @@ class _StepTracker:
                     )
                 )
         if step == pipe.num_timesteps - 1:
-            self.final_latents = callback_kwargs["latents"].detach().float().cpu()
+            latents = flow.spatial(callback_kwargs["latents"], self.request)
+            self.final_latents = latents.detach().float().cpu()
             self.timings["denoise"] = time.perf_counter() - self.started
         if self.cancel.is_set():
             raise _Cancelled

@@ -64,10 +64,17 @@ def _check_text(field_name: str, value: Any) -> None:
 class ModelFamily(str, enum.Enum):
     SD1 = "sd1"
     SDXL = "sdxl"
+    # Rectified-flow transformers: they predict a velocity, not noise (pipelines/flow.py).
+    SD3 = "sd3"
+    FLUX = "flux"
 
     @property
     def label(self) -> str:
-        return {"sd1": "SD 1.x", "sdxl": "SDXL"}[self.value]
+        return {"sd1": "SD 1.x", "sdxl": "SDXL", "sd3": "SD 3.x", "flux": "Flux.1"}[self.value]
+
+    @property
+    def is_flow(self) -> bool:
+        return self in (ModelFamily.SD3, ModelFamily.FLUX)
 
 
 class ControlKind(str, enum.Enum):

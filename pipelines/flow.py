@@ -1,0 +1,112 @@
+"""What the engine does differently for rectified-flow models (SD 3.x, Flux.1).
+
+Both are transformers over 16-channel latents that predict a velocity; Flux packs 2x2 latent
+patches into a sequence (its pipeline takes and returns latents as (1, tokens, 64)) and takes a
+distilled guidance value instead of running classifier-free guidance. The engine keeps its own
+shape for every family (starting noise as (1, C, H/8, W/8), previews from spatial latents) and this
+module translates at the edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from pipelines.errors import ValidationError
+from pipelines.types import GenerationRequest, ModelFamily
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+# Both transformers see 2x2 latent patches: an image side must be a multiple of 8 * 2 pixels.
+SIZE_MULTIPLE = 16
+# What the metadata calls Flux.1-dev's guidance value, as other tools write it.
+DISTILLED_CFG_LABEL = "Distilled CFG Scale"
+
+
+def denoiser(pipe: DiffusionPipeline) -> torch.nn.Module:
+    """The network evaluated every step: the UNet, or the transformer of a flow model."""
+    unet = getattr(pipe, "unet", None)
+    return unet if unet is not None else pipe.transformer
+
+
+def native_latent_side(pipe: DiffusionPipeline) -> int:
+    # Flux's transformer has no sample size in its config; its pipeline knows the trained one.
+    side = getattr(pipe, "default_sample_size", None)
+    return int(side or denoiser(pipe).config.sample_size)
+
+
+def latent_channels(pipe: DiffusionPipeline) -> int:
+    return int(pipe.vae.config.latent_channels)
+
+
+def distilled_guidance(pipe: DiffusionPipeline) -> bool:
+    """True for Flux.1-dev-like models: guidance is an input of the transformer, not a second pass."""
+    transformer = getattr(pipe, "transformer", None)
+    return bool(transformer is not None and transformer.config.get("guidance_embeds", False))
+
+
+def variant(family: ModelFamily, pipe: DiffusionPipeline) -> str:
+    if family is not ModelFamily.FLUX:
+        return ""
+    return "dev" if distilled_guidance(pipe) else "schnell"
+
+
+def check_size(request: GenerationRequest) -> None:
+    for name, value in (("Width", request.width), ("Height", request.height)):
+        if value % SIZE_MULTIPLE:
+            lower = max(SIZE_MULTIPLE, value - value % SIZE_MULTIPLE)
+            raise ValidationError(
+                f"{name} {value} is not a multiple of {SIZE_MULTIPLE}, which SD 3.x and Flux.1 "
+                f"need; use {lower} or {lower + SIZE_MULTIPLE}."
+            )
+
+
+def adjust_request(
+    pipe: DiffusionPipeline, family: ModelFamily, request: GenerationRequest
+) -> tuple[GenerationRequest, list[str]]:
+    """The request as the model runs it, and what the user should know about the difference."""
+    notes = list(getattr(pipe, "load_notes", ()))
+    if family is not ModelFamily.FLUX:
+        return request, notes
+    if request.negative_prompt:
+        notes.append("Flux.1 takes no negative prompt; it was not used.")
+    if not distilled_guidance(pipe) and request.cfg_scale != 1.0:
+        # schnell was distilled to run without guidance: any value does the same, 1 says so.
+        notes.append(f"Flux.1-schnell takes no guidance; CFG {request.cfg_scale:g} was set to 1.")
+        request = replace(request, cfg_scale=1.0)
+    return request, notes
+
+
+def runs_two_passes(family: ModelFamily, cfg_scale: float) -> bool:
+    """Whether each step evaluates the model on a guided and an unguided batch."""
+    return family is not ModelFamily.FLUX and cfg_scale > 1.0
+
+
+def pack(latents: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> Flux's (B, H/2 * W/2, C * 4) sequence of 2x2 patches."""
+    b, c, h, w = latents.shape
+    patches = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return patches.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def spatial(
+    latents: torch.Tensor, request: GenerationRequest, scale_factor: int = 8
+) -> torch.Tensor:
+    """Flux's packed latents back as (B, C, H, W); other latents as they are."""
+    if latents.ndim != 3:
+        return latents
+    b, _, packed = latents.shape
+    h, w = request.height // scale_factor, request.width // scale_factor
+    grid = latents.view(b, h // 2, w // 2, packed // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return grid.reshape(b, packed // 4, h, w)
+
+
+def call_arguments(family: ModelFamily, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The engine's pipeline arguments, translated for a flow model."""
+    if family is ModelFamily.FLUX:
+        kwargs["latents"] = pack(kwargs["latents"])
+        kwargs.pop("negative_prompt", None)
+    return kwargs

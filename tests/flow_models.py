@@ -1,0 +1,253 @@
+"""Tiny SD 3-shaped and Flux-shaped pipelines with the real architectures and random weights.
+
+Saved as diffusers folders, as SD 3 all-in-one files and as transformer-only files with their
+companions in ComfyUI's layout, so the tests exercise the loaders users' files go through. Attention
+heads keep the real widths (64 for SD 3 and CLIP, 128 for Flux): single files do not store the head
+count, the loader derives it from those widths. The T5 tokenizer is trained here with sentencepiece.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+)
+from safetensors.torch import save_file
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+)
+
+from pipelines.resources import resource_path
+
+LATENT_SIZE = 8  # 64 px images
+T5_WIDTH = 256
+CLIP_L_WIDTH = 64
+CLIP_G_WIDTH = 128
+_WORDS = (
+    "a photo of cat dog red blue green house tree sky over the under big small bright dark "
+    "painting city night river mountain"
+).split()
+
+
+def train_t5_tokenizer(folder: Path, with_json: bool = True) -> Path:
+    """A unigram sentencepiece model as spiece.model (and, with_json, tokenizer.json) in folder."""
+    import sentencepiece
+
+    rng = random.Random(0)
+    lines = [" ".join(rng.choice(_WORDS) for _ in range(8)) for _ in range(300)]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        vocab_size=48,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        minloglevel=2,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spiece.model").write_bytes(model.getvalue())
+    if with_json:
+        t5_tokenizer(folder).save_pretrained(folder)
+    return folder
+
+
+def t5_tokenizer(folder: Path) -> T5Tokenizer:
+    from pipelines.flow_loading import load_t5_tokenizer
+
+    return load_t5_tokenizer(folder)
+
+
+def _clip_config(width: int, projection: bool = True) -> CLIPTextConfig:
+    # OpenAI's CLIP-L uses quick GELU, OpenCLIP bigG plain GELU: the shipped configs say so.
+    kwargs = dict(
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=1,
+        hidden_size=width,
+        intermediate_size=37,
+        layer_norm_eps=1e-5,
+        num_attention_heads=width // 64,
+        num_hidden_layers=2,
+        vocab_size=49408,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu" if width == CLIP_L_WIDTH else "gelu",
+    )
+    if projection:
+        kwargs["projection_dim"] = width
+    return CLIPTextConfig(**kwargs)
+
+
+def _t5(vocab_size: int) -> T5EncoderModel:
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=vocab_size,
+            d_model=T5_WIDTH,
+            d_kv=32,
+            d_ff=64,
+            num_layers=2,
+            num_heads=2,
+            feed_forward_proj="gated-gelu",
+            relative_attention_num_buckets=32,
+            relative_attention_max_distance=128,
+            dense_act_fn="gelu_new",
+            is_encoder_decoder=False,
+        )
+    )
+
+
+def _vae(scaling: float, shift: float) -> AutoencoderKL:
+    return AutoencoderKL(
+        block_out_channels=(32, 32, 32, 32),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=16,
+        norm_num_groups=32,
+        layers_per_block=1,
+        sample_size=LATENT_SIZE * 8,
+        scaling_factor=scaling,
+        shift_factor=shift,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+
+
+def _clip_tokenizer(pad_exclaim: bool = False) -> CLIPTokenizer:
+    name = "clip-pad-exclaim" if pad_exclaim else "clip"
+    return CLIPTokenizer.from_pretrained(resource_path("tokenizers", name))
+
+
+def sd3_transformer() -> SD3Transformer2DModel:
+    return SD3Transformer2DModel(
+        sample_size=LATENT_SIZE,
+        patch_size=2,
+        in_channels=16,
+        num_layers=2,
+        attention_head_dim=64,
+        num_attention_heads=2,
+        joint_attention_dim=T5_WIDTH,
+        caption_projection_dim=128,
+        pooled_projection_dim=CLIP_L_WIDTH + CLIP_G_WIDTH,
+        out_channels=16,
+        pos_embed_max_size=16,
+    )
+
+
+def flux_transformer(guidance: bool = True) -> FluxTransformer2DModel:
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=128,
+        num_attention_heads=1,
+        joint_attention_dim=T5_WIDTH,
+        pooled_projection_dim=CLIP_L_WIDTH,
+        guidance_embeds=guidance,
+        axes_dims_rope=(16, 56, 56),
+    )
+
+
+def _evaluating(pipe: object) -> object:
+    # Built modules start in training mode (T5's dropout active); loaded ones are in eval mode.
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+    return pipe
+
+
+def build_sd3_pipeline(tokenizer_folder: Path, seed: int = 0) -> StableDiffusion3Pipeline:
+    torch.manual_seed(seed)
+    tokenizer_3 = t5_tokenizer(tokenizer_folder)
+    return _evaluating(
+        StableDiffusion3Pipeline(
+            transformer=sd3_transformer(),
+            vae=_vae(1.5305, 0.0609),
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+            text_encoder=CLIPTextModelWithProjection(_clip_config(CLIP_L_WIDTH)),
+            tokenizer=_clip_tokenizer(),
+            text_encoder_2=CLIPTextModelWithProjection(_clip_config(CLIP_G_WIDTH)),
+            tokenizer_2=_clip_tokenizer(pad_exclaim=True),
+            text_encoder_3=_t5(len(tokenizer_3)),
+            tokenizer_3=tokenizer_3,
+        )
+    )
+
+
+def build_flux_pipeline(tokenizer_folder: Path, dev: bool = True, seed: int = 0) -> FluxPipeline:
+    torch.manual_seed(seed)
+    tokenizer_2 = t5_tokenizer(tokenizer_folder)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0 if dev else 1.0, use_dynamic_shifting=dev, base_shift=0.5, max_shift=1.15
+    )
+    return _evaluating(
+        FluxPipeline(
+            transformer=flux_transformer(guidance=dev),
+            vae=_vae(0.3611, 0.1159),
+            scheduler=scheduler,
+            text_encoder=CLIPTextModel(_clip_config(CLIP_L_WIDTH, projection=False)),
+            tokenizer=_clip_tokenizer(),
+            text_encoder_2=_t5(len(tokenizer_2)),
+            tokenizer_2=tokenizer_2,
+        )
+    )
+
+
+def save_pipeline(pipe: object, folder: Path) -> Path:
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def _prefixed(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # T5 ties its embedding to the encoder's: released files hold each tensor once, as a copy.
+    return {prefix + k: v.clone().contiguous() for k, v in module.state_dict().items()}
+
+
+def write_sd3_all_in_one(pipe: StableDiffusion3Pipeline, path: Path, t5: bool = True) -> Path:
+    """The layout of sd3.5_*.safetensors with text encoders: everything under its prefix."""
+    tensors = {
+        **_prefixed("model.diffusion_model.", pipe.transformer),
+        **_prefixed("first_stage_model.", pipe.vae),
+        **_prefixed("text_encoders.clip_l.transformer.", pipe.text_encoder),
+        **_prefixed("text_encoders.clip_g.transformer.", pipe.text_encoder_2),
+    }
+    if t5:
+        tensors.update(_prefixed("text_encoders.t5xxl.transformer.", pipe.text_encoder_3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, path)
+    return path
+
+
+def write_comfy_flux(pipe: FluxPipeline, root: Path, name: str = "flux-tiny") -> Path:
+    """ComfyUI's layout: models/unet/NAME.safetensors, models/text_encoders/{clip_l,t5xxl_fp16}
+    and models/vae/ae.safetensors. The transformer file keeps ComfyUI's key prefix."""
+    models = root / "models"
+    for sub in ("unet", "text_encoders", "vae"):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+    path = models / "unet" / f"{name}.safetensors"
+    save_file(_prefixed("model.diffusion_model.", pipe.transformer), path)
+    save_file(_prefixed("", pipe.text_encoder), models / "text_encoders" / "clip_l.safetensors")
+    save_file(
+        _prefixed("", pipe.text_encoder_2), models / "text_encoders" / "t5xxl_fp16.safetensors"
+    )
+    save_file(_prefixed("", pipe.vae), models / "vae" / "ae.safetensors")
+    return path

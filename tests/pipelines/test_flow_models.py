@@ -1,0 +1,140 @@
+"""SD 3.x and Flux.1 files: family detection from configs and headers, offline loading of folders,
+all-in-one files and transformer-only files with their companions, and the errors that name what is
+missing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pipelines.errors import ModelFormatError, ModelNotFoundError
+from pipelines.flow_files import inspect_flow_header
+from pipelines.models import detect_family, discover_models, load_base_pipeline
+from pipelines.types import ModelFamily
+
+
+def _header_file(path: Path, names: dict[str, tuple[int, ...]]) -> Path:
+    # Detection reads names and shapes only: tiny tensors with the real names stand in for weights.
+    save_file({name: torch.zeros(shape) for name, shape in names.items()}, path)
+    return path
+
+
+def test_folders_and_single_files_tell_their_family(
+    sd3_folder, flux_folder, schnell_folder, sd3_single_file, flux_comfy_file
+):
+    assert detect_family(sd3_folder) is ModelFamily.SD3
+    assert detect_family(flux_folder) is ModelFamily.FLUX
+    assert detect_family(schnell_folder) is ModelFamily.FLUX
+    assert detect_family(sd3_single_file) is ModelFamily.SD3
+    assert detect_family(flux_comfy_file) is ModelFamily.FLUX
+
+
+def test_original_key_layouts_and_flux_variants(tmp_path):
+    sd3 = _header_file(tmp_path / "sd3.5_medium.safetensors", {
+        "model.diffusion_model.joint_blocks.0.context_block.adaLN_modulation.1.bias": (4,),
+        "model.diffusion_model.x_embedder.proj.weight": (64, 16, 2, 2),
+        "text_encoders.clip_l.transformer.text_model.final_layer_norm.weight": (4,),
+        "first_stage_model.decoder.conv_in.weight": (4, 16, 3, 3),
+    })  # fmt: skip
+    dev = _header_file(tmp_path / "flux1-dev.safetensors", {
+        "double_blocks.0.img_attn.norm.key_norm.scale": (4,),
+        "guidance_in.in_layer.bias": (4,),
+    })  # fmt: skip
+    schnell = _header_file(tmp_path / "flux1-schnell.safetensors", {
+        "model.diffusion_model.double_blocks.0.img_attn.norm.key_norm.scale": (4,),
+    })  # fmt: skip
+    assert detect_family(sd3) is ModelFamily.SD3
+    assert detect_family(dev) is detect_family(schnell) is ModelFamily.FLUX
+    from pipelines.models import read_safetensors_header
+
+    info = inspect_flow_header(read_safetensors_header(sd3))
+    assert info.original_layout and info.has_vae and info.text_encoders == ("clip_l",)
+    assert inspect_flow_header(read_safetensors_header(dev)).label == "Flux.1-dev"
+    assert inspect_flow_header(read_safetensors_header(schnell)).label == "Flux.1-schnell"
+
+
+def _same_image(a: object, b: object) -> float:
+    import numpy as np
+
+    return float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).max())
+
+
+def _image(pipe: object) -> object:
+    return pipe(
+        "a red cat", num_inference_steps=2, height=64, width=64,
+        generator=torch.Generator().manual_seed(0), output_type="np",
+    ).images[0]  # fmt: skip
+
+
+def test_single_files_load_as_their_folders(
+    sd3_folder, flux_folder, sd3_single_file, flux_comfy_file
+):
+    for folder, single in ((sd3_folder, sd3_single_file), (flux_folder, flux_comfy_file)):
+        from_folder, family = load_base_pipeline(folder)
+        from_file, file_family = load_base_pipeline(single)
+        assert family is file_family is detect_family(folder)
+        # Sizes the file does not store (heads, layers) were derived from its shapes.
+        assert from_file.transformer.config.num_layers == from_folder.transformer.config.num_layers
+        assert _same_image(_image(from_folder), _image(from_file)) < 1e-4
+
+
+def test_missing_t5_tokenizer_names_the_file_and_every_place(tmp_path, flux_comfy_file):
+    root = tmp_path / "ComfyUI"
+    shutil.copytree(flux_comfy_file.parents[2] / "models", root / "models")  # no comfy/ folder
+    with pytest.raises(ModelNotFoundError) as caught:
+        load_base_pipeline(root / "models" / "unet" / flux_comfy_file.name)
+    message = str(caught.value)
+    assert "spiece.model" in message and "tokenizer.json" in message
+    assert str(root / "models" / "unet") in message
+    assert str(root / "models" / "text_encoders" / "t5_tokenizer") in message
+    assert str(root / "comfy" / "text_encoders" / "t5_tokenizer") in message
+
+
+def test_missing_vae_names_where_it_was_looked_for(tmp_path, flux_comfy_file):
+    root = tmp_path / "ComfyUI"
+    shutil.copytree(flux_comfy_file.parents[2], root)
+    (root / "models" / "vae" / "ae.safetensors").unlink()
+    with pytest.raises(ModelNotFoundError, match="VAE") as caught:
+        load_base_pipeline(root / "models" / "unet" / flux_comfy_file.name)
+    assert str(root / "models" / "vae") in str(caught.value)
+
+
+def test_sd3_without_t5_runs_on_its_clip_encoders_and_says_so(tmp_path, t5_tokenizer_folder):
+    from tests.flow_models import build_sd3_pipeline, write_sd3_all_in_one
+
+    path = write_sd3_all_in_one(
+        build_sd3_pipeline(t5_tokenizer_folder), tmp_path / "sd3-no-t5.safetensors", t5=False
+    )
+    pipe, _ = load_base_pipeline(path)
+    assert pipe.text_encoder_3 is None
+    assert "T5" in pipe.load_notes[0]
+    assert _image(pipe).shape == (64, 64, 3)
+
+
+def test_edit_models_are_refused_with_a_reason(tmp_path):
+    fill = _header_file(tmp_path / "flux1-fill-dev.safetensors", {
+        "double_blocks.0.img_attn.norm.key_norm.scale": (4,),
+        "guidance_in.in_layer.bias": (4,),
+        "img_in.weight": (128, 384),
+        "txt_in.weight": (128, 256),
+        "vector_in.in_layer.weight": (128, 64),
+    })  # fmt: skip
+    with pytest.raises(ModelFormatError, match="384 input channels"):
+        load_base_pipeline(fill)
+
+
+def test_discovery_lists_flow_models_and_not_their_parts(
+    flux_comfy_file, sd3_folder, sd3_single_file
+):
+    comfy_root = flux_comfy_file.parents[2]
+    found = discover_models([comfy_root, sd3_folder.parent, sd3_single_file.parent],
+                            include_hf_cache=False)  # fmt: skip
+    families = {m.path: m.family for m in found.bases()}
+    assert families[flux_comfy_file] is ModelFamily.FLUX
+    assert families[sd3_folder] is ModelFamily.SD3
+    assert families[sd3_single_file] is ModelFamily.SD3
+    assert not [p for p in found.problems if "clip_l" in p or "ae.safetensors" in p]
