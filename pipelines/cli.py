@@ -283,6 +283,9 @@ def _quiet_loading(args: argparse.Namespace) -> None:
         from diffusers.utils import logging as diffusers_logging
 
         diffusers_logging.disable_progress_bar()  # its loading bar would precede an error line
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # SD 3.x / Flux text encoders load with one
 
 
 def _refuse_existing(*paths: Path | None, overwrite: bool) -> None:
@@ -319,6 +322,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     engine = _engine(args)
     request = build_request(args, engine)
     request.validate()
+    check_sampler_for_model(engine, request)
     _sweep(args.out.parent)
     request = keep_map_copies(request)
     _quiet_loading(args)
@@ -359,6 +363,16 @@ def parse_samplers(text: str) -> list[str | tuple[str, int]]:
     return entries
 
 
+def check_sampler_for_model(engine: Engine, request: GenerationRequest, *names: str) -> None:
+    """Refuse a sampler the model's family cannot run, from the model's header, before loading."""
+    from pipelines.flow_samplers import sampler_for
+    from pipelines.models import detect_family
+
+    family = detect_family(engine.resolve_model_path(request.model))
+    for name in names or (request.sampler,):
+        sampler_for(name, family)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from pipelines.compare import compare
     from pipelines.grids import check_comparison_targets, save_animation, save_columns, save_grid
@@ -371,6 +385,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     engine = _engine(args)
     request = build_request(args, engine)
     request.validate()
+    check_sampler_for_model(engine, request, *(c[0] for c in columns))
     _sweep(args.out.parent, args.animation and args.animation.parent, args.columns)
     request = keep_map_copies(request)
     _quiet_loading(args)

@@ -37,6 +37,7 @@ from PIL import Image
 
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import OutOfMemoryError, ValidationError
+from pipelines.flow_samplers import sampler_for
 from pipelines.samplers import SamplerSpec, get_sampler
 from pipelines.types import GenerationRequest, ModelFamily, PreviewMode, StepPreview
 
@@ -135,7 +136,8 @@ def compare(
             for column in columns
         ]
         for column in columns:
-            spec = get_sampler(column.sampler)
+            model = prepared.model
+            spec = sampler_for(column.sampler, model.family, model.scheduler_config)
             column.planned_evaluations = spec.total_evaluations(
                 column.steps, prepared.model.scheduler_config
             )
@@ -179,6 +181,8 @@ def lockstep_capable(spec: SamplerSpec, steps: int, base_config: Any) -> bool:
 
 
 def _batchable_model(model: LoadedModel) -> bool:
+    if model.family.is_flow:
+        return False  # the batched pass below drives a UNet; flow columns run one by one
     config = model.pipeline.unet.config
     # SDXL's added conditioning and guidance-embedding (LCM) UNets take inputs not replicated here.
     return (

@@ -8,6 +8,7 @@ sigmas with the same shift and predict a velocity ("flow_prediction").
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,15 @@ class FlowSamplerSpec(SamplerSpec):
                 time_shift_type=base_config.get("time_shift_type", "exponential"),
             )
         return cls.from_config(base_config, **overrides)
+
+    def total_evaluations(self, steps: int, base_config: Any) -> int:
+        scheduler = self.make(base_config)
+        accepts_shift = "mu" in inspect.signature(scheduler.set_timesteps).parameters
+        # A dynamically shifting schedule needs a shift to be built; its length does not depend
+        # on which.
+        dynamic = scheduler.config.get("use_dynamic_shifting", False) and accepts_shift
+        scheduler.set_timesteps(steps, **({"mu": 0.0} if dynamic else {}))
+        return len(scheduler.timesteps)
 
 
 FLOW_SAMPLERS: dict[str, FlowSamplerSpec] = {

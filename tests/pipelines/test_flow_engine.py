@@ -1,0 +1,158 @@
+"""Generating with tiny SD 3.x and Flux.1 models through the engine and the CLI: flow samplers,
+guidance, previews of the velocity model's x0 estimate at every step, cancel, repeatability."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines import cli
+from pipelines.errors import ValidationError
+from pipelines.export import read_request
+from pipelines.flow_samplers import sampler_names_for
+from pipelines.types import GenerationRequest, ModelFamily, PreviewMode, StepPreview
+
+
+def _request(model: object, **changes: object) -> GenerationRequest:
+    values = dict(prompt="a red cat over the house", model=str(model), steps=3, seed=7,
+                  width=64, height=64, cfg_scale=4.0)  # fmt: skip
+    values.update(changes)
+    return GenerationRequest(**values)
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+@pytest.mark.parametrize("model", ["sd3_folder", "flux_folder"])
+def test_two_samplers_generate_and_repeat_bit_identically(engine, model, request):
+    path = request.getfixturevalue(model)
+    euler = engine.run(_request(path, sampler="Euler"))
+    again = engine.run(_request(path, sampler="Euler"))
+    other = engine.run(_request(path, sampler="DPM++ 2M"))
+    assert euler.image.size == (64, 64)
+    assert np.array_equal(_pixels(euler.image), _pixels(again.image))
+    assert np.array_equal(euler.latents.numpy(), again.latents.numpy())
+    assert not np.array_equal(euler.latents.numpy(), other.latents.numpy())
+    assert euler.latents.shape == (1, 16, 8, 8)  # Flux's packed latents come back spatial
+
+
+@pytest.mark.parametrize("model", ["sd3_folder", "flux_folder"])
+def test_previews_every_step_and_the_last_is_the_result(engine, model, request):
+    # For a velocity model x0 = x_t - sigma_t * v; at the last Euler step (to sigma 0) that
+    # estimate is exactly where the sampler lands, so the last full preview is the image.
+    previews: list[StepPreview] = []
+    result = engine.run(
+        _request(request.getfixturevalue(model), steps=4, preview=PreviewMode.FULL),
+        on_step=previews.append,
+    )
+    assert [p.step for p in previews] == [1, 2, 3, 4]
+    assert all(p.image.shape == (64, 64, 3) for p in previews)
+    assert np.abs(previews[-1].image.astype(int) - _pixels(result.image)).max() <= 1
+    assert not np.array_equal(previews[0].image, previews[-1].image)
+    approximate: list[StepPreview] = []
+    engine.run(_request(request.getfixturevalue(model)), on_step=approximate.append)
+    assert [p.image.shape for p in approximate] == [(64, 64, 3)] * 3
+
+
+def test_cancel_stops_within_the_step(engine, sd3_folder):
+    cancel = threading.Event()
+    seen: list[int] = []
+
+    def on_step(preview: StepPreview) -> None:
+        seen.append(preview.step)
+        cancel.set()
+
+    result = engine.run(_request(sd3_folder, steps=5), on_step=on_step, cancel=cancel)
+    assert result.cancelled and result.image is None
+    assert seen == [1]
+
+
+def test_heun_on_sd3_counts_two_evaluations_per_step(engine, sd3_folder):
+    previews: list[StepPreview] = []
+    result = engine.run(_request(sd3_folder, sampler="Heun"), on_step=previews.append)
+    assert result.image is not None
+    assert [p.step for p in previews] == [1, 2, 3]
+    assert previews[-1].evaluations == 5  # the last step is a single first-order evaluation
+
+
+def test_samplers_a_family_cannot_run_are_refused_with_the_valid_ones(engine, flux_folder):
+    with pytest.raises(ValidationError) as caught:
+        engine.run(_request(flux_folder, sampler="Heun"))
+    message = str(caught.value)
+    assert "Heun" in message and "Euler, DPM++ 2M, UniPC" in message
+    with pytest.raises(ValidationError, match="Choose one of: Euler"):
+        engine.run(_request(flux_folder, sampler="DDIM"))
+    assert sampler_names_for(ModelFamily.SD3) == ["Euler", "Heun", "DPM++ 2M", "UniPC"]
+    assert "DDIM" in sampler_names_for(ModelFamily.SD1)
+
+
+def test_sd3_guidance_changes_the_image(engine, sd3_folder):
+    weak = engine.run(_request(sd3_folder, cfg_scale=1.0))
+    strong = engine.run(_request(sd3_folder, cfg_scale=6.0))
+    assert not np.array_equal(weak.latents.numpy(), strong.latents.numpy())
+
+
+def test_flux_dev_takes_guidance_as_input_and_schnell_none(engine, flux_folder, schnell_folder):
+    low = engine.run(_request(flux_folder, cfg_scale=1.5, negative_prompt="blurry"))
+    high = engine.run(_request(flux_folder, cfg_scale=5.0))
+    assert not np.array_equal(low.latents.numpy(), high.latents.numpy())
+    assert any("negative prompt" in w for w in low.warnings)
+    schnell = engine.run(_request(schnell_folder, cfg_scale=4.0, steps=2))
+    assert schnell.request.cfg_scale == 1.0
+    assert any("schnell" in w for w in schnell.warnings)
+
+
+def test_flow_sizes_must_fit_the_patches(engine, sd3_folder):
+    with pytest.raises(ValidationError, match="multiple of 16"):
+        engine.run(_request(sd3_folder, width=72))
+
+
+def test_cli_generates_with_both_families(sd3_folder, flux_comfy_file, tmp_path, capsys):
+    for model, sampler in ((sd3_folder, "UniPC"), (flux_comfy_file, "Euler")):
+        out = tmp_path / f"{model.stem}.png"
+        code = cli.main(
+            ["generate", "--prompt", "a dog", "--model", str(model), "--steps", "2",
+             "--seed", "3", "--sampler", sampler, "--size", "64x64", "--cfg", "3.5",
+             "--out", str(out)]
+        )  # fmt: skip
+        assert code == 0
+        request = read_request(out)
+        assert (request.sampler, request.cfg_scale) == (sampler, 3.5)
+        assert Image.open(out).size == (64, 64)
+
+
+def test_cli_refuses_a_sampler_of_another_family_in_one_line(sd3_folder, tmp_path, capsys):
+    code = cli.main(
+        ["generate", "--prompt", "x", "--model", str(sd3_folder), "--steps", "2",
+         "--sampler", "DPM++ SDE", "--size", "64x64", "--out", str(tmp_path / "x.png")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Choose one of: Euler, Heun" in err
+
+
+def test_cli_lists_flow_models_with_their_family(flux_comfy_file, sd3_folder, capsys):
+    code = cli.main(["models", "--model-dir", str(flux_comfy_file.parents[2]),
+                     "--model-dir", str(sd3_folder.parent)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = out.splitlines()
+    assert any("Flux.1" in line and "flux-tiny" in line for line in lines)
+    assert any("SD 3.x" in line and "tiny-sd3" in line for line in lines)
+
+
+@pytest.mark.parametrize("model", ["sd3_folder", "flux_folder"])
+def test_comparison_columns_equal_their_single_runs(engine, model, request):
+    from pipelines.compare import compare
+
+    path = request.getfixturevalue(model)
+    result = compare(engine, _request(path), ["Euler", "DPM++ 2M", "UniPC"])
+    for column in result.columns:
+        single = engine.run(_request(path, sampler=column.sampler))
+        assert np.array_equal(column.latents.numpy(), single.latents.numpy()), column.sampler
+        assert len(column.previews) == 3 and column.total_evaluations == 3
+    assert not np.array_equal(result.columns[0].latents.numpy(), result.columns[1].latents.numpy())
