@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipelines.errors import StudioError, ValidationError
+from pipelines.rework_cli import add_rework_options, keep_source_copies, rework_fields
 from pipelines.samplers import DEFAULT_SAMPLER, sampler_names
 from pipelines.types import (
     MAX_STEPS,
@@ -135,6 +136,7 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotator-dir", action="append", type=Path, default=[])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt files (runs code)")
+    add_rework_options(parser)
     _add_verbose(parser, argparse.SUPPRESS)
 
 
@@ -218,6 +220,7 @@ def build_request(args: argparse.Namespace, engine: Engine) -> GenerationRequest
         height=height,
         sampler=args.sampler,
         controls=tuple(units),
+        **rework_fields(args),
     )
 
 
@@ -241,7 +244,7 @@ def keep_map_copies(
             log.info("kept a copy of %s as %s", unit.image, copy)
             unit = replace(unit, image=str(copy))
         units.append(unit)
-    return replace(request, controls=tuple(units))
+    return keep_source_copies(replace(request, controls=tuple(units)), folder)
 
 
 def check_device(device: str) -> None:

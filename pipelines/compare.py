@@ -214,7 +214,10 @@ class _Comparison:
     def jobs(self) -> list[list[int]]:
         """Column indices to run together, in the order of each job's first column."""
         model = self.runs[0].model
-        if not _batchable_model(model):
+        # A reworking run's loop (known latents blended back, a mask) is the inpainting pipeline's,
+        # and a hires run is two passes.
+        first = self.runs[0]
+        if not _batchable_model(model) or first.rework is not None or first.request.hires:
             return [[i] for i in range(len(self.columns))]
         groups: dict[int, list[int]] = {}
         jobs: list[list[int]] = []

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pipelines import cpu, flow, models
+from pipelines import cpu, flow, hires, models, rework
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
@@ -87,10 +87,16 @@ class PreparedRun:
     initial_noise: torch.Tensor  # (1, C, H / scale, W / scale), CPU float32
     device: torch.device
     dtype: torch.dtype
+    rework: rework.ReworkPlan | None = None  # the picture a reworking run starts from
 
     @property
     def precision(self) -> str:
         return precision_name(self.dtype)
+
+    @property
+    def total_steps(self) -> int:
+        """The steps the run really spends (a reworking run: its strength's share)."""
+        return self.rework.steps(self.request.steps) if self.rework else self.request.steps
 
     @property
     def guided(self) -> bool:
@@ -381,19 +387,34 @@ class Engine:
                 width=request.width or width,
                 height=request.height or height,
                 controls=_absolute_paths(request.controls),
+                source=rework.absolute_source(request.source),
             ).resolve_seed()
             _check_size(request, loaded.scale_factor)
+            request.check_grown_sizes()  # the native size is known only now
             sampler_for(request.sampler, loaded.family, loaded.scheduler_config)  # runnable here
             notes = []
             if loaded.family.is_flow:
-                flow.check_size(request)
+                flow.check_request(request, loaded.family)
                 request, notes = flow.adjust_request(loaded.pipeline, loaded.family, request)
             units = request.active_controls
             controlnet_paths = tuple(self._check_controls(loaded, units))
-            maps = self._condition_maps(request)
+            plan, rework_notes = rework.prepare_source(request)
+            maps = self._condition_maps(rework.canvas_request(request))
             pipe = self._pipeline_for(loaded, controlnet_paths)
-            notes += self._prompt_warnings(pipe, request)
-            noise = self.initial_noise(request, flow.latent_channels(pipe), loaded.scale_factor)
+            notes += self._prompt_warnings(pipe, request) + rework_notes
+            if loaded.family.is_flow:
+                flow.refuse_rework(plan, loaded.family)
+                channels = flow.latent_channels(pipe)
+            else:
+                channels = pipe.unet.config.in_channels
+            if plan is None and channels == 9:  # an inpainting UNet runs in its own pipeline
+                plan = rework.text_to_image_plan(request)
+            if plan is not None:
+                pipe = rework.inpainting_pipeline(pipe, loaded.family)
+                channels = pipe.vae.config.latent_channels
+            noise = self.initial_noise(
+                rework.run_request(request, plan), channels, loaded.scale_factor
+            )
             return PreparedRun(
                 request=request,
                 model=loaded,
@@ -403,6 +424,7 @@ class Engine:
                 initial_noise=noise,
                 device=self.device,
                 dtype=self.dtype,
+                rework=plan,
             )
 
     def _check_controls(self, loaded: LoadedModel, units: tuple[ControlUnit, ...]) -> list[Path]:
@@ -461,6 +483,8 @@ class Engine:
         frame yet) the step is neither decoded nor reported; the last step always is.
         """
         request = prepared.request
+        if request.hires is not None:  # two passes, each one of these runs
+            return hires.run_hires(self, prepared, on_step, cancel, wants_preview)
         pipe = prepared.pipeline
         with self.exclusive(prepared, batch=2 if prepared.guided else 1):
             prepared.apply_memory_options()
@@ -472,6 +496,8 @@ class Engine:
                 on_step,
                 cancel or threading.Event(),
                 wants_preview,
+                total=prepared.total_steps,
+                compose=prepared.rework.compose_preview if prepared.rework else None,
             )
             kwargs = self._call_arguments(prepared)
             started = time.perf_counter()
@@ -498,7 +524,7 @@ class Engine:
                 tracker.detach()
         return GenerationResult(
             request=request,
-            image=output.images[0],
+            image=prepared.rework.finish(output.images[0]) if prepared.rework else output.images[0],
             timings={**tracker.timings, "total": time.perf_counter() - started},
             condition_maps=prepared.condition_maps,
             warnings=prepared.warnings,
@@ -572,6 +598,8 @@ class Engine:
                 control_guidance_start=units[0].start if single else [u.start for u in units],
                 control_guidance_end=units[0].end if single else [u.end for u in units],
             )
+        if prepared.rework is not None:
+            kwargs = prepared.rework.call_arguments(kwargs, controlnet=bool(units))
         if prepared.model.family.is_flow:
             kwargs = flow.call_arguments(prepared.model.family, kwargs)
         return kwargs
@@ -601,7 +629,11 @@ class _StepTracker:
         on_step: StepCallback | None,
         cancel: threading.Event,
         wants_preview: PreviewGate | None = None,
+        total: int | None = None,
+        compose: Callable[[Any], Any] | None = None,  # the preview shown in the whole picture
     ) -> None:
+        self.total = total or request.steps
+        self.compose = compose
         self.scheduler = scheduler
         self.request = request
         self.previews = previews
@@ -674,10 +706,12 @@ class _StepTracker:
             if self.on_step is not None and self.denoised is not None and wanted:
                 latents = flow.spatial(self.denoised, self.request)
                 image = self.previews.decode(latents, self.request.preview)
+                if self.compose is not None:
+                    image = self.compose(image)
                 self.on_step(
                     StepPreview(
                         step=self.completed,
-                        total=self.request.steps,
+                        total=self.total,
                         sampler=self.request.sampler,
                         image=image,
                         elapsed=elapsed,

@@ -31,6 +31,7 @@ from PIL import Image, PngImagePlugin
 
 from pipelines.errors import ExportError, ImageReadError, StudioError, ValidationError
 from pipelines.images import open_image
+from pipelines.rework_metadata import rework_pairs, rework_values
 from pipelines.types import (
     MAX_SEED,
     ControlKind,
@@ -207,6 +208,7 @@ def format_parameters(request: GenerationRequest) -> str:
     if request.width is not None and request.height is not None:
         pairs.append(("Size", f"{request.width}x{request.height}"))
     pairs.append(("Model", model_display_name(request.model)))
+    pairs += rework_pairs(request.source, request.hires)
     # Units keep their slot number, as sd-webui-controlnet does: disabled slots leave gaps.
     for index, unit in enumerate(request.controls):
         if unit.enabled:
@@ -362,7 +364,7 @@ def _controls(fields: Mapping[str, str]) -> tuple[ControlUnit, ...]:
 def parse_parameters(text: str) -> GenerationRequest:
     """Read A1111-style text into a request.
 
-    Fields the request has no place for (``Model hash``, ``Denoising strength``, ``Version``, ...)
+    Fields the request has no place for (``Model hash``, ``Clip skip``, ``Version``, ...)
     are dropped; use :func:`split_parameters` to see them. ``Model`` becomes a model *name*, not a
     path, and ControlNet units have no image: the caller resolves both against local files.
     Values are not range-checked here; the engine validates the request before a run.
@@ -388,6 +390,8 @@ def parse_parameters(text: str) -> GenerationRequest:
     if model and model != "default":  # "default" is what format_parameters writes for ""
         values["model"] = model
     values["controls"] = _controls(fields)
+    size = (values["width"], values["height"]) if "width" in values else None
+    values.update(rework_values(fields, size, _to_int, _to_float))
     return GenerationRequest(**values)
 
 

@@ -54,7 +54,13 @@ def variant(family: ModelFamily, pipe: DiffusionPipeline) -> str:
     return "dev" if distilled_guidance(pipe) else "schnell"
 
 
-def check_size(request: GenerationRequest) -> None:
+def check_request(request: GenerationRequest, family: ModelFamily) -> None:
+    """What a flow model cannot run, refused before any step."""
+    if getattr(request, "hires", None) is not None:
+        raise ValidationError(
+            f"The high-resolution second pass is not available for {family.label} models yet; "
+            "switch it off, or choose an SD 1.x or SDXL model."
+        )
     for name, value in (("Width", request.width), ("Height", request.height)):
         if value % SIZE_MULTIPLE:
             lower = max(SIZE_MULTIPLE, value - value % SIZE_MULTIPLE)
@@ -110,3 +116,12 @@ def call_arguments(family: ModelFamily, kwargs: dict[str, Any]) -> dict[str, Any
         kwargs["latents"] = pack(kwargs["latents"])
         kwargs.pop("negative_prompt", None)
     return kwargs
+
+
+def refuse_rework(plan: object | None, family: ModelFamily) -> None:
+    # Image-to-image and inpainting run through UNet pipelines; the flow families' own come later.
+    if plan is not None:
+        raise ValidationError(
+            f"Reworking a picture (image-to-image, inpainting) is not available for {family.label} "
+            "models yet; clear the source image, or choose an SD 1.x or SDXL model."
+        )

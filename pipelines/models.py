@@ -146,6 +146,17 @@ def _context_dim(header: dict[str, Any]) -> int | None:
     return None
 
 
+# A text-to-image UNet reads the 4 latent channels; an inpainting one also the mask (1) and the
+# masked picture's latents (4).
+INPUT_CHANNELS = (4, 9)
+
+
+def unet_input_channels(header: dict[str, Any]) -> int:
+    """The input channels of a single-file checkpoint's UNet, from its tensor table."""
+    conv_in = _shape(header, "model.diffusion_model.input_blocks.0.0.weight")
+    return conv_in[1] if conv_in and len(conv_in) == 4 else 4
+
+
 def _family_from_header(path: Path, header: dict[str, Any]) -> ModelFamily:
     flow = inspect_flow_header(header)
     if flow is not None:
@@ -158,11 +169,11 @@ def _family_from_header(path: Path, header: dict[str, Any]) -> ModelFamily:
             f"{path.name} is neither a Stable Diffusion checkpoint nor a ControlNet "
             "(it may be a LoRA, VAE or embedding, or a model family the studio does not support)."
         )
-    conv_in = _shape(header, "model.diffusion_model.input_blocks.0.0.weight")
-    if conv_in and len(conv_in) == 4 and conv_in[1] != 4:
+    channels = unet_input_channels(header)
+    if channels not in INPUT_CHANNELS:
         raise ModelFormatError(
-            f"{path.name} is an inpainting or edit model ({conv_in[1]} input channels); "
-            "only text-to-image checkpoints are supported."
+            f"{path.name} is an edit model ({channels} input channels); only text-to-image and "
+            "inpainting checkpoints are supported."
         )
     if any(k.startswith("conditioner.embedders.") for k in keys) or any(
         k.startswith("model.diffusion_model.label_emb.") for k in keys
@@ -204,9 +215,9 @@ def _family_from_unet_config(path: Path, config: dict[str, Any]) -> ModelFamily:
         return ModelFamily.SDXL
     if dim == 1024:
         raise ModelFormatError(f"{path} is a Stable Diffusion 2.x model, which is not supported.")
-    if config.get("in_channels", 4) != 4:
+    if config.get("in_channels", 4) not in INPUT_CHANNELS:
         raise ModelFormatError(
-            f"{path} is an inpainting or edit model; only text-to-image models are supported."
+            f"{path} is an edit model; only text-to-image and inpainting models are supported."
         )
     return ModelFamily.SD1
 
@@ -689,6 +700,7 @@ def load_base_pipeline(
                     local_files_only=True,
                     torch_dtype=dtype,
                     **_tokenizers(family),
+                    **_inpainting_unet(path, header, config, dtype),
                     **extra,
                 )
     except _load_errors() as exc:
@@ -698,6 +710,23 @@ def load_base_pipeline(
             _check_no_missing_weights(component, path, name)
     pipe.to(device)
     return pipe, family
+
+
+def _inpainting_unet(
+    path: Path, header: dict[str, Any] | None, config: Path, dtype: torch.dtype
+) -> dict[str, Any]:
+    """An inpainting checkpoint's UNet, loaded with the input channels its file has (the family's
+    config folder describes the text-to-image UNet); nothing for other checkpoints."""
+    channels = unet_input_channels(header or {})
+    if channels == 4:
+        return {}
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_single_file(
+        str(path), config=str(config), subfolder="unet", in_channels=channels,
+        local_files_only=True, torch_dtype=dtype,
+    )  # fmt: skip
+    return {"unet": unet}
 
 
 def _folder_has_safetensors(folder: Path) -> bool:

@@ -108,6 +108,121 @@ class PreviewMode(str, enum.Enum):
     NONE = "none"
 
 
+class MaskedContent(str, enum.Enum):
+    ORIGINAL = "original"  # keep the input under the mask as the starting point
+    FILL = "fill"  # fill with blurred surroundings first
+    LATENT_NOISE = "latent noise"
+
+
+class InpaintArea(str, enum.Enum):
+    WHOLE = "whole"  # whole picture
+    MASKED = "masked"  # only the masked region at full resolution, with padding, pasted back
+
+
+MAX_MASK_BLUR = 256
+MAX_PADDING = 1024
+MIN_HIRES_SCALE, MAX_HIRES_SCALE = 1.0, 4.0
+HIRES_RESAMPLERS = ("lanczos", "latent")  # an upscaler model file's path is the other choice
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """The picture a run reworks: image-to-image, or inpainting when it carries a mask, with an
+    optional border added first (outpainting). Files are checked when the engine prepares the run."""
+
+    image: str  # path of the input picture (absolute once prepared)
+    strength: float = 0.75  # denoising strength 0..1; the run spends round(strength * steps) steps
+    resize_mode: ResizeMode = ResizeMode.FIT
+    mask: str | None = None  # path of the mask, white = repaint; None: plain image-to-image
+    mask_blur: int = 4  # px
+    masked_content: MaskedContent = MaskedContent.ORIGINAL
+    inpaint_area: InpaintArea = InpaintArea.WHOLE
+    padding: int = 32  # px around the mask for InpaintArea.MASKED
+    outpaint: tuple[int, int, int, int] = (0, 0, 0, 0)  # left, top, right, bottom pixels added
+
+    def check_fields(self) -> None:
+        _require(isinstance(self.image, str), "The input image", "a path", self.image)
+        _require(_is_number(self.strength) and math.isfinite(self.strength),
+                 "Denoising strength", "a number", self.strength)  # fmt: skip
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValidationError(
+                f"Denoising strength must be between 0 and 1, not {self.strength}."
+            )
+        _require(isinstance(self.resize_mode, ResizeMode), "The input's resize mode",
+                 "fit, crop or stretch", self.resize_mode)  # fmt: skip
+        _require(self.mask is None or isinstance(self.mask, str), "The mask", "a path", self.mask)
+        _require(_is_int(self.mask_blur), "Mask blur", "a whole number of pixels", self.mask_blur)
+        if not 0 <= self.mask_blur <= MAX_MASK_BLUR:
+            raise ValidationError(f"Mask blur must be from 0 to {MAX_MASK_BLUR} pixels.")
+        _require(isinstance(self.masked_content, MaskedContent), "Masked content",
+                 "original, fill or latent noise", self.masked_content)  # fmt: skip
+        _require(isinstance(self.inpaint_area, InpaintArea), "Inpaint area",
+                 "whole or masked", self.inpaint_area)  # fmt: skip
+        _require(_is_int(self.padding), "Inpaint padding", "a whole number of pixels", self.padding)
+        if not 0 <= self.padding <= MAX_PADDING:
+            raise ValidationError(f"Inpaint padding must be from 0 to {MAX_PADDING} pixels.")
+        _require(
+            isinstance(self.outpaint, tuple) and len(self.outpaint) == 4
+            and all(_is_int(v) for v in self.outpaint),
+            "Outpaint", "four whole numbers (left, top, right, bottom)", self.outpaint,
+        )  # fmt: skip
+        if any(not 0 <= v <= MAX_SIZE for v in self.outpaint):
+            raise ValidationError(f"Outpaint borders must be from 0 to {MAX_SIZE} pixels each.")
+
+    def validate(self) -> None:
+        self.check_fields()
+        if not self.image:
+            raise ValidationError("Image-to-image needs an input image.")
+        if self.mask == "":
+            raise ValidationError("The mask path is empty; give a mask file or no mask.")
+        left, top, right, bottom = self.outpaint
+        for name, total in (("left and right", left + right), ("top and bottom", top + bottom)):
+            if total % 8:
+                raise ValidationError(
+                    f"The outpaint borders {name} add up to {total} pixels; the picture needs a "
+                    f"multiple of 8 ({total - total % 8} or {total - total % 8 + 8})."
+                )
+
+    @property
+    def outpainting(self) -> bool:
+        return any(self.outpaint)
+
+    @property
+    def inpainting(self) -> bool:
+        return self.mask is not None or self.outpainting
+
+
+@dataclass(frozen=True)
+class HiresPass:
+    """Text-to-image at the model's size, upscaled by ``scale`` and reworked at that size."""
+
+    scale: float = 2.0  # 1..4
+    steps: int = 0  # 0: the request's steps
+    strength: float = 0.5
+    upscaler: str = "lanczos"  # "lanczos" | "latent" | path of an upscaler model file
+
+    def check_fields(self) -> None:
+        _require(_is_number(self.scale) and math.isfinite(self.scale), "Hires scale", "a number",
+                 self.scale)  # fmt: skip
+        if not MIN_HIRES_SCALE <= self.scale <= MAX_HIRES_SCALE:
+            raise ValidationError(
+                f"Hires scale must be between {MIN_HIRES_SCALE:g} and {MAX_HIRES_SCALE:g}, "
+                f"not {self.scale}."
+            )
+        _require(_is_int(self.steps), "Hires steps", "a whole number", self.steps)
+        if not 0 <= self.steps <= MAX_STEPS:
+            raise ValidationError(f"Hires steps must be from 0 (the run's steps) to {MAX_STEPS}.")
+        _require(_is_number(self.strength) and math.isfinite(self.strength),
+                 "Hires denoising", "a number", self.strength)  # fmt: skip
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValidationError(f"Hires denoising must be between 0 and 1, not {self.strength}.")
+        _require(isinstance(self.upscaler, str) and bool(self.upscaler), "The upscaler",
+                 "lanczos, latent or the path of an upscaler model", self.upscaler)  # fmt: skip
+
+    def validate(self) -> None:
+        self.check_fields()
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """How an Engine is set up (folders, device, precision); the window keeps these in its settings
@@ -207,6 +322,9 @@ class GenerationRequest:
     controls: tuple[ControlUnit, ...] = ()
     memory: MemoryOptions = field(default_factory=MemoryOptions)
     preview: PreviewMode = PreviewMode.APPROXIMATE
+    # Reworking an image (issue 14): the input, mask and outpaint border; the high-resolution pass.
+    source: ImageInput | None = None  # None: text-to-image
+    hires: HiresPass | None = None
 
     def check_fields(self) -> None:
         """Types and ranges of every field, without consulting the sampler registry or requiring
@@ -246,6 +364,13 @@ class GenerationRequest:
             value = getattr(self.memory, name)
             _require(isinstance(value, bool), f"The memory option {name}", "true or false", value)
         _require(isinstance(self.preview, PreviewMode), "Preview", "a preview mode", self.preview)
+        # Reworking an image
+        if self.source is not None:
+            _require(isinstance(self.source, ImageInput), "The input", "an ImageInput", self.source)
+            self.source.check_fields()
+        if self.hires is not None:
+            _require(isinstance(self.hires, HiresPass), "Hires", "a HiresPass", self.hires)
+            self.hires.check_fields()
 
     def validate(self) -> None:
         from pipelines.samplers import get_sampler  # the registry owns sampler names
@@ -257,6 +382,24 @@ class GenerationRequest:
             raise ValidationError(f"At most {MAX_CONTROL_UNITS} ControlNets can be active at once.")
         for unit in active:
             unit.validate()
+        if self.source is not None:
+            self.source.validate()
+        if self.hires is not None:
+            self.hires.validate()
+        self.check_grown_sizes()
+
+    def check_grown_sizes(self) -> None:
+        """The outpainted or hires size must stay within the limit too (a native size is checked
+        again once the engine knows it)."""
+        for name, value in (("Width", self.width), ("Height", self.height)):
+            if value is None:
+                continue
+            grown = grown_size(self, value, horizontal=name == "Width")
+            if grown > MAX_SIZE:
+                raise ValidationError(
+                    f"{name} after outpainting and the hires pass would be {grown} pixels; at "
+                    f"most {MAX_SIZE} are allowed."
+                )
 
     @property
     def active_controls(self) -> tuple[ControlUnit, ...]:
@@ -293,6 +436,12 @@ class GenerationRequest:
             values.pop("preview", None)
         else:
             values["preview"] = _enum(PreviewMode, values["preview"], "Preview")
+        if values.get("source") is not None:
+            values["source"] = _source_from_dict(values["source"])
+        if values.get("hires") is not None:
+            hires = values["hires"]
+            _require(isinstance(hires, dict), "Hires", "a table of fields", hires)
+            values["hires"] = HiresPass(**_known(HiresPass, hires))
         request = cls(**values)
         request.check_fields()
         return request
@@ -323,6 +472,39 @@ def _control_from_dict(data: Any) -> ControlUnit:
     if "resize_mode" in values:
         values["resize_mode"] = _enum(ResizeMode, values["resize_mode"], "A resize mode")
     return ControlUnit(**values)
+
+
+def _source_from_dict(data: Any) -> ImageInput:
+    if not isinstance(data, dict):
+        raise ValidationError(f"The stored input is not a table of fields: {_shown(data)}.")
+    values = _known(ImageInput, data)
+    if "image" not in values:
+        raise ValidationError("The stored input has no image.")
+    if "resize_mode" in values:
+        values["resize_mode"] = _enum(ResizeMode, values["resize_mode"], "The input's resize mode")
+    if "masked_content" in values:
+        values["masked_content"] = _enum(MaskedContent, values["masked_content"], "Masked content")
+    if "inpaint_area" in values:
+        values["inpaint_area"] = _enum(InpaintArea, values["inpaint_area"], "Inpaint area")
+    if isinstance(values.get("outpaint"), list):
+        values["outpaint"] = tuple(values["outpaint"])
+    return ImageInput(**values)
+
+
+def grown_size(request: GenerationRequest, value: int, *, horizontal: bool) -> int:
+    """Width (``horizontal``) or height ``value`` after the outpaint border and the hires scale."""
+    if request.source is not None:
+        left, top, right, bottom = request.source.outpaint
+        value += left + right if horizontal else top + bottom
+    if request.hires is not None:
+        value = hires_size(value, request.hires.scale)
+    return value
+
+
+def hires_size(value: int, scale: float) -> int:
+    """The hires pass's width or height: ``value * scale`` to the nearest multiple of 8, unclamped
+    so that the checks can say how far past the limit it is."""
+    return max(MIN_SIZE, math.floor(value * scale / 8 + 0.5) * 8)
 
 
 def _to_jsonable(value: Any) -> Any:

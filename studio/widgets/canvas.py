@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QColor,
+    QContextMenuEvent,
     QImage,
     QMouseEvent,
     QPainter,
@@ -12,7 +13,7 @@ from PySide6.QtGui import (
     QPen,
     QWheelEvent,
 )
-from PySide6.QtWidgets import QSizePolicy, QWidget
+from PySide6.QtWidgets import QMenu, QSizePolicy, QWidget
 
 from studio.qt_image import paint_image
 
@@ -21,6 +22,7 @@ MIN_ZOOM, MAX_ZOOM = 0.05, 32.0
 
 class Canvas(QWidget):
     zoom_changed = Signal(float)
+    use_as_input_requested = Signal()  # the shown image should become the input picture
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -29,7 +31,7 @@ class Canvas(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setToolTip(
-            "Wheel: zoom · drag: pan · double-click: fit\n"
+            "Wheel: zoom · drag: pan · double-click: fit · right-click: use as input\n"
             "Shows the model's denoised estimate at every step, then the final image."
         )
         self.image: QImage | None = None
@@ -151,3 +153,10 @@ class Canvas(QWidget):
 
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         self.fit()
+
+    def contextMenuEvent(self, event: QContextMenuEvent) -> None:  # noqa: N802
+        if self.image is None:
+            return
+        menu = QMenu(self)
+        menu.addAction("Use as input", self.use_as_input_requested.emit)
+        menu.popup(event.globalPos())

@@ -15,18 +15,14 @@ from typing import TYPE_CHECKING
 from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import (
-    QAction,
-    QActionGroup,
     QDragEnterEvent,
     QDropEvent,
     QGuiApplication,
     QImage,
-    QKeySequence,
     QShowEvent,
 )
 from PySide6.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFileDialog,
@@ -36,7 +32,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSlider,
-    QSpinBox,
     QToolBar,
     QVBoxLayout,
     QWidget,
@@ -57,6 +52,8 @@ from studio.jobs import (
 from studio.qt_image import pil_to_qimage, qimage_to_pil
 from studio.widgets.map_store import pose_sidecar, save_pose_sidecar
 from studio.widgets.map_view import MapView
+from studio.widgets.mime import mime_picture
+from studio.widgets.paint_bar import PaintBar, ToolSpec, spin_box
 from studio.widgets.paint_tools import (
     BrushTool,
     EraserTool,
@@ -67,9 +64,9 @@ from studio.widgets.paint_tools import (
     PickerTool,
     ToolOptions,
     clear,
-    invert,
 )
 from studio.widgets.pose_editor import PoseEditor, PosePanel, PoseTool
+from studio.widgets.refreshing_combo import RefreshingComboBox
 
 if TYPE_CHECKING:
     from studio.session import Session
@@ -223,23 +220,6 @@ class ConditionEditor(QDialog):
         editor.document.set_image(fitted)
         return editor
 
-    def _action(
-        self,
-        text: str,
-        tip: str,
-        slot: Callable[..., object],
-        keys: Sequence[str] = (),
-        checkable: bool = False,
-    ) -> QAction:
-        action = QAction(text, self)
-        action.setToolTip(tip)
-        action.setCheckable(checkable)
-        if keys:
-            action.setShortcuts([QKeySequence(k) for k in keys])
-        action.triggered.connect(slot)
-        self.addAction(action)  # shortcuts work wherever the focus is in the dialog
-        return action
-
     def _build_tools(self) -> None:
         d, o = self.document, self.options
         self.tools = {
@@ -251,68 +231,37 @@ class ConditionEditor(QDialog):
             "picker": PickerTool(d, o, on_pick=self._picked),
             "pose": PoseTool(d, o, self.pose),
         }
-        group = QActionGroup(self)
         specs = (
-            ("brush", "Brush", "Paint with the value (B).", ["B"]),
-            ("eraser", "Eraser", "Paint black: no edge, far away, nobody (E).", ["E"]),
-            ("line", "Line", "Drag a straight line (L).", ["L"]),
-            ("fill", "Fill", "Fill the area of one colour with the value (G).", []),
-            ("gradient", "Gradient", "Drag a ramp from the value to 'Gradient to' (G twice).", []),
-            ("picker", "Pick", "Click the map to take its value (I).", ["I"]),
-        )
-        self.tool_actions: dict[str, QAction] = {}
-        for name, text, tip, keys in specs:
-            action = self._action(text, tip, lambda _=False, n=name: self.set_tool(n), keys, True)
-            group.addAction(action)
-            self.tool_actions[name] = action
+            ToolSpec("brush", "Brush", "Paint with the value (B).", ("B",)),
+            ToolSpec("eraser", "Eraser", "Paint black: no edge, far away, nobody (E).", ("E",)),
+            ToolSpec("line", "Line", "Drag a straight line (L).", ("L",)),
+            ToolSpec("fill", "Fill", "Fill the area of one colour with the value (G)."),
+            ToolSpec("gradient", "Gradient", "Drag a ramp from the value to 'Gradient to' (G "
+                     "twice)."),
+            ToolSpec("picker", "Pick", "Click the map to take its value (I).", ("I",)),
+        )  # fmt: skip
+        self.paint = PaintBar(
+            self, self.view, o, self.tools, specs,
+            clear_tip="Make the whole map black (no condition).",
+            invert_tip="Swap bright and dark (depth: near and far).", on_clear=self.clear_map,
+        )  # fmt: skip
+        self.tool_actions = self.paint.tool_actions
         # G cycles between fill and gradient, the two "whole area" tools.
-        self._action("Fill / gradient", "", self._cycle_fill, ["G"])
-        self._action("Bigger brush", "", lambda: self._resize_brush(1.25), ["]"])
-        self._action("Smaller brush", "", lambda: self._resize_brush(0.8), ["["])
-
-        undo = self.document.undo_stack.createUndoAction(self, "Undo")
-        undo.setShortcuts([QKeySequence(QKeySequence.StandardKey.Undo)])
-        undo.setToolTip("Undo the last edit (Ctrl+Z).")
-        redo = self.document.undo_stack.createRedoAction(self, "Redo")
-        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-        redo.setToolTip("Redo (Ctrl+Shift+Z).")
-        self.addAction(undo)
-        self.addAction(redo)
-        self.undo_action, self.redo_action = undo, redo
-        self.clear_action = self._action("Clear", "Make the whole map black (no condition).",
-                                         self.clear_map)  # fmt: skip
-        self.invert_action = self._action("Invert", "Swap bright and dark (depth: near and far).",
-                                          lambda: invert(self.document))  # fmt: skip
-        fit = self._action("Fit", "Fit the map in the view (Ctrl+0).", self.view.fit, ["Ctrl+0"])
-        actual = self._action("100 %", "One map pixel per screen pixel (Ctrl+1).",
-                              self.view.actual_size, ["Ctrl+1"])  # fmt: skip
-
-        self.size_box = _spin(1, 256, o.size, "Brush size in map pixels ([ and ]).")
-        self.hardness_box = _spin(0, 100, int(o.hardness * 100), "Brush hardness: 100 % paints "
-                                  "crisp single-value pixels, lower fades the edge.", " %")  # fmt: skip
-        self.value_box = _spin(0, 255, o.value, "The grey value painted (255 white). Depth: bright "
-                               "is near, black is far.")  # fmt: skip
-        self.value_to_box = _spin(0, 255, o.value_to, "The gradient's other end.")
-        self.size_box.valueChanged.connect(lambda v: setattr(o, "size", v))
-        self.hardness_box.valueChanged.connect(lambda v: setattr(o, "hardness", v / 100))
+        self.paint.action("Fill / gradient", "", self._cycle_fill, ["G"])
+        self.undo_action, self.redo_action = self.paint.undo_action, self.paint.redo_action
+        self.clear_action, self.invert_action = self.paint.clear_action, self.paint.invert_action
+        self.size_box, self.hardness_box = self.paint.size_box, self.paint.hardness_box
+        self.value_box = spin_box(0, 255, o.value, "The grey value painted (255 white). Depth: "
+                                  "bright is near, black is far.")  # fmt: skip
+        self.value_to_box = spin_box(0, 255, o.value_to, "The gradient's other end.")
         self.value_box.valueChanged.connect(lambda v: setattr(o, "value", v))
         self.value_to_box.valueChanged.connect(lambda v: setattr(o, "value_to", v))
-
-        bar = self.toolbar
-        for action in self.tool_actions.values():
-            bar.addAction(action)
-        bar.addSeparator()
-        self._paint_widgets = []
-        for label, box in (("Size", self.size_box), ("Hardness", self.hardness_box),
-                           ("Value", self.value_box), ("Gradient to", self.value_to_box)):  # fmt: skip
-            self._paint_widgets.append(bar.addWidget(QLabel(f" {label} ")))
-            self._paint_widgets.append(bar.addWidget(box))
-        bar.addSeparator()
-        for action in (self.clear_action, self.invert_action, undo, redo, fit, actual):
-            bar.addAction(action)
+        self._paint_widgets = self.paint.fill_toolbar(
+            self.toolbar, (("Value", self.value_box), ("Gradient to", self.value_to_box))
+        )
 
         if self.kind is ControlKind.POSE:
-            self._action("Remove person", "", self.pose.remove_person, ["Del", "Backspace"])
+            self.paint.action("Remove person", "", self.pose.remove_person, ["Del", "Backspace"])
         painting = self.kind is not ControlKind.POSE
         for action in (*self.tool_actions.values(), self.invert_action):
             action.setVisible(painting)
@@ -323,7 +272,7 @@ class ConditionEditor(QDialog):
 
     def _source_box(self) -> QGroupBox:
         box = QGroupBox("Source photo")
-        self.source_combo = _RefreshingComboBox(self._refresh_sources)
+        self.source_combo = RefreshingComboBox(self._refresh_sources)
         self.source_combo.setToolTip("A picture to detect from and to show dimmed behind the map: "
                                      "the unit's photo, a result from the history, or a file.")  # fmt: skip
         self.source_combo.activated.connect(self._source_chosen)
@@ -411,22 +360,14 @@ class ConditionEditor(QDialog):
 
     # ---- tools --------------------------------------------------------------------------------
     def set_tool(self, name: str) -> None:
-        self.view.tool = self.tools[name]
-        if name in self.tool_actions:
-            self.tool_actions[name].setChecked(True)
-        self.view.update()
+        self.paint.set_tool(name)
 
     def tool_name(self) -> str:
-        return next(n for n, t in self.tools.items() if t is self.view.tool)
+        return self.paint.tool_name()
 
     def _cycle_fill(self) -> None:
         if self.kind is not ControlKind.POSE:
             self.set_tool("gradient" if self.tool_name() == "fill" else "fill")
-
-    def _resize_brush(self, factor: float) -> None:
-        current = self.size_box.value()
-        step = round(current * factor)
-        self.size_box.setValue(step if step != current else current + (1 if factor > 1 else -1))
 
     def _picked(self, value: int) -> None:
         self.value_box.setValue(value)
@@ -651,16 +592,12 @@ class ConditionEditor(QDialog):
             self.document.replace(pil_to_qimage(fitted), text)
 
     def import_mime(self, mime: QMimeData | None) -> bool:
-        if mime is None:
-            return False
-        files = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
-        if files:
-            return self.import_file(files[0])
-        if mime.hasImage():
-            image = QImage(mime.imageData())
-            if not image.isNull():
-                self.import_image(qimage_to_pil(image), "Paste")
-                return True
+        picture = mime_picture(mime)
+        if isinstance(picture, str):
+            return self.import_file(picture)
+        if isinstance(picture, QImage):
+            self.import_image(qimage_to_pil(picture), "Paste")
+            return True
         self.show_message("There is no image on the clipboard.", error=True)
         return False
 
@@ -721,25 +658,6 @@ def _detect_here(request: DetectionRequest) -> DetectionResult | str:
             log.exception("%s detection failed", request.kind.value)
         return readable_error(error)
     return DetectionResult(request, detected.image, detected.people)
-
-
-class _RefreshingComboBox(QComboBox):
-    """Re-reads its entries before opening: results finished while the editor is open appear."""
-
-    def __init__(self, refresh: Callable[[], None]) -> None:
-        super().__init__()
-        self._refresh = refresh
-
-    def showPopup(self) -> None:  # noqa: N802
-        self._refresh()
-        super().showPopup()
-
-
-def _spin(low: int, high: int, value: int, tip: str, suffix: str = "") -> QSpinBox:
-    box = QSpinBox(minimum=low, maximum=high, value=value)
-    box.setToolTip(tip)
-    box.setSuffix(suffix)
-    return box
 
 
 def _slider(value: int, tip: str) -> QSlider:

@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import (
@@ -71,7 +72,31 @@ def request_tooltip(request: GenerationRequest) -> str:
     return (
         f"{request.prompt[:120]}\nseed {request.seed} · {request.sampler} · "
         f"{request.steps} steps · CFG {request.cfg_scale:g} · {request.width}×{request.height}"
-    )
+    ) + rework_line(request)
+
+
+def rework_kind(request: GenerationRequest) -> str:
+    """One word under a thumbnail for a run that started from a picture or grew ("" otherwise)."""
+    source = request.source
+    if source is not None:
+        return "outpaint" if any(source.outpaint) else "inpaint" if source.mask else "img2img"
+    return "hires" if request.hires is not None else ""
+
+
+def rework_line(request: GenerationRequest) -> str:
+    """What the run started from and how it grew, as a line of its own ("" for text-to-image)."""
+    parts = []
+    source = request.source
+    if source is not None:
+        parts.append(f"from {Path(source.image).name} · strength {source.strength:g}")
+        if source.mask:
+            parts.append("inpainted")
+        if any(source.outpaint):
+            parts.append("outpainted by {}, {}, {}, {} px".format(*source.outpaint))
+    hires = request.hires
+    if hires is not None:
+        parts.append(f"hires ×{hires.scale:g} with {Path(hires.upscaler).name}")
+    return "\n" + " · ".join(parts) if parts else ""
 
 
 def searchable(request: GenerationRequest) -> str:
@@ -271,6 +296,7 @@ class _Strip(QListView):
 class Gallery(QWidget):
     selected = Signal(object)  # key
     reuse_requested = Signal(object)
+    use_as_input_requested = Signal(object)  # key: the entry's image becomes the input picture
     save_requested = Signal(object)
     copy_requested = Signal(object)
     delete_requested = Signal(object)
@@ -334,7 +360,9 @@ class Gallery(QWidget):
     # ---- this session's images ----------------------------------------------------------------
     def add_entry(self, index: int, entry: HistoryEntry) -> None:
         request = entry.request
-        row = _Row(index, f"#{index + 1}", searchable(request), request_tooltip(request),
+        kind = rework_kind(request)
+        label = f"#{index + 1} · {kind}" if kind else f"#{index + 1}"
+        row = _Row(index, label, searchable(request), request_tooltip(request),
                    _icon(entry.image))  # fmt: skip
         self.model.insert_front(row)  # newest first
         self.select(index)
@@ -503,6 +531,7 @@ class Gallery(QWidget):
         key = self.model.data(index, KEY_ROLE)
         menu = QMenu(self)
         menu.addAction("Reuse settings", lambda: self.reuse_requested.emit(key))
+        menu.addAction("Use as input", lambda: self.use_as_input_requested.emit(key))
         menu.addAction("Save…", lambda: self.save_requested.emit(key))
         menu.addAction("Copy", lambda: self.copy_requested.emit(key))
         menu.addSeparator()

@@ -17,6 +17,7 @@ from PySide6.QtGui import (
     QDragEnterEvent,
     QDropEvent,
     QGuiApplication,
+    QImage,
     QKeySequence,
 )
 from PySide6.QtWidgets import (
@@ -42,12 +43,16 @@ from studio.jobs import Catalog, EventKind, Job, JobEvent, JobKind, ModelSummary
 from studio.qt_image import pil_to_qimage
 from studio.session import ENDINGS, HistoryEntry, Session
 from studio.settings import StudioSettings
+from studio.source_image import planned_steps
 from studio.widgets.canvas import Canvas
 from studio.widgets.compare_view import CompareView
 from studio.widgets.control_panel import ControlPanel, EditorContext
 from studio.widgets.gallery import Gallery, Key
+from studio.widgets.hires_box import HiresBox
+from studio.widgets.mask_layer import MaskLayer
 from studio.widgets.prompt_panel import PromptPanel, snap8
 from studio.widgets.queue_panel import QueuePanel
+from studio.widgets.rework_panel import ReworkPanel
 from studio.widgets.sampler_panel import SamplerPanel
 from studio.widgets.settings_dialog import SettingsDialog
 
@@ -132,6 +137,9 @@ class MainWindow(QMainWindow):
         self.queue_panel = QueuePanel(self.session)
         self.compare_view = CompareView(self.session, settings)
         self.message_bar = MessageBar()
+        self.mask_layer = MaskLayer()
+        self.rework_panel = ReworkPanel(settings.data_folder, self.mask_layer, self.generation_size)
+        self.hires_box = HiresBox(self.generation_size, self._upscaler_files)
         self.control_panel.set_editor_context(
             EditorContext(
                 size=self.generation_size,
@@ -159,6 +167,8 @@ class MainWindow(QMainWindow):
         right = QTabWidget()
         right.addTab(self.control_panel, "ControlNet")
         right.addTab(self.sampler_panel, "Sampler")
+        right.addTab(_scrolling(self.rework_panel, self.hires_box), "Rework")
+        right.setTabToolTip(2, "Start from a picture: strength, mask, outpainting, hires pass.")
         right.setMinimumWidth(260)
         self.side_tabs = right
         centre = QWidget()
@@ -173,6 +183,8 @@ class MainWindow(QMainWindow):
         self.centre_tabs.addTab(self.compare_view, "Compare samplers")
         self.centre_tabs.setTabToolTip(0, "The live preview and the finished image.")
         self.centre_tabs.setTabToolTip(1, "Several samplers side by side, step by step.")
+        self.centre_tabs.addTab(self.mask_layer, "Input && mask")
+        self.centre_tabs.setTabToolTip(2, "The input picture: paint in red what to redraw.")
         column.addWidget(self.centre_tabs, 1)
         self.bottom_tabs = QTabWidget()
         self.bottom_tabs.addTab(self.gallery, "History")
@@ -242,6 +254,14 @@ class MainWindow(QMainWindow):
         self.fit_action = a("Fit", self.canvas.fit, "Ctrl+0", "Fit the image in the view")
         self.actual_action = a("100 %", self.canvas.actual_size, "Ctrl+1",
                                "Show the image at its real size")  # fmt: skip
+        self.use_input_action = a("Use as input", self.use_shown_as_input, "Ctrl+I",
+                                  "Rework the shown image: make it the input picture "
+                                  "(Ctrl+I)")  # fmt: skip
+        self.paste_input_action = a("Paste as input", self.rework_panel.paste, "Ctrl+Shift+V",
+                                    "Use the picture on the clipboard as the input "
+                                    "(Ctrl+Shift+V)")  # fmt: skip
+        self.mask_action = a("Paint mask", self.show_mask_layer, "Ctrl+M",
+                             "Show the input picture to paint its mask (Ctrl+M)")  # fmt: skip
         self.overlay_action = a("Condition overlay", self.canvas.set_show_condition, "Ctrl+T",
                                 "Toggle the condition map over the result", checkable=True)  # fmt: skip
 
@@ -254,6 +274,9 @@ class MainWindow(QMainWindow):
         run_menu.addAction(self.generate_action)
         run_menu.addAction(self.compare_action)
         run_menu.addAction(self.cancel_action)
+        run_menu.addSeparator()
+        for action in (self.use_input_action, self.paste_input_action, self.mask_action):
+            run_menu.addAction(action)
         run_menu.addSeparator()
         run_menu.addAction(self.show_queue_action)
         run_menu.addAction(self.clear_queue_action)
@@ -286,6 +309,15 @@ class MainWindow(QMainWindow):
         p.cancel_clicked.connect(self.cancel)
         p.model_chosen.connect(self._on_model_chosen)
         p.steps.valueChanged.connect(self.sampler_panel.steps.setValue)
+        for box in (self.rework_panel, self.hires_box):  # they say how many steps a run spends
+            p.steps.valueChanged.connect(box.set_steps)
+            box.set_steps(p.steps.value())
+            for size_box in (p.width_box, p.height_box):
+                size_box.valueChanged.connect(box.refresh)
+        self.rework_panel.problem.connect(lambda text: self.show_error(text))
+        self.rework_panel.edit_mask_requested.connect(self.show_mask_layer)
+        self.gallery.use_as_input_requested.connect(self.use_entry_as_input)
+        self.canvas.use_as_input_requested.connect(self.use_shown_as_input)
         self.sampler_panel.steps.valueChanged.connect(p.steps.setValue)
         self.control_panel.problem.connect(lambda text: self.show_error(text))
         self.control_panel.changed.connect(self._refresh_overlay)
@@ -393,6 +425,34 @@ class MainWindow(QMainWindow):
         entries = list(enumerate(self.session.history, 1))[::-1]
         return [(f"Result {n} · seed {e.request.seed}", e.result.image) for n, e in entries]
 
+    # ---- the input picture --------------------------------------------------------------------
+    def use_entry_as_input(self, key: Key) -> bool:
+        found = self._entry(key)
+        return found is not None and self._use_as_input(found[1], "history image")
+
+    def use_shown_as_input(self) -> bool:
+        if self.canvas.image is None:
+            self.statusBar().showMessage("No image on the canvas to use as the input.", 5000)
+            return False
+        return self._use_as_input(self.canvas.image, "shown image")
+
+    def _use_as_input(self, image: Image.Image | QImage, label: str) -> bool:
+        if not self.rework_panel.use_picture(image, label):
+            return False
+        self.side_tabs.setCurrentIndex(self.side_tabs.count() - 1)
+        self.statusBar().showMessage("Input picture set: the next run reworks it.", 5000)
+        return True
+
+    def _upscaler_files(self) -> list[Path]:
+        # Asked when the list opens: by then the worker has imported torch, which this needs.
+        from pipelines.upscalers import find_upscalers
+
+        return find_upscalers(Path(folder) for folder in self.settings.model_folders)
+
+    def show_mask_layer(self) -> None:
+        self.centre_tabs.setCurrentWidget(self.mask_layer)
+        self.mask_layer.view.setFocus()
+
     # ---- request ↔ panels ---------------------------------------------------------------------
     def current_request(self) -> GenerationRequest:
         return GenerationRequest(
@@ -401,6 +461,8 @@ class MainWindow(QMainWindow):
             preview=self.sampler_panel.preview_mode(),
             controls=self.control_panel.controls(),
             memory=self.settings.memory,
+            source=self.rework_panel.source(),
+            hires=self.hires_box.hires(),
         )
 
     def apply_request(self, request: GenerationRequest) -> None:
@@ -432,6 +494,8 @@ class MainWindow(QMainWindow):
         self.sampler_panel.set_sampler(request.sampler)
         self.sampler_panel.set_preview_mode(request.preview)
         self.control_panel.apply(request.controls)
+        self.rework_panel.apply(request.source)
+        self.hires_box.apply(request.hires)
 
     # ---- running ------------------------------------------------------------------------------
     def _request_to_run(self) -> GenerationRequest | None:
@@ -495,7 +559,7 @@ class MainWindow(QMainWindow):
         self.cancel_action.setEnabled(running)
 
     def _on_started(self, request: GenerationRequest) -> None:
-        self.progress.setRange(0, request.steps)
+        self.progress.setRange(0, planned_steps(request))
         self.progress.setValue(0)
         self.progress.setFormat("step %v / %m")
         self.canvas.set_status("Starting…")
@@ -796,7 +860,9 @@ class MainWindow(QMainWindow):
                 # The memory options are this machine's settings, not the image's.
                 self.apply_request(replace(metadata.request, memory=self.settings.memory))
             except StudioError as error:
-                self.show_error(str(error))
+                # A picture without settings may be meant as the input picture instead.
+                use = ("Use as input", lambda _=False, p=path: self.rework_panel.open_file(p))
+                self.show_error(str(error), actions=[use])
                 continue
             text = " ".join((f"Settings restored from {Path(path).name}.", *metadata.warnings))
             self.message_bar.show_message(text, error=False)
@@ -859,3 +925,21 @@ class MainWindow(QMainWindow):
             finally:
                 self.session.shutdown()
         super().closeEvent(event)
+
+
+def _scrolling(*widgets: QWidget) -> QScrollArea:
+    """The widgets one above the other, scrolling vertically when the window is short."""
+    inner = QWidget()
+    column = QVBoxLayout(inner)
+    column.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        column.addWidget(widget)
+    column.addStretch(1)
+    area = QScrollArea()
+    area.setWidget(inner)
+    area.setWidgetResizable(True)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.verticalScrollBar().setToolTip("Scroll the panel.")
+    scrollbar = area.verticalScrollBar().sizeHint().width()
+    area.setMinimumWidth(inner.minimumSizeHint().width() + scrollbar + 4)
+    return area

@@ -38,6 +38,10 @@ class MapView(QWidget):
         self.backdrop: QImage | None = None  # the source photo at the map's size
         self.backdrop_opacity = 0.35
         self.show_backdrop = True
+        # Set: the map is a mask drawn in this colour over the full-strength backdrop, white
+        # opaque and black clear, instead of a map lightening a dimmed photo.
+        self.tint: QColor | None = None
+        self._tinted: tuple[int, QImage] | None = None  # (the map's cache key, its tinted copy)
         self._zoom = 1.0
         self._offset = QPointF(MARGIN, MARGIN)
         self._fitted = True
@@ -109,13 +113,16 @@ class MapView(QWidget):
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, smooth)
         area = QRectF(self.document.rect())
         painter.fillRect(area, Qt.GlobalColor.black)
-        if self.backdrop is not None and self.show_backdrop:
+        if self.tint is not None:
+            self._paint_mask(painter, area)
+        elif self.backdrop is not None and self.show_backdrop:
             painter.setOpacity(self.backdrop_opacity)
             painter.drawImage(area, self.backdrop)
             painter.setOpacity(1.0)
             # Lighten: the map's black ("nothing") lets the dimmed photo through, its lines do not.
             painter.setCompositionMode(QPainter.CompositionMode.CompositionMode_Lighten)
-        painter.drawImage(area, self.document.image)
+        if self.tint is None:
+            painter.drawImage(area, self.document.image)
         painter.setCompositionMode(QPainter.CompositionMode.CompositionMode_SourceOver)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         if self.tool is not None:
@@ -129,6 +136,20 @@ class MapView(QWidget):
         painter.setPen(QPen(QColor(90, 90, 96), 1))
         painter.drawRect(self.transform().mapRect(area).toRect().adjusted(0, 0, -1, -1))
         painter.end()
+
+    def _paint_mask(self, painter: QPainter, area: QRectF) -> None:
+        if self.backdrop is not None:
+            painter.drawImage(area, self.backdrop)
+        key = self.document.image.cacheKey()
+        if self._tinted is None or self._tinted[0] != key:
+            tinted = QImage(self.document.image.size(), QImage.Format.Format_ARGB32)
+            tinted.fill(self.tint)
+            # The map's grey level becomes the colour's opacity: a soft brush edge stays soft.
+            tinted.setAlphaChannel(self.document.image)
+            self._tinted = (key, tinted)
+        painter.setOpacity(self.backdrop_opacity)
+        painter.drawImage(area, self._tinted[1])
+        painter.setOpacity(1.0)
 
     def update_map_rect(self, rect: QRect) -> None:
         self.update(self.transform().mapRect(QRectF(rect)).toAlignedRect().adjusted(-2, -2, 2, 2))

@@ -12,7 +12,6 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from PySide6.QtCore import QLineF, QObject, QPoint, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import (
@@ -92,6 +91,11 @@ class MapDocument(QObject):
 
     def replace_array(self, array: np.ndarray, text: str, merge_id: int = -1) -> None:
         self.replace(array_to_qimage(array), text, merge_id)
+
+    def reset(self, image: QImage) -> None:
+        """Start over on ``image``, of any size, with an empty history (a new picture's mask)."""
+        self.undo_stack.clear()
+        self.set_image(image)
 
     def set_image(self, image: QImage) -> None:
         """Show ``image`` without an undo step (the commands themselves use this)."""
@@ -222,6 +226,8 @@ def paint_gradient(image: QImage, start: QPointF, end: QPointF, first: int, last
 
 def flood_fill(array: np.ndarray, seed: QPoint, value: int) -> QRect:
     """Fill the 4-connected region of exactly the seed's colour, in place; the changed rectangle."""
+    import cv2  # here: the main window's mask layer opens with these tools, OpenCV loads on use
+
     height, width = array.shape[:2]
     if not (0 <= seed.x() < width and 0 <= seed.y() < height):
         return QRect()
