@@ -333,6 +333,9 @@ class Engine:
         if not controlnet_paths:
             return loaded.pipeline
         key = (loaded.path, controlnet_paths)
+        if key not in self._assembled and loaded.family.is_flow:
+            nets = [self._controlnet(p, loaded.family) for p in controlnet_paths]
+            self._assembled = {key: flow.controlnet_pipeline(loaded.pipeline, loaded.family, nets)}
         if key not in self._assembled:
             from diffusers import (
                 StableDiffusionControlNetPipeline,
@@ -601,7 +604,7 @@ class Engine:
         if prepared.rework is not None:
             kwargs = prepared.rework.call_arguments(kwargs, controlnet=bool(units))
         if prepared.model.family.is_flow:
-            kwargs = flow.call_arguments(prepared.model.family, kwargs)
+            kwargs = flow.call_arguments(prepared.model.family, kwargs, prepared.pipeline, units)
         return kwargs
 
 

@@ -15,15 +15,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from pipelines.errors import ValidationError
-from pipelines.types import GenerationRequest, ModelFamily
+from pipelines.types import ControlKind, ControlUnit, GenerationRequest, ModelFamily
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
 # Both transformers see 2x2 latent patches: an image side must be a multiple of 8 * 2 pixels.
 SIZE_MULTIPLE = 16
-# What the metadata calls Flux.1-dev's guidance value, as other tools write it.
-DISTILLED_CFG_LABEL = "Distilled CFG Scale"
 
 
 def denoiser(pipe: DiffusionPipeline) -> torch.nn.Module:
@@ -75,6 +73,7 @@ def adjust_request(
 ) -> tuple[GenerationRequest, list[str]]:
     """The request as the model runs it, and what the user should know about the difference."""
     notes = list(getattr(pipe, "load_notes", ()))
+    request = replace(request, distilled_guidance=distilled_guidance(pipe))
     if family is not ModelFamily.FLUX:
         return request, notes
     if request.negative_prompt:
@@ -110,12 +109,75 @@ def spatial(
     return grid.reshape(b, packed // 4, h, w)
 
 
-def call_arguments(family: ModelFamily, kwargs: dict[str, Any]) -> dict[str, Any]:
+# The control modes of the Flux Union ControlNets (InstantX, Shakker Labs), by the kind of map.
+UNION_MODES = {ControlKind.CANNY: 0, ControlKind.DEPTH: 2, ControlKind.POSE: 4}
+
+
+def call_arguments(
+    family: ModelFamily,
+    kwargs: dict[str, Any],
+    pipe: DiffusionPipeline,
+    units: tuple[ControlUnit, ...] = (),
+) -> dict[str, Any]:
     """The engine's pipeline arguments, translated for a flow model."""
     if family is ModelFamily.FLUX:
         kwargs["latents"] = pack(kwargs["latents"])
         kwargs.pop("negative_prompt", None)
+    if "image" in kwargs:  # the flow ControlNet pipelines call the condition control_image
+        kwargs["control_image"] = kwargs.pop("image")
+        modes = control_modes(pipe, units)
+        if modes is not None:
+            kwargs["control_mode"] = modes[0] if len(units) == 1 else modes
     return kwargs
+
+
+def _nets(pipe: DiffusionPipeline) -> list[Any]:
+    controlnet = getattr(pipe, "controlnet", None)
+    if controlnet is None:
+        return []
+    return list(getattr(controlnet, "nets", [controlnet]))
+
+
+def control_modes(
+    pipe: DiffusionPipeline, units: tuple[ControlUnit, ...]
+) -> list[int | None] | None:
+    """Each unit's mode for a Union ControlNet (None for single-kind ones); None when none is one."""
+    nets = _nets(pipe)
+    unions = [net.config.get("num_mode") is not None for net in nets]
+    if not any(unions):
+        return None
+    modes: list[int | None] = []
+    for unit, union in zip(units, unions, strict=True):
+        if union and unit.kind not in UNION_MODES:
+            kinds = ", ".join(k.value for k in UNION_MODES)
+            raise ValidationError(
+                f"A Union ControlNet needs to know the kind of its map ({kinds}); "
+                f"{unit.kind.value} is not one of them."
+            )
+        modes.append(UNION_MODES[unit.kind] if union else None)
+    return modes
+
+
+def controlnet_pipeline(pipe: DiffusionPipeline, family: ModelFamily, nets: list[Any]) -> Any:
+    """The base pipeline's components around one or several SD 3.x / Flux.1 ControlNets."""
+    from diffusers import (
+        FluxControlNetPipeline,
+        FluxMultiControlNetModel,
+        SD3MultiControlNetModel,
+        StableDiffusion3ControlNetPipeline,
+    )
+
+    if family is ModelFamily.FLUX:
+        cls, multi = FluxControlNetPipeline, FluxMultiControlNetModel
+    else:
+        cls, multi = StableDiffusion3ControlNetPipeline, SD3MultiControlNetModel
+    components = dict(pipe.components)
+    components["controlnet"] = nets[0] if len(nets) == 1 else multi(nets)
+    wanted = set(cls._get_signature_keys(cls)[0]) | set(cls._optional_components)
+    assembled = cls(**{k: v for k, v in components.items() if k in wanted})
+    assembled.set_progress_bar_config(disable=True)
+    assembled.load_notes = getattr(pipe, "load_notes", ())
+    return assembled
 
 
 def refuse_rework(plan: object | None, family: ModelFamily) -> None:

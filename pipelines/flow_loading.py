@@ -543,3 +543,19 @@ def load_flow_pipeline(
     pipe.load_notes = tuple(notes)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def load_flow_controlnet(path: Path, family: ModelFamily, dtype: torch.dtype) -> Any:
+    """An SD3ControlNetModel or FluxControlNetModel (single-kind or Union) from its folder."""
+    from diffusers import FluxControlNetModel, SD3ControlNetModel
+
+    if not path.is_dir():
+        raise ModelFormatError(
+            f"{path.name}: {family.label} ControlNets load from their diffusers folder (the "
+            "config.json beside the weights, as their authors publish them); choose the folder."
+        )
+    cls = FluxControlNetModel if family is ModelFamily.FLUX else SD3ControlNetModel
+    safetensors = any(path.glob("*.safetensors"))
+    return cls.from_pretrained(
+        path, torch_dtype=dtype, local_files_only=True, use_safetensors=safetensors
+    )

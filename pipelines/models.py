@@ -746,6 +746,15 @@ def load_controlnet(
     path, family, header = _open_for_loading(path, allow_pickle)
     if path.is_dir() and (path / "model_index.json").exists():
         raise ModelFormatError(f"{path} is a full pipeline, not a ControlNet.")
+    if family.is_flow:
+        from pipelines.flow_loading import load_flow_controlnet
+
+        try:
+            with _quiet_deprecations():
+                model = load_flow_controlnet(path, family, dtype)
+        except _load_errors() as exc:
+            raise _wrap_load_error(path, exc) from exc
+        return model.to(device), family
     if header is not None and not _is_controlnet_keys(header):
         raise ModelFormatError(f"{path.name} is a base checkpoint, not a ControlNet.")
     try:

@@ -242,6 +242,10 @@ class MemoryOptions:
     attention_slicing: bool = False
     vae_tiling: bool = False
     cpu_offload: bool = False
+    # Large transformers (SD 3.x, Flux.1): weights streamed to the GPU one layer at a time; weights
+    # kept in fp8 and upcast per layer as it runs.
+    sequential_offload: bool = False
+    fp8_weights: bool = False
 
 
 @dataclass(frozen=True)
@@ -325,6 +329,9 @@ class GenerationRequest:
     # Reworking an image (issue 14): the input, mask and outpaint border; the high-resolution pass.
     source: ImageInput | None = None  # None: text-to-image
     hires: HiresPass | None = None
+    # Flux.1-dev (issue 18): cfg_scale is the distilled guidance the model takes as an input; the
+    # engine sets this from the model, the metadata writes it as "Distilled CFG Scale".
+    distilled_guidance: bool = False
 
     def check_fields(self) -> None:
         """Types and ranges of every field, without consulting the sampler registry or requiring
@@ -371,6 +378,12 @@ class GenerationRequest:
         if self.hires is not None:
             _require(isinstance(self.hires, HiresPass), "Hires", "a HiresPass", self.hires)
             self.hires.check_fields()
+        # Rectified-flow models
+        _require(isinstance(self.distilled_guidance, bool), "Distilled guidance", "true or false",
+                 self.distilled_guidance)  # fmt: skip
+        for name in ("sequential_offload", "fp8_weights"):
+            value = getattr(self.memory, name)
+            _require(isinstance(value, bool), f"The memory option {name}", "true or false", value)
 
     def validate(self) -> None:
         from pipelines.samplers import get_sampler  # the registry owns sampler names

@@ -13,8 +13,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from tests.flow_fixtures import (  # noqa: E402, F401 - fixtures of the tiny SD 3.x / Flux.1 models
     flux_comfy_file,
+    flux_controlnet_folder,
     flux_folder,
+    flux_union_controlnet_folder,
     schnell_folder,
+    sd3_controlnet_folder,
     sd3_folder,
     sd3_single_file,
     t5_tokenizer_folder,

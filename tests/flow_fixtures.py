@@ -63,3 +63,27 @@ def flux_comfy_file(tmp_path_factory: pytest.TempPathFactory, t5_tokenizer_folde
     path = write_comfy_flux(build_flux_pipeline(t5_tokenizer_folder), root)
     shutil.copytree(t5_tokenizer_folder, root / "comfy" / "text_encoders" / "t5_tokenizer")
     return path
+
+
+@pytest.fixture(scope="session")
+def sd3_controlnet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.flow_models import build_sd3_controlnet, save_pipeline
+
+    folder = tmp_path_factory.mktemp("controlnets") / "sd3-controlnet-canny"
+    return save_pipeline(build_sd3_controlnet(), folder)
+
+
+@pytest.fixture(scope="session")
+def flux_controlnet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.flow_models import build_flux_controlnet, save_pipeline
+
+    folder = tmp_path_factory.mktemp("controlnets") / "flux-controlnet-depth"
+    return save_pipeline(build_flux_controlnet(), folder)
+
+
+@pytest.fixture(scope="session")
+def flux_union_controlnet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.flow_models import build_flux_controlnet, save_pipeline
+
+    folder = tmp_path_factory.mktemp("controlnets") / "flux-controlnet-union"
+    return save_pipeline(build_flux_controlnet(union=True, seed=3), folder)

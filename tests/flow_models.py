@@ -212,7 +212,7 @@ def build_flux_pipeline(tokenizer_folder: Path, dev: bool = True, seed: int = 0)
     )
 
 
-def save_pipeline(pipe: object, folder: Path) -> Path:
+def save_pipeline(pipe: object, folder: Path) -> Path:  # a pipeline or one model
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -251,3 +251,58 @@ def write_comfy_flux(pipe: FluxPipeline, root: Path, name: str = "flux-tiny") ->
     )
     save_file(_prefixed("", pipe.vae), models / "vae" / "ae.safetensors")
     return path
+
+
+def _visible(*modules: torch.nn.Module) -> None:
+    # ControlNets start with zeroed output layers (training starts from "no effect"); random
+    # values make a tiny one change the image.
+    with torch.no_grad():
+        for module in modules:
+            for parameter in module.parameters():
+                parameter.normal_(0, 0.3)
+
+
+def build_sd3_controlnet(seed: int = 1) -> torch.nn.Module:
+    from diffusers import SD3ControlNetModel
+
+    torch.manual_seed(seed)
+    controlnet = SD3ControlNetModel(
+        sample_size=LATENT_SIZE,
+        patch_size=2,
+        in_channels=16,
+        num_layers=1,
+        attention_head_dim=64,
+        num_attention_heads=2,
+        joint_attention_dim=T5_WIDTH,
+        caption_projection_dim=128,
+        pooled_projection_dim=CLIP_L_WIDTH + CLIP_G_WIDTH,
+        out_channels=16,
+        pos_embed_max_size=16,
+    )
+    _visible(controlnet.controlnet_blocks, controlnet.pos_embed_input)
+    return controlnet
+
+
+def build_flux_controlnet(union: bool = False, seed: int = 2) -> torch.nn.Module:
+    from diffusers import FluxControlNetModel
+
+    torch.manual_seed(seed)
+    controlnet = FluxControlNetModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=128,
+        num_attention_heads=1,
+        joint_attention_dim=T5_WIDTH,
+        pooled_projection_dim=CLIP_L_WIDTH,
+        guidance_embeds=True,
+        axes_dims_rope=(16, 56, 56),
+        num_mode=10 if union else None,
+    )
+    _visible(
+        controlnet.controlnet_blocks,
+        controlnet.controlnet_single_blocks,
+        controlnet.controlnet_x_embedder,
+    )
+    return controlnet

@@ -156,3 +156,21 @@ def test_comparison_columns_equal_their_single_runs(engine, model, request):
         assert np.array_equal(column.latents.numpy(), single.latents.numpy()), column.sampler
         assert len(column.previews) == 3 and column.total_evaluations == 3
     assert not np.array_equal(result.columns[0].latents.numpy(), result.columns[1].latents.numpy())
+
+
+def test_flux_dev_metadata_writes_distilled_guidance_and_reads_it_back(flux_folder, tmp_path):
+    from pipelines.export import format_parameters, parse_parameters
+
+    out = tmp_path / "dev.png"
+    code = cli.main(
+        ["generate", "--prompt", "a dog", "--model", str(flux_folder), "--steps", "2",
+         "--seed", "3", "--size", "64x64", "--cfg", "3.5", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    stored = read_request(out)
+    assert stored.distilled_guidance and stored.cfg_scale == 3.5
+    text = format_parameters(stored)
+    assert "CFG scale: 1, " in text and "Distilled CFG Scale: 3.5" in text
+    parsed = parse_parameters(text)
+    assert (parsed.cfg_scale, parsed.distilled_guidance) == (3.5, True)
+    assert GenerationRequest.from_dict(stored.to_dict()) == stored
