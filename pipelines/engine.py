@@ -68,6 +68,7 @@ class LoadedModel:
     cpu_offload: bool
     scale_factor: int = 8  # image pixels per latent pixel, from the VAE's own layout
     unet_parameters: int = 0  # the work per latent pixel, for choosing CPU threads
+    weights: flow.WeightOptions = flow.FULL_WEIGHTS  # how the weights are stored and placed
 
 
 @dataclass(frozen=True)
@@ -250,12 +251,14 @@ class Engine:
         model: str = "",
         cpu_offload: bool = False,
         on_progress: ProgressCallback | None = None,
+        weights: flow.WeightOptions = flow.FULL_WEIGHTS,
     ) -> LoadedModel:
         path = self.resolve_model_path(model)
         with self._lock:
             loaded = self._loaded
             if loaded and loaded.path == path and loaded.cpu_offload == cpu_offload:
-                return loaded
+                if loaded.weights == weights:
+                    return loaded
             self._unload()
             report = on_progress or (lambda fraction, message: None)
             report(0.05, f"Loading {path.name}…")
@@ -266,7 +269,10 @@ class Engine:
             report(0.7, f"Moving {path.name} to {self.device.type.upper()}…")
             # Offloading only helps where the model would otherwise sit in GPU memory.
             cpu_offload = cpu_offload and self.device.type == "cuda"
-            if cpu_offload:
+            flow.store_weights(pipe, weights, self.dtype)
+            if weights.sequential_offload and self.device.type == "cuda":
+                pipe.enable_sequential_cpu_offload()
+            elif cpu_offload:
                 pipe.enable_model_cpu_offload()
             else:
                 pipe.to(self.device)
@@ -287,6 +293,7 @@ class Engine:
                 cpu_offload=cpu_offload,
                 scale_factor=scale,
                 unet_parameters=sum(p.numel() for p in flow.denoiser(pipe).parameters()),
+                weights=weights,
             )
             report(
                 1.0, f"{path.name} ready ({family.label}, {self.device.type}, {self.precision})."
@@ -383,7 +390,8 @@ class Engine:
         of the denoising pass: the pipeline with its ControlNets, control images, starting noise."""
         request.validate()
         with self._lock:
-            loaded = self.load(request.model, request.memory.cpu_offload, on_progress)
+            loaded = self.load(request.model, request.memory.cpu_offload, on_progress,
+                               flow.WeightOptions.of(request.memory))  # fmt: skip
             width, height = loaded.native_size
             request = replace(
                 request,

@@ -9,19 +9,43 @@ module translates at the edges.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pipelines.errors import ValidationError
-from pipelines.types import ControlKind, ControlUnit, GenerationRequest, ModelFamily
+from pipelines.types import ControlKind, ControlUnit, GenerationRequest, MemoryOptions, ModelFamily
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
 # Both transformers see 2x2 latent patches: an image side must be a multiple of 8 * 2 pixels.
 SIZE_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class WeightOptions:
+    """How a model's weights are kept: changing either means loading the model again."""
+
+    sequential_offload: bool = False  # stream layer by layer to the GPU (CUDA only)
+    fp8_weights: bool = False  # store in fp8, upcast each layer as it runs
+
+    @classmethod
+    def of(cls, memory: MemoryOptions) -> WeightOptions:
+        return cls(memory.sequential_offload, memory.fp8_weights)
+
+
+FULL_WEIGHTS = WeightOptions()
+
+
+def store_weights(pipe: DiffusionPipeline, options: WeightOptions, compute: torch.dtype) -> None:
+    """Keep the denoiser's weights in fp8 (half of fp16's memory), each layer upcast to
+    ``compute`` while it runs. Text encoders stay as they are: the pipelines take their output's
+    number format from theirs."""
+    if options.fp8_weights:
+        # "auto" keeps embeddings, norms and the input/output projections at full precision.
+        denoiser(pipe).enable_layerwise_casting(torch.float8_e4m3fn, compute)
 
 
 def denoiser(pipe: DiffusionPipeline) -> torch.nn.Module:

@@ -1,0 +1,43 @@
+"""Memory options for the large flow transformers: fp8-stored weights upcast per layer, and
+GGUF-quantized transformer files loaded through diffusers' GGUF support."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipelines import flow
+from pipelines.types import GenerationRequest, MemoryOptions
+
+
+def _request(model: object, **changes: object) -> GenerationRequest:
+    values = dict(prompt="a red cat", model=str(model), steps=2, seed=5, width=64, height=64,
+                  cfg_scale=3.0)  # fmt: skip
+    values.update(changes)
+    return GenerationRequest(**values)
+
+
+def _linear_dtypes(module: torch.nn.Module) -> set[torch.dtype]:
+    return {m.weight.dtype for m in module.modules() if isinstance(m, torch.nn.Linear)}
+
+
+def test_fp8_weights_are_stored_in_fp8_and_the_model_reloads_without(engine, sd3_folder):
+    plain = engine.run(_request(sd3_folder))
+    small = engine.run(_request(sd3_folder, memory=MemoryOptions(fp8_weights=True)))
+    pipe = engine.loaded.pipeline
+    assert torch.float8_e4m3fn in _linear_dtypes(pipe.transformer)
+    assert _linear_dtypes(pipe.text_encoder_3) == {torch.float32}
+    assert engine.loaded.weights == flow.WeightOptions(fp8_weights=True)
+    # Rounded weights, the same picture: close to the full-precision run, not equal to it.
+    difference = np.abs(plain.latents.numpy() - small.latents.numpy())
+    assert 0 < difference.mean() < 0.2
+    again = engine.run(_request(sd3_folder))
+    assert _linear_dtypes(engine.loaded.pipeline.transformer) == {torch.float32}
+    assert np.array_equal(plain.latents.numpy(), again.latents.numpy())
+
+
+def test_sequential_offload_is_accepted_on_the_cpu(engine, flux_folder):
+    # Offloading moves weights between CPU and GPU; on a CPU-only machine the run is unchanged.
+    plain = engine.run(_request(flux_folder))
+    offloaded = engine.run(_request(flux_folder, memory=MemoryOptions(sequential_offload=True)))
+    assert np.array_equal(plain.latents.numpy(), offloaded.latents.numpy())
