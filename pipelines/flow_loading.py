@@ -31,7 +31,12 @@ from pipelines.flow_files import (
     t5_config,
     vae_config,
 )
-from pipelines.model_files import hf_cache_dir, read_safetensors_header, snapshot_of
+from pipelines.model_files import (
+    hf_cache_dir,
+    read_safetensors_header,
+    read_tensor_table,
+    snapshot_of,
+)
 from pipelines.resources import resource_path
 from pipelines.types import ModelFamily
 
@@ -242,7 +247,7 @@ class _Tensors:
 
 
 def _transformer(
-    tensors: dict[str, torch.Tensor],
+    tensors: dict[str, torch.Tensor] | str,
     header: dict[str, Any],
     family: ModelFamily,
     dtype: torch.dtype,
@@ -387,11 +392,21 @@ class _Assembly:
         self.info = info
         self.family = info.family
         self.dtype = dtype
-        self.file = _Tensors(path)
+        self.gguf = path.suffix.lower() == ".gguf"  # a quantized transformer alone
+        self.file = None if self.gguf else _Tensors(path)
         self.notes: list[str] = []
 
     def transformer(self, **loading: Any) -> Any:
         prefix = self.info.prefix
+        if self.gguf:
+            from diffusers import GGUFQuantizationConfig
+
+            # Weights stay quantized in memory; each layer dequantizes to dtype as it runs.
+            header = read_tensor_table(self.path)
+            header = {k[len(prefix) :]: v for k, v in header.items() if k.startswith(prefix)}
+            quantization = GGUFQuantizationConfig(compute_dtype=self.dtype)
+            return _transformer(str(self.path), header, self.family, self.dtype,
+                                quantization_config=quantization, **loading)  # fmt: skip
         own = [k for k in self.file.header if k.startswith(prefix)]
         outside = (VAE_PREFIX, "text_encoders.") if not prefix else ()
         keys = [k for k in own if not (outside and k.startswith(outside))]

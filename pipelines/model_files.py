@@ -62,3 +62,25 @@ def hf_cache_dir() -> Path:
     if os.environ.get("HF_HOME"):
         return Path(os.environ["HF_HOME"]).expanduser() / "hub"
     return Path.home() / ".cache" / "huggingface" / "hub"
+
+
+def read_gguf_header(path: Path) -> dict[str, Any]:
+    """The tensor table of a GGUF file, as :func:`read_safetensors_header` gives it: name ->
+    {shape (PyTorch's order), dtype (the GGML type's name)}."""
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(path))
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        raise ModelFormatError(f"{path.name} is not a readable GGUF file ({exc}).") from exc
+    return {
+        t.name: {"shape": [int(n) for n in reversed(t.shape)], "dtype": t.tensor_type.name}
+        for t in reader.tensors
+    }
+
+
+def read_tensor_table(path: Path) -> dict[str, Any]:
+    """Tensor names and shapes of a .safetensors or .gguf file, without reading the weights."""
+    if path.suffix.lower() == ".gguf":
+        return read_gguf_header(path)
+    return read_safetensors_header(path)

@@ -29,7 +29,10 @@ from pipelines.flow_files import (
     tiny_vae_family,
 )
 from pipelines.model_files import hf_cache_dir as _hf_cache_dir
-from pipelines.model_files import read_safetensors_header
+from pipelines.model_files import (
+    read_safetensors_header,  # noqa: F401 - re-exported
+    read_tensor_table,
+)
 from pipelines.model_files import snapshot_of as _snapshot_of
 from pipelines.offline import set_offline_environment  # noqa: F401 - re-exported
 from pipelines.resources import resource_path
@@ -40,7 +43,7 @@ log = logging.getLogger(__name__)
 Role = Literal["base", "controlnet", "tiny_vae"]
 Format = Literal["diffusers", "single_file", "hf_cache"]
 
-SAFE_SUFFIXES = (".safetensors",)
+SAFE_SUFFIXES = (".safetensors", ".gguf")  # GGUF: quantized SD 3.x / Flux.1 transformers
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 # Folders other UIs keep their models in, relative to the folder the user points at.
 UI_SUBFOLDERS = (
@@ -282,7 +285,7 @@ def detect_family(path: Path | str) -> ModelFamily:
         return guessed
     if suffix not in SAFE_SUFFIXES:
         raise ModelFormatError(f"{path.name} is not a model file the studio can read.")
-    return _family_from_header(path, read_safetensors_header(path))
+    return _family_from_header(path, read_tensor_table(path))
 
 
 def _pickle_header(path: Path) -> dict[str, Any]:
@@ -307,7 +310,7 @@ def _family_for_loading(path: Path) -> tuple[ModelFamily, dict[str, Any] | None]
     if path.suffix.lower() in PICKLE_SUFFIXES:
         header = _pickle_header(path)
     else:
-        header = read_safetensors_header(path)
+        header = read_tensor_table(path)
     return _family_from_header(path, header), header
 
 
@@ -427,7 +430,7 @@ class _Scanner:
             self.add(ModelInfo(path, name, role, family, "single_file", source, kind))
             return
         try:
-            header = read_safetensors_header(path)
+            header = read_tensor_table(path)
             family = _family_from_header(path, header)
         except ModelFormatError as exc:
             self.problem(f"{path}: {exc}")
@@ -564,7 +567,7 @@ def _check_loadable_file(path: Path, allow_pickle: bool) -> None:
         return
     if suffix not in SAFE_SUFFIXES:
         raise ModelFormatError(f"{path.name} is not a .safetensors model file.")
-    read_safetensors_header(path)  # a corrupt file fails here with a clear message
+    read_tensor_table(path)  # a corrupt file fails here with a clear message
 
 
 _LOAD_ERRORS = (

@@ -306,3 +306,23 @@ def build_flux_controlnet(union: bool = False, seed: int = 2) -> torch.nn.Module
         controlnet.controlnet_x_embedder,
     )
     return controlnet
+
+
+def write_gguf_transformer(transformer: torch.nn.Module, path: Path) -> Path:
+    """The transformer as a GGUF file: 2-D weights quantized to Q8_0 where their rows allow,
+    everything else in F32, as city96's Flux GGUF files are laid out."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), arch="flux")
+    for name, tensor in transformer.state_dict().items():
+        array = tensor.detach().float().numpy()
+        if array.ndim == 2 and array.shape[1] % 32 == 0:
+            quantized = gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

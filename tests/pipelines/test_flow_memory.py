@@ -41,3 +41,25 @@ def test_sequential_offload_is_accepted_on_the_cpu(engine, flux_folder):
     plain = engine.run(_request(flux_folder))
     offloaded = engine.run(_request(flux_folder, memory=MemoryOptions(sequential_offload=True)))
     assert np.array_equal(plain.latents.numpy(), offloaded.latents.numpy())
+
+
+def test_gguf_transformer_with_companions(engine, flux_comfy_file, flux_folder, tmp_path):
+    import shutil
+
+    from pipelines.models import detect_family, discover_models, load_base_pipeline
+    from pipelines.types import ModelFamily
+    from tests.flow_models import write_gguf_transformer
+
+    root = tmp_path / "ComfyUI"
+    shutil.copytree(flux_comfy_file.parents[2], root)
+    unet = root / "models" / "unet"
+    reference, _ = load_base_pipeline(flux_folder)
+    path = write_gguf_transformer(reference.transformer, unet / "flux-tiny-Q8_0.gguf")
+    assert detect_family(path) is ModelFamily.FLUX
+    assert path in [m.path for m in discover_models([root], include_hf_cache=False).bases()]
+    quantized = engine.run(_request(path))
+    full = engine.run(_request(flux_folder))
+    again = engine.run(_request(path))  # loaded again: the same quantized weights
+    assert np.array_equal(quantized.latents.numpy(), again.latents.numpy())
+    difference = np.abs(quantized.latents.numpy() - full.latents.numpy())
+    assert 0 < difference.mean() < 0.2  # Q8_0 rounding, the same picture
