@@ -99,6 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the models found and where the studio looked")
     models.add_argument("--model-dir", action="append", type=Path, default=[])
+    models.add_argument("--embedding-dir", action="append", type=Path, default=[])
     _add_verbose(models, argparse.SUPPRESS)
 
     info = sub.add_parser("info", help="print the settings stored in a PNG")
@@ -136,8 +137,20 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotator-dir", action="append", type=Path, default=[])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt files (runs code)")
+    _add_prompt_options(parser)
     add_rework_options(parser)
     _add_verbose(parser, argparse.SUPPRESS)
+
+
+def _add_prompt_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clip-skip", type=int, default=1, metavar="N",
+                        help="read the text encoder's N-th layer from the end (SD 1.x; 1-12)")  # fmt: skip
+    parser.add_argument(
+        "--lora", action="append", default=[], metavar="NAME_OR_PATH:WEIGHT",
+        help="apply a LoRA, as <lora:NAME:WEIGHT> in the prompt would (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--embedding-dir", action="append", type=Path, default=[],
+                        help="a folder of textual-inversion embeddings (repeatable)")  # fmt: skip
 
 
 def _add_verbose(parser: argparse.ArgumentParser, default: object) -> None:
@@ -164,6 +177,7 @@ def _engine(args: argparse.Namespace) -> Engine:
         annotator_folders=tuple(getattr(args, "annotator_dir", ())),
         device=getattr(args, "device", "auto"),
         allow_pickle=getattr(args, "allow_pickle", False),
+        embedding_folders=tuple(getattr(args, "embedding_dir", ())),
     )
     return Engine(settings)
 
@@ -192,6 +206,27 @@ def parse_controlnet(item: str) -> tuple[ControlKind, str]:
     return kind, _absolute(path.strip())
 
 
+def prompt_with_loras(prompt: str, loras: Sequence[str]) -> str:
+    """``prompt`` with a ``<lora:…>`` tag for each ``--lora NAME_OR_PATH[:WEIGHT]``."""
+    from pipelines.prompt_syntax import lora_tag
+
+    tags = []
+    for item in loras:
+        name, sep, weight = item.rpartition(":")
+        try:
+            value = float(weight) if sep else 1.0
+        except ValueError:  # not a weight: the colon belongs to the name (a Windows path)
+            sep = ""
+        if not sep:
+            name, value = item, 1.0
+        if not name.strip():
+            raise ValidationError(f"--lora {item!r}: use NAME_OR_PATH:WEIGHT.")
+        if os.path.exists(os.path.expanduser(name)):
+            name = _absolute(name)
+        tags.append(lora_tag(name, value))
+    return " ".join([prompt, *tags]) if tags else prompt
+
+
 def build_request(args: argparse.Namespace, engine: Engine) -> GenerationRequest:
     """The request the arguments describe; control images and model paths are absolute, and the
     ControlNet units follow the order of ``--control`` and ``--control-map`` as given."""
@@ -210,7 +245,7 @@ def build_request(args: argparse.Namespace, engine: Engine) -> GenerationRequest
             )
         )
     return GenerationRequest(
-        prompt=args.prompt,
+        prompt=prompt_with_loras(args.prompt, args.lora),
         negative_prompt=args.negative,
         model=model,
         seed=args.seed,
@@ -220,6 +255,7 @@ def build_request(args: argparse.Namespace, engine: Engine) -> GenerationRequest
         height=height,
         sampler=args.sampler,
         controls=tuple(units),
+        clip_skip=args.clip_skip,
         **rework_fields(args),
     )
 
@@ -315,7 +351,7 @@ def _sweep(*folders: Path | None) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from pipelines.batches import batch_paths, batch_requests
-    from pipelines.export import check_target, write_png
+    from pipelines.export import check_target, run_details, write_png
 
     outputs = batch_paths(args.out, args.batch_count)  # every name checked before any work
     _refuse_existing(*outputs, overwrite=args.overwrite)
@@ -338,7 +374,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             bar.close()
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        written = write_png(result.image, result.request, path, overwrite=args.overwrite)
+        written = write_png(result.image, result.request, path, overwrite=args.overwrite,
+                            extra=run_details(result))  # fmt: skip
         print(f"wrote {written} (seed {result.request.seed})", flush=True)
     return 0
 
@@ -428,6 +465,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"  {folder}{'' if folder.exists() else '  (missing)'}")
     for problem in found.problems:
         print(f"skipped: {problem}", file=sys.stderr)
+    from pipelines.add_ons import add_on_listing
+
+    listing, skipped = add_on_listing(args.model_dir, args.embedding_dir)
+    print("\n".join(listing))
+    for line in skipped:
+        print(f"skipped: {line}", file=sys.stderr)
     return 0
 
 
@@ -435,12 +478,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     import json
 
     from pipelines.export import format_parameters, read_metadata
+    from pipelines.unapplied import not_applied_text
 
     metadata = read_metadata(args.file)
     for warning in metadata.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     request = metadata.request
     print(json.dumps(request.to_dict(), indent=2) if args.json else format_parameters(request))
+    left = not_applied_text(list(metadata.not_applied))
+    if left:  # beside the JSON, not inside it, so the JSON stays a request
+        print(left, file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

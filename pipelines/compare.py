@@ -38,7 +38,9 @@ from PIL import Image
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import OutOfMemoryError, ValidationError
 from pipelines.flow_samplers import sampler_for
+from pipelines.previews import PendingFrame, final_preview
 from pipelines.samplers import SamplerSpec, get_sampler
+from pipelines.schedules import SyncFreeSchedule
 from pipelines.types import GenerationRequest, ModelFamily, PreviewMode, StepPreview
 
 if TYPE_CHECKING:
@@ -129,17 +131,20 @@ def compare(
             CompareColumn(name, steps, replace(request, sampler=name, steps=steps))
             for name, steps in entries
         ]
-        # The comparison is about watching the steps: a request without previews still gets them.
+        # The comparison is about watching the steps: a request without previews still gets them,
+        # and Auto picks a decoder it can afford at every step (the history keeps every step).
         mode = PreviewMode.APPROXIMATE if request.preview is PreviewMode.NONE else request.preview
+        mode = prepared.model.previews.plan(mode, prepared.latent_pixels, every_step=True).mode
         runs = [
             prepared.with_changes(sampler=column.sampler, steps=column.steps, preview=mode)
             for column in columns
         ]
-        for column in columns:
+        for column, run in zip(columns, runs, strict=True):
             model = prepared.model
             spec = sampler_for(column.sampler, model.family, model.scheduler_config)
             column.planned_evaluations = spec.total_evaluations(
-                column.steps, prepared.model.scheduler_config
+                run.total_steps,
+                prepared.model.scheduler_config,  # a rework spends its share
             )
         comparison = _Comparison(
             engine, runs, columns, on_step, cancel or threading.Event(), history_side
@@ -300,6 +305,8 @@ class _Track:
     timesteps: torch.Tensor
     latents: torch.Tensor
     step_kwargs: dict[str, Any]
+    schedule: SyncFreeSchedule
+    elapsed: float = 0.0  # seconds from the job's start to this track's latest step
 
 
 class _Lockstep:
@@ -329,6 +336,8 @@ class _Lockstep:
         self.steps = self.request.steps
         self.device = self.pipe._execution_device
         self.guided = self.shared.guided
+        # Decoded previews on their way to the host: (position, step, frame), in step order.
+        self._pending: list[tuple[int, StepPreview, PendingFrame]] = []
 
     def run(self) -> None:
         tracks = [self._track(position) for position in range(len(self.runs))]
@@ -343,8 +352,10 @@ class _Lockstep:
             predictions = self._predict(tracks, i, embeds, control)
             for track, prediction in zip(tracks, predictions):
                 self._step(track, i, prediction, time.perf_counter() - started)
+            self._hand_on()
             if self._cancelled():
                 return
+        self._hand_on(wait=True)
         for track in tracks:
             self._finish(track)
 
@@ -358,6 +369,7 @@ class _Lockstep:
     def _track(self, position: int) -> _Track:
         run = self.runs[position]
         scheduler = run.new_scheduler()
+        schedule = SyncFreeSchedule(scheduler)
         scheduler.set_timesteps(self.steps, device=self.device)
         parameters = set(inspect.signature(scheduler.step).parameters)
         step_kwargs: dict[str, Any] = {}
@@ -375,17 +387,15 @@ class _Lockstep:
             timesteps=scheduler.timesteps,
             latents=noise * scheduler.init_noise_sigma,
             step_kwargs=step_kwargs,
+            schedule=schedule,
         )
 
     def _prompt_embeds(self, count: int) -> torch.Tensor:
-        positive, negative = self.pipe.encode_prompt(
-            self.request.prompt,
-            self.device,
-            1,
-            self.guided,
-            self.request.negative_prompt or None,
-        )
+        # The run's own encoding (chunks, weights, LoRAs, embeddings), as Engine.run passes it.
+        conditioning = self.shared.conditioning
+        positive = conditioning.prompt_embeds.to(self.device)
         if self.guided:
+            negative = conditioning.negative_prompt_embeds.to(self.device)
             return torch.cat([negative] * count + [positive] * count)
         return torch.cat([positive] * count)
 
@@ -487,25 +497,40 @@ class _Lockstep:
 
     def _step(self, track: _Track, i: int, prediction: torch.Tensor, elapsed: float) -> None:
         scheduler = track.scheduler
-        timestep = track.timesteps[i]
+        timestep = track.schedule.host_timestep(i, track.timesteps[i])
         step_index = getattr(scheduler, "step_index", None)
         sample = track.latents
         output = scheduler.step(
             prediction, timestep, sample, **track.step_kwargs, return_dict=False
         )
         track.latents = output[0]
+        track.elapsed = elapsed
+        if step_index is None:  # the first step: the scheduler set its index inside step()
+            after = getattr(scheduler, "step_index", None)
+            step_index = None if after is None else after - 1
+        if i == self.steps - 1:
+            return  # the last step shows the decoded final image (_finish)
         denoised = denoised_estimate(scheduler, prediction, timestep, sample, step_index, output)
         run = track.run
-        image = run.model.previews.decode(denoised, run.request.preview)
-        preview = StepPreview(
-            step=i + 1,
+        frame = run.model.previews.decode_async(denoised, run.request.preview)
+        if frame is not None:
+            self._pending.append((track.position, self._preview(track, i + 1, None), frame))
+
+    def _hand_on(self, wait: bool = False) -> None:
+        """Frames whose copy to the host is complete, in order (all of them with ``wait``)."""
+        while self._pending and (wait or self._pending[0][2].ready()):
+            position, preview, frame = self._pending.pop(0)
+            self.on_step(position, replace(preview, image=frame.array()))
+
+    def _preview(self, track: _Track, step: int, image: np.ndarray) -> StepPreview:
+        return StepPreview(
+            step=step,
             total=self.steps,
-            sampler=run.request.sampler,
+            sampler=track.run.request.sampler,
             image=image,
-            elapsed=elapsed,
-            evaluations=i + 1,
+            elapsed=track.elapsed,
+            evaluations=step,
         )
-        self.on_step(track.position, preview)
 
     def _finish(self, track: _Track) -> None:
         column = track.column
@@ -515,6 +540,7 @@ class _Lockstep:
         column.image = self.pipe.image_processor.postprocess(
             decoded, output_type="pil", do_denormalize=[True]
         )[0]
+        self.on_step(track.position, self._preview(track, self.steps, final_preview(column.image)))
 
 
 # ---------------------------------------------------------------------------------------------

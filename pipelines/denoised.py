@@ -1,7 +1,9 @@
 """The model's denoised estimate (x0) at a scheduler step, for any of the registry's schedulers.
 
 Most schedulers report it as ``pred_original_sample``; the multistep solvers (DPM++, UniPC) and PNDM
-do not, so it is computed from the model output and the noise level of the step.
+do not, so it is computed from the model output and the noise level of the step. The
+``timestep`` must be the host's (:meth:`pipelines.schedules.SyncFreeSchedule.host_timestep`) for
+schedulers without noise levels.
 """
 
 from __future__ import annotations
@@ -16,14 +18,20 @@ if TYPE_CHECKING:
 
 def noise_level(
     scheduler: SchedulerMixin, timestep: torch.Tensor | float, step_index: int | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(alpha_t, sigma_t) with x_t = alpha_t * x0 + sigma_t * noise, in the scheduler's sample space."""
+) -> tuple[float, float]:
+    """(alpha_t, sigma_t) with x_t = alpha_t * x0 + sigma_t * noise, in the scheduler's sample space.
+
+    Read from the scheduler's tables on the host (its ``sigmas``, or ``alphas_cumprod`` at a host
+    ``timestep``): as Python numbers they enter the arithmetic on the device without a copy, where
+    a tensor moved there every step would make the host wait for the GPU.
+    """
     if step_index is not None and hasattr(scheduler, "_sigma_to_alpha_sigma_t"):
-        return scheduler._sigma_to_alpha_sigma_t(scheduler.sigmas[step_index])
+        alpha_t, sigma_t = scheduler._sigma_to_alpha_sigma_t(scheduler.sigmas[step_index])
+        return float(alpha_t), float(sigma_t)
     alphas_cumprod = scheduler.alphas_cumprod
     index = int(torch.as_tensor(timestep).round().long().clamp(0, len(alphas_cumprod) - 1))
-    alpha_prod = alphas_cumprod[index]
-    return alpha_prod.sqrt(), (1 - alpha_prod).sqrt()
+    alpha_prod = float(alphas_cumprod[index])
+    return alpha_prod**0.5, (1 - alpha_prod) ** 0.5
 
 
 def denoised_estimate(
@@ -35,6 +43,9 @@ def denoised_estimate(
     output: Any,  # the scheduler's step output: a dataclass, or a tuple with return_dict=False
 ) -> torch.Tensor:
     predicted = getattr(output, "pred_original_sample", None)
+    if isinstance(output, tuple) and len(output) > 1:
+        # return_dict=False (how the pipelines call step): (prev_sample, pred_original_sample).
+        predicted = output[1]
     if predicted is not None:
         return predicted
     if _predicts_velocity(scheduler):
@@ -43,8 +54,6 @@ def denoised_estimate(
         sigma = scheduler.sigmas[scheduler.step_index - 1].to(sample.device, torch.float32)
         return sample.float() - sigma * model_output.float()
     alpha_t, sigma_t = noise_level(scheduler, timestep, step_index)
-    alpha_t = alpha_t.to(sample.device, torch.float32)
-    sigma_t = sigma_t.to(sample.device, torch.float32)
     sample, model_output = sample.float(), model_output.float()
     prediction = scheduler.config.prediction_type
     if prediction == "epsilon":

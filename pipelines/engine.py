@@ -26,9 +26,13 @@ from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
 from pipelines.flow_samplers import sampler_for
-from pipelines.previews import PreviewDecoder
-from pipelines.prompts import prompt_report, truncation_warning
+from pipelines.preview_choice import describe
+from pipelines.preview_costs import measure_costs
+from pipelines.previews import PendingFrame, PreviewDecoder, final_preview
+from pipelines.prompt_encoding import Conditioning
+from pipelines.prompt_setup import PromptResources
 from pipelines.resources import resource_path
+from pipelines.schedules import SyncFreeSchedule
 from pipelines.types import (  # EngineSettings is re-exported: callers import it from here
     ControlKind,
     ControlUnit,
@@ -88,6 +92,7 @@ class PreparedRun:
     initial_noise: torch.Tensor  # (1, C, H / scale, W / scale), CPU float32
     device: torch.device
     dtype: torch.dtype
+    conditioning: Conditioning | None = None  # the encoded prompts; None: the pipeline encodes
     rework: rework.ReworkPlan | None = None  # the picture a reworking run starts from
 
     @property
@@ -113,8 +118,10 @@ class PreparedRun:
         return spec.make(self.model.scheduler_config, seed=self.request.seed)
 
     def sampler_generator(self) -> torch.Generator:
-        # A separate stream for the samplers' fresh noise, so ancestral runs are reproducible.
-        return torch.Generator("cpu").manual_seed(self.request.seed + 1)
+        # A separate stream for the samplers' fresh noise, so ancestral runs are reproducible. On
+        # the model's device: noise drawn on the CPU would be copied to the GPU at every step, and
+        # each copy makes the host wait for the GPU.
+        return torch.Generator(self.device).manual_seed(self.request.seed + 1)
 
     def with_changes(
         self,
@@ -214,6 +221,7 @@ class Engine:
         self._loaded: LoadedModel | None = None
         self._controlnets: dict[Path, tuple[Any, ModelFamily]] = {}
         self._assembled: dict[tuple[Path, tuple[Path, ...]], DiffusionPipeline] = {}
+        self._prompts = PromptResources(self.settings)  # LoRA adapters, embeddings, encoding
         # Re-entrant: a comparison holds it across its passes, each of which may be a run.
         self._lock = threading.RLock()
 
@@ -283,6 +291,10 @@ class Engine:
             previews.linear  # noqa: B018 - fit now so the first step's preview costs nothing
             scale = pipe.vae_scale_factor
             size = flow.native_latent_side(pipe) * scale
+            # Offloaded weights would move for every timed call; the probe times a UNet's step.
+            if not cpu_offload and not family.is_flow:
+                report(0.9, "Measuring preview decoders…")
+                self._measure_previews(pipe, previews)
             self._loaded = LoadedModel(
                 path=path,
                 family=family,
@@ -299,6 +311,18 @@ class Engine:
                 1.0, f"{path.name} ready ({family.label}, {self.device.type}, {self.precision})."
             )
             return self._loaded
+
+    def _measure_previews(self, pipe: DiffusionPipeline, previews: PreviewDecoder) -> None:
+        native = int(pipe.unet.config.sample_size)
+        parameters = sum(p.numel() for p in pipe.unet.parameters())
+        with contextlib.ExitStack() as stack:
+            if self.device.type == "cpu":
+                count = cpu.choose_threads(
+                    native * native * 2, parameters, setting=self.settings.threads
+                )
+                stack.enter_context(cpu.thread_count(count))
+            previews.costs = measure_costs(pipe.unet, previews, (native, native))
+        log.info("previews: %s", describe(previews.costs))
 
     def _load_tiny_vae(self, family: ModelFamily) -> AutoencoderTiny | None:
         folder = self.settings.tiny_vae.get(family.value)
@@ -412,11 +436,18 @@ class Engine:
             plan, rework_notes = rework.prepare_source(request)
             maps = self._condition_maps(rework.canvas_request(request))
             pipe = self._pipeline_for(loaded, controlnet_paths)
-            notes += self._prompt_warnings(pipe, request) + rework_notes
-            if loaded.family.is_flow:
+            if loaded.family.is_flow:  # the pipeline reads the prompt as plain text
+                conditioning = None
+                notes += flow.prompt_notes(request) + rework_notes
                 flow.refuse_rework(plan, loaded.family)
                 channels = flow.latent_channels(pipe)
             else:
+                prompts = self._prompts.prepare(
+                    loaded.pipeline, loaded.family, loaded.path, request, request.cfg_scale > 1.0
+                )
+                request = prompts.recorded(request)
+                conditioning = prompts.conditioning
+                notes += list(prompts.warnings) + rework_notes
                 channels = pipe.unet.config.in_channels
             if plan is None and channels == 9:  # an inpainting UNet runs in its own pipeline
                 plan = rework.text_to_image_plan(request)
@@ -435,6 +466,7 @@ class Engine:
                 initial_noise=noise,
                 device=self.device,
                 dtype=self.dtype,
+                conditioning=conditioning,
                 rework=plan,
             )
 
@@ -507,6 +539,7 @@ class Engine:
                 on_step,
                 cancel or threading.Event(),
                 wants_preview,
+                latent_pixels=prepared.latent_pixels,
                 total=prepared.total_steps,
                 compose=prepared.rework.compose_preview if prepared.rework else None,
             )
@@ -533,9 +566,13 @@ class Engine:
                 ) from error
             finally:
                 tracker.detach()
+            image = (
+                prepared.rework.finish(output.images[0]) if prepared.rework else output.images[0]
+            )
+            tracker.deliver_final(image)
         return GenerationResult(
             request=request,
-            image=prepared.rework.finish(output.images[0]) if prepared.rework else output.images[0],
+            image=image,
             timings={**tracker.timings, "total": time.perf_counter() - started},
             condition_maps=prepared.condition_maps,
             warnings=prepared.warnings,
@@ -561,17 +598,6 @@ class Engine:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _prompt_warnings(self, pipe: DiffusionPipeline, request: GenerationRequest) -> list[str]:
-        warnings = []
-        for label, text in (
-            ("prompt", request.prompt),
-            ("negative prompt", request.negative_prompt),
-        ):
-            report = prompt_report(pipe.tokenizer, text)
-            if not report.fits:
-                warnings.append(truncation_warning(label, report))
-        return warnings
-
     def initial_noise(
         self, request: GenerationRequest, channels: int = 4, scale_factor: int | None = None
     ) -> torch.Tensor:
@@ -588,9 +614,12 @@ class Engine:
     def _call_arguments(self, prepared: PreparedRun) -> dict[str, Any]:
         request, maps = prepared.request, prepared.condition_maps
         units = request.active_controls
+        if prepared.conditioning is not None:
+            prompts = prepared.conditioning.pipeline_arguments()
+        else:
+            prompts = dict(prompt=request.prompt, negative_prompt=request.negative_prompt or None)
         kwargs = dict(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
+            **prompts,
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
             width=request.width,
@@ -640,6 +669,7 @@ class _StepTracker:
         on_step: StepCallback | None,
         cancel: threading.Event,
         wants_preview: PreviewGate | None = None,
+        latent_pixels: int = 0,
         total: int | None = None,
         compose: Callable[[Any], Any] | None = None,  # the preview shown in the whole picture
     ) -> None:
@@ -648,6 +678,7 @@ class _StepTracker:
         self.scheduler = scheduler
         self.request = request
         self.previews = previews
+        self.plan = previews.plan(request.preview, latent_pixels)
         self.on_step = on_step
         self.cancel = cancel
         self.wants_preview = wants_preview
@@ -657,6 +688,12 @@ class _StepTracker:
         self.final_latents: torch.Tensor | None = None
         self.timings: dict[str, float] = {}
         self.started = time.perf_counter()
+        self._last_elapsed = 0.0
+        self._pending: list[tuple[PendingFrame, StepPreview]] = []  # decoded, not handed on yet
+        self._final: torch.Tensor | None = None  # the last step's latents, on the device
+        self._shown: Any | None = None  # the newest frame handed on
+        self.schedule = SyncFreeSchedule(scheduler)
+        self._calls = 0  # scheduler steps so far (an index into the schedule)
         self._original_step = scheduler.step
 
         # wraps() keeps the signature: pipelines only pass `generator` to schedulers that accept it.
@@ -678,8 +715,13 @@ class _StepTracker:
         **kwargs: Any,
     ) -> Any:
         step_index = getattr(self.scheduler, "step_index", None)
+        timestep = self.schedule.host_timestep(self._calls, timestep)
+        self._calls += 1
         output = self._original_step(model_output, timestep, sample, *args, **kwargs)
-        if self.on_step is not None and self.request.preview is not PreviewMode.NONE:
+        if step_index is None:  # the first step: the scheduler set its index inside step()
+            after = getattr(self.scheduler, "step_index", None)
+            step_index = None if after is None else after - 1
+        if self.on_step is not None and self.plan.mode is not PreviewMode.NONE:
             self.denoised = denoised_estimate(
                 self.scheduler, model_output, timestep, sample, step_index, output
             )
@@ -694,6 +736,34 @@ class _StepTracker:
         if type(scheduler).__name__ == "PNDMScheduler":
             return scheduler.counter != 1  # PLMS spends its first step on a warm-up evaluation
         return True
+
+    def _preview(self, image: Any, elapsed: float) -> StepPreview:
+        return StepPreview(
+            step=self.completed,
+            total=self.total,
+            sampler=self.request.sampler,
+            image=image,
+            elapsed=elapsed,
+            evaluations=self.evaluations,
+        )
+
+    def _hand_on_ready_frames(self, wait: bool = False) -> None:
+        while self._pending and (wait or self._pending[0][0].ready()):
+            frame, preview = self._pending.pop(0)
+            image = frame.array()
+            if self.compose is not None:
+                image = self.compose(image)
+            self._shown = image
+            self.on_step(replace(preview, image=image))
+
+    def deliver_final(self, image: Image.Image) -> None:
+        """The frames still on their way, then the last step's: the decoded final image, never an
+        estimate. Also keeps the final latents on the host."""
+        if self._final is not None:
+            self.final_latents = self._final.detach().float().cpu()
+        self._hand_on_ready_frames(wait=True)
+        if self.on_step is not None and self.plan.mode is not PreviewMode.NONE:
+            self.on_step(self._preview(final_preview(image), self._last_elapsed))
 
     def on_step_end(
         self,
@@ -711,27 +781,27 @@ class _StepTracker:
             elapsed = time.perf_counter() - self.started
             if self.completed == 1:
                 self.timings["first_step"] = elapsed
-            # A consumer still holding the previous frame would drop this one: skip its decoding.
-            # The last step is always delivered, so the consumer ends on the run's final estimate.
-            wanted = is_last or self.wants_preview is None or self.wants_preview()
-            if self.on_step is not None and self.denoised is not None and wanted:
+            # The last step is the final image, delivered once the pipeline has decoded it
+            # (deliver_final). A consumer still holding the previous frame would drop this one:
+            # skip its decoding.
+            wanted = not is_last and (self.wants_preview is None or self.wants_preview())
+            self._hand_on_ready_frames()
+            # At most one frame in flight: a consumer cannot take frames faster than that.
+            ready = self.on_step is not None and self.denoised is not None and not self._pending
+            if wanted and ready and self.plan.decodes(self.completed):
                 latents = flow.spatial(self.denoised, self.request)
-                image = self.previews.decode(latents, self.request.preview)
-                if self.compose is not None:
-                    image = self.compose(image)
-                self.on_step(
-                    StepPreview(
-                        step=self.completed,
-                        total=self.total,
-                        sampler=self.request.sampler,
-                        image=image,
-                        elapsed=elapsed,
-                        evaluations=self.evaluations,
-                    )
-                )
+                frame = self.previews.decode_async(latents, self.plan.mode)
+                if frame is not None:
+                    self._pending.append((frame, self._preview(None, elapsed)))
+                self._hand_on_ready_frames()
+            elif wanted and ready and self._shown is not None:
+                # A step between two decodes of a strided plan: the newest frame again, so the
+                # step count and the time left still move on.
+                self.on_step(self._preview(self._shown, elapsed))
+            self._last_elapsed = elapsed
         if step == pipe.num_timesteps - 1:
-            latents = flow.spatial(callback_kwargs["latents"], self.request)
-            self.final_latents = latents.detach().float().cpu()
+            # Copied to the host after the loop (deliver_final): a copy here would wait for the GPU.
+            self._final = flow.spatial(callback_kwargs["latents"], self.request)
             self.timings["denoise"] = time.perf_counter() - self.started
         if self.cancel.is_set():
             raise _Cancelled

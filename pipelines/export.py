@@ -37,9 +37,11 @@ from pipelines.types import (
     ControlKind,
     ControlUnit,
     GenerationRequest,
+    GenerationResult,
     ResizeMode,
     guess_control_kind,
 )
+from pipelines.unapplied import split_unit_text, unapplied_settings
 
 PARAMETERS_KEY = "parameters"
 METADATA_KEY = "diffusion-studio"
@@ -125,6 +127,7 @@ class ImageMetadata:
     parameters: str | None = None  # the A1111 text as stored, if any
     from_json: bool = False  # False: rebuilt from the A1111 text, so paths and options are missing
     warnings: tuple[str, ...] = ()  # the two records disagree, or the JSON one was unreadable
+    not_applied: tuple[str, ...] = ()  # "Key: value" of the settings text the request cannot hold
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,6 +157,8 @@ def _quote(value: str) -> str:
 
 def _unit_text(unit: ControlUnit) -> str:
     module = _MODULE_FOR_KIND.get(unit.kind, "none") if unit.preprocess else "none"
+    if unit.preprocess and unit.module and guess_control_kind(unit.module) is unit.kind:
+        module = unit.module  # the name it was read with (openpose_full, depth_midas, ...)
     # The unit text is split on ", " and ": " by readers and cannot be quoted inside.
     model = re.sub(r"[,:]", "_", model_display_name(unit.model)) if unit.model else "None"
     items = [
@@ -210,6 +215,11 @@ def format_parameters(request: GenerationRequest) -> str:
     if request.width is not None and request.height is not None:
         pairs.append(("Size", f"{request.width}x{request.height}"))
     pairs.append(("Model", model_display_name(request.model)))
+    if request.clip_skip != 1:  # as A1111: written only when it differs from its default
+        pairs.append(("Clip skip", str(request.clip_skip)))
+    for key, hashes in (("Lora hashes", request.lora_hashes), ("TI hashes", request.ti_hashes)):
+        if hashes:
+            pairs.append((key, hashes))
     pairs += rework_pairs(request.source, request.hires)
     # Units keep their slot number, as sd-webui-controlnet does: disabled slots leave gaps.
     for index, unit in enumerate(request.controls):
@@ -291,15 +301,6 @@ def _sampler_name(sampler: str, schedule: str | None) -> str:
     return _SAMPLER_FROM_A1111.get(sampler, sampler)
 
 
-def _split_unit_text(text: str) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for item in text.split(","):
-        key, sep, value = item.partition(":")
-        if sep:
-            values[key.strip()] = value.strip()
-    return values
-
-
 def _kind_for(*names: str) -> ControlKind:
     for name in names:
         kind = guess_control_kind(name)
@@ -322,6 +323,8 @@ def _control_from_values(values: dict[str, str], label: str) -> ControlUnit | No
     preprocess = module_kind is not ControlKind.CUSTOM
     kind = module_kind if preprocess else _kind_for(model)
     unit: dict[str, Any] = {"kind": kind, "model": model, "preprocess": preprocess}
+    if preprocess and module != _MODULE_FOR_KIND.get(kind):
+        unit["module"] = module
     if "Weight" in values:
         unit["strength"] = _to_float(f"{label} Weight", values["Weight"])
     if "Guidance Start" in values:
@@ -348,7 +351,7 @@ def _controls(fields: Mapping[str, str]) -> tuple[ControlUnit, ...]:
     for key, value in fields.items():
         modern = re.fullmatch(r"ControlNet (\d+)", key)
         if modern:
-            units.setdefault(int(modern[1]), {}).update(_split_unit_text(value))
+            units.setdefault(int(modern[1]), {}).update(split_unit_text(value))
             continue
         # Before the quoted form (early 2023): "ControlNet Module: canny" for a single unit,
         # then "ControlNet-0 Module: canny, ControlNet-1 Module: depth".
@@ -395,6 +398,10 @@ def parse_parameters(text: str) -> GenerationRequest:
     if model and model != "default":  # "default" is what format_parameters writes for ""
         values["model"] = model
     values["controls"] = _controls(fields)
+    if "Clip skip" in fields:
+        values["clip_skip"] = _to_int("Clip skip", fields["Clip skip"])
+    values["lora_hashes"] = fields.get("Lora hashes", "")
+    values["ti_hashes"] = fields.get("TI hashes", "")
     size = (values["width"], values["height"]) if "width" in values else None
     values.update(rework_values(fields, size, _to_int, _to_float))
     return GenerationRequest(**values)
@@ -595,6 +602,12 @@ def _discard(temp: Path) -> None:
         pass
 
 
+def run_details(result: GenerationResult) -> dict[str, Any]:
+    """What the PNG's ``extra`` record keeps about how an image was made beyond its request: the
+    weights' number format (the same request gives a slightly different image in bf16)."""
+    return {"precision": result.precision} if result.precision else {}
+
+
 def write_png(
     image: Image.Image,
     request: GenerationRequest,
@@ -637,7 +650,8 @@ def _from_json(text: str) -> tuple[GenerationRequest, dict[str, Any]]:
 
 
 # What the A1111 text carries, to compare it with the JSON record.
-_CARRIED = ("prompt", "negative_prompt", "steps", "cfg_scale", "seed", "width", "height", "sampler")
+_CARRIED = ("prompt", "negative_prompt", "steps", "cfg_scale", "seed", "width", "height", "sampler",
+            "clip_skip")  # fmt: skip
 
 
 def _disagreement(request: GenerationRequest, parameters: str) -> str | None:
@@ -692,7 +706,10 @@ def read_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
             raise ImageReadError(
                 f"The settings stored in {path.name} cannot be read: {exc}"
             ) from exc
-        return ImageMetadata(request, {}, parameters, from_json=False, warnings=tuple(warnings))
+        left = tuple(unapplied_settings(split_parameters(parameters)[2]))
+        return ImageMetadata(
+            request, {}, parameters, from_json=False, warnings=tuple(warnings), not_applied=left
+        )
     if warnings:
         raise ImageReadError(warnings[0].split("; only")[0] + ".")
     raise ImageReadError(f"{path.name} carries no generation settings.")

@@ -204,6 +204,16 @@ def controlnet_pipeline(pipe: DiffusionPipeline, family: ModelFamily, nets: list
     return assembled
 
 
+def prompt_notes(request: GenerationRequest) -> list[str]:
+    """What of the prompt's SD 1.x / SDXL syntax a flow model does not apply."""
+    notes = []
+    if "<lora:" in request.prompt:
+        notes.append("LoRA tags are not applied to SD 3.x and Flux.1 models yet; ignored.")
+    if request.clip_skip > 1:
+        notes.append(f"Clip skip {request.clip_skip} is not applied to SD 3.x and Flux.1 models.")
+    return notes
+
+
 def refuse_rework(plan: object | None, family: ModelFamily) -> None:
     # Image-to-image and inpainting run through UNet pipelines; the flow families' own come later.
     if plan is not None:

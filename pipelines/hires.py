@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -21,6 +20,7 @@ from PIL import Image
 from pipelines import rework
 from pipelines.previews import to_uint8
 from pipelines.types import (
+    HIRES_RESAMPLERS,
     EngineSettings,
     GenerationRequest,
     GenerationResult,
@@ -29,7 +29,7 @@ from pipelines.types import (
     StepPreview,
     hires_size,
 )
-from pipelines.upscalers import upscale_with_model
+from pipelines.upscalers import resolve_upscaler, upscale_with_model
 
 StepCallback = Callable[[StepPreview], None]
 # The run's prepared inputs: an ``engine.PreparedRun``, named loosely because the engine imports
@@ -75,6 +75,8 @@ def run_hires(
     request = prepared.request
     hires = request.hires
     assert hires is not None
+    if hires.upscaler not in HIRES_RESAMPLERS:  # a missing file is told before the first pass
+        resolve_upscaler(hires.upscaler, engine.settings.model_folders)
     started = time.perf_counter()
     first_run = replace(prepared, request=replace(request, hires=None))
     first_steps = first_run.total_steps
@@ -131,7 +133,8 @@ def enlarge(
         return _latent_enlarge(prepared, first.latents, size)
     if hires.upscaler == "latent":  # an inpainted picture's latents cover only the run
         return first.image.resize(size, Image.Resampling.BICUBIC)
-    return upscale_with_model(first.image, Path(hires.upscaler), size, engine.device,
+    path = resolve_upscaler(hires.upscaler, engine.settings.model_folders)
+    return upscale_with_model(first.image, path, size, engine.device,
                               engine.settings.allow_pickle)  # fmt: skip
 
 

@@ -2,14 +2,16 @@
 
 Every scheduler is built with ``from_config(base_config, **overrides)`` from the loaded model's own
 scheduler config, so the model's training schedule (betas, prediction type) is kept.
+
+The registry itself is plain data: the window fills its sampler list from it at start, and
+importing diffusers (1.5 s or more, most of it torch's compiler stack) waits until a scheduler is
+built.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-import diffusers
 
 from pipelines.errors import ValidationError
 
@@ -24,6 +26,8 @@ class SamplerSpec:
     description: str = ""
 
     def make(self, base_config: Any, seed: int | None = None) -> Any:
+        import diffusers
+
         cls = getattr(diffusers, self.scheduler)
         overrides = dict(self.overrides)
         if self.scheduler == "DPMSolverSDEScheduler" and seed is not None:

@@ -23,7 +23,8 @@ MIN_CFG, MAX_CFG = 0.0, 30.0
 MIN_SIZE, MAX_SIZE = 64, 4096
 MAX_SEED = 2**32 - 1
 MAX_CONTROL_UNITS = 3
-# Far beyond what the text encoder reads (75 tokens is a few hundred characters): a longer text is
+MIN_CLIP_SKIP, MAX_CLIP_SKIP = 1, 12
+# Far beyond what anyone writes (a 75-token chunk is a few hundred characters): a longer text is
 # a paste gone wrong, and would only slow every step that handles it and bloat the metadata.
 MAX_PROMPT_CHARS = 10_000
 
@@ -57,7 +58,7 @@ def _check_text(field_name: str, value: Any) -> None:
     if len(value) > MAX_PROMPT_CHARS:
         raise ValidationError(
             f"{field_name} is {len(value):,} characters long; at most {MAX_PROMPT_CHARS:,} are "
-            "allowed (the text encoder reads only the first 75 tokens)."
+            "allowed (a 75-token chunk of the text encoder is a few hundred)."
         )
 
 
@@ -102,6 +103,7 @@ class ResizeMode(str, enum.Enum):
 
 
 class PreviewMode(str, enum.Enum):
+    AUTO = "auto"  # chosen per model from the decoders' measured cost (pipelines.preview_choice)
     APPROXIMATE = "approximate"  # linear latent -> RGB map fitted to the model's VAE
     TINY = "tiny"  # AutoencoderTiny (TAESD) when its weights are present
     FULL = "full"  # the model's own VAE: exact, slowest
@@ -235,6 +237,8 @@ class EngineSettings:
     allow_pickle: bool = False  # .ckpt / .pt files run code when loaded: only on explicit opt-in
     tiny_vae: dict[str, Path] = field(default_factory=dict)  # family value -> AutoencoderTiny
     threads: int = 0  # CPU threads per run; 0: chosen from the work size and the cores
+    # Textual-inversion embedding folders searched before those beside the model folders.
+    embedding_folders: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -267,6 +271,9 @@ class ControlUnit:
     canny_low: int = 100
     canny_high: int = 200
     enabled: bool = True
+    # The preprocessor name it was read with from another tool (openpose_full, depth_midas),
+    # written back as it was; empty: the kind's own name.
+    module: str = ""
 
     def check_fields(self) -> None:
         """Types and ranges of every field; what a stored unit must satisfy even while unfinished."""
@@ -276,6 +283,7 @@ class ControlUnit:
             self.image is None or isinstance(self.image, str),
             "A control unit's image", "a path", self.image,
         )  # fmt: skip
+        _require(isinstance(self.module, str), "A control unit's module", "a name", self.module)
         for name in ("preprocess", "enabled"):
             value = getattr(self, name)
             _require(isinstance(value, bool), f"A control unit's {name}", "true or false", value)
@@ -325,10 +333,15 @@ class GenerationRequest:
     sampler: str = "Euler"
     controls: tuple[ControlUnit, ...] = ()
     memory: MemoryOptions = field(default_factory=MemoryOptions)
-    preview: PreviewMode = PreviewMode.APPROXIMATE
+    preview: PreviewMode = PreviewMode.AUTO
     # Reworking an image (issue 14): the input, mask and outpaint border; the high-resolution pass.
     source: ImageInput | None = None  # None: text-to-image
     hires: HiresPass | None = None
+    # How the prompt is read: AUTOMATIC1111's clip skip, and the LoRA and embedding files the run
+    # used as "name: hash, …" (recorded by the engine, written as "Lora hashes" / "TI hashes").
+    clip_skip: int = 1
+    lora_hashes: str = ""
+    ti_hashes: str = ""
     # Flux.1-dev (issue 18): cfg_scale is the distilled guidance the model takes as an input; the
     # engine sets this from the model, the metadata writes it as "Distilled CFG Scale".
     distilled_guidance: bool = False
@@ -378,6 +391,11 @@ class GenerationRequest:
         if self.hires is not None:
             _require(isinstance(self.hires, HiresPass), "Hires", "a HiresPass", self.hires)
             self.hires.check_fields()
+        _require(_is_int(self.clip_skip), "Clip skip", "a whole number", self.clip_skip)
+        if not MIN_CLIP_SKIP <= self.clip_skip <= MAX_CLIP_SKIP:
+            raise ValidationError(f"Clip skip must be from {MIN_CLIP_SKIP} to {MAX_CLIP_SKIP}.")
+        for name, value in (("LoRA hashes", self.lora_hashes), ("TI hashes", self.ti_hashes)):
+            _check_text(name, value)
         # Rectified-flow models
         _require(isinstance(self.distilled_guidance, bool), "Distilled guidance", "true or false",
                  self.distilled_guidance)  # fmt: skip

@@ -38,6 +38,21 @@ def find_upscalers(folders: Iterable[Path]) -> list[Path]:
     return sorted(found, key=lambda p: p.name.lower())
 
 
+def resolve_upscaler(name: str, folders: Iterable[Path]) -> Path:
+    """The upscaler file ``name`` means: a path, or the name of a file in the model folders'
+    upscaler folders (as AUTOMATIC1111's text names it: ``4x-UltraSharp``)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    for found in find_upscalers(folders):
+        if name in (found.name, found.stem):
+            return found
+    raise ModelNotFoundError(
+        f"The upscaler {name!r} was found neither as a file nor in the model folders' "
+        "models/ESRGAN or models/upscale_models."
+    )
+
+
 @functools.lru_cache(maxsize=2)
 def load_upscaler(path: Path, allow_pickle: bool = False) -> Any:
     """The spandrel model in ``path`` (kept for the next run); every way it can fail is a

@@ -102,6 +102,8 @@ class ModelSummary:
     family: str  # ModelFamily value
     family_label: str
     native_size: tuple[int, int]
+    previews: str = ""  # Auto's choice and the approximate map's colour error, for a tooltip
+    precision: str = ""  # the weights' number format: "fp32", "bf16" or "fp16"
 
 
 @dataclass(frozen=True)

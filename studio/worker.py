@@ -47,7 +47,12 @@ log = logging.getLogger(__name__)
 
 
 def _summary(loaded: LoadedModel) -> ModelSummary:
-    return ModelSummary(loaded.path, loaded.family.value, loaded.family.label, loaded.native_size)
+    from pipelines.engine import precision_name
+    from pipelines.preview_choice import describe
+
+    precision = precision_name(next(loaded.pipeline.unet.parameters()).dtype)
+    return ModelSummary(loaded.path, loaded.family.value, loaded.family.label, loaded.native_size,
+                        describe(loaded.previews.costs), precision)  # fmt: skip
 
 
 class GenerationWorker(QObject):
@@ -141,7 +146,9 @@ class GenerationWorker(QObject):
         if self._history is None or result.image is None:
             return ""
         try:
-            return self._history.add(result.image, result.request).id
+            from pipelines.export import run_details
+
+            return self._history.add(result.image, result.request, run_details(result)).id
         except Exception as error:  # the image is still shown; the user learns it was not kept
             log.exception("image not kept in the history folder")
             self.event.emit(JobEvent(EventKind.NOTICE, error="The image was not kept in the "
@@ -194,6 +201,8 @@ class GenerationWorker(QObject):
 
     @Slot(str, bool)
     def load(self, model: str, cpu_offload: bool) -> None:
+        # The first load imports torch and diffusers, seconds before the engine can say anything.
+        self._loading(0.0, "Starting the generation engine…")
         try:
             engine = self._get_engine()
             loaded = engine.load(model, cpu_offload, on_progress=self._loading)

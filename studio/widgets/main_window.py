@@ -49,6 +49,7 @@ from studio.widgets.compare_view import CompareView
 from studio.widgets.control_panel import ControlPanel, EditorContext
 from studio.widgets.gallery import Gallery, Key
 from studio.widgets.hires_box import HiresBox
+from studio.widgets.map_view import MapView
 from studio.widgets.mask_layer import MaskLayer
 from studio.widgets.prompt_panel import PromptPanel, snap8
 from studio.widgets.queue_panel import QueuePanel
@@ -251,8 +252,9 @@ class MainWindow(QMainWindow):
         self.settings_action = a("Settings…", self.open_settings, "Ctrl+,", "Model folders, "
                                  "device, memory and output")  # fmt: skip
         self.quit_action = a("Quit", self.close, QKeySequence.StandardKey.Quit)
-        self.fit_action = a("Fit", self.canvas.fit, "Ctrl+0", "Fit the image in the view")
-        self.actual_action = a("100 %", self.canvas.actual_size, "Ctrl+1",
+        self.fit_action = a("Fit", lambda: self._shown_view().fit(), "Ctrl+0",
+                            "Fit the image in the view")  # fmt: skip
+        self.actual_action = a("100 %", lambda: self._shown_view().actual_size(), "Ctrl+1",
                                "Show the image at its real size")  # fmt: skip
         self.use_input_action = a("Use as input", self.use_shown_as_input, "Ctrl+I",
                                   "Rework the shown image: make it the input picture "
@@ -449,6 +451,11 @@ class MainWindow(QMainWindow):
 
         return find_upscalers(Path(folder) for folder in self.settings.model_folders)
 
+    def _shown_view(self) -> Canvas | MapView:
+        """What Fit and 100 % act on: the mask layer's view while it is shown, else the canvas."""
+        shown = self.centre_tabs.currentWidget() is self.mask_layer
+        return self.mask_layer.view if shown else self.canvas
+
     def show_mask_layer(self) -> None:
         self.centre_tabs.setCurrentWidget(self.mask_layer)
         self.mask_layer.view.setFocus()
@@ -580,7 +587,8 @@ class MainWindow(QMainWindow):
         self.canvas.set_status(f"Done in {total:.1f} s · seed {result.request.seed}")
         self.progress.setValue(self.progress.maximum())
         self.prompt_panel.set_last_seed(result.request.seed)
-        self.statusBar().showMessage(f"Finished (seed {result.request.seed}).", 8000)
+        precision = f", {result.precision}" if result.precision else ""
+        self.statusBar().showMessage(f"Finished (seed {result.request.seed}{precision}).", 8000)
         if result.warnings:
             self.message_bar.show_message("\n".join(result.warnings), error=False)
 
@@ -631,18 +639,27 @@ class MainWindow(QMainWindow):
         self._load_model(model)
 
     def _on_loading(self, fraction: float, message: str) -> None:
-        if not self.session.busy:
-            self.progress.setRange(0, 100)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(int(fraction * 100))
+        if self.session.busy:  # a job waits for the model: say so rather than look stuck
+            self.progress.setFormat("waiting for the model %p%")
+            self.canvas.set_status(f"Waiting for the model… {fraction:.0%}")
+        else:
             self.progress.setFormat("loading %p%")
-            self.progress.setValue(int(fraction * 100))
         self.statusBar().showMessage(message)
 
     def _on_loaded(self, summary: ModelSummary) -> None:
-        self.model_label.setText(f"{summary.path.name} · {summary.family_label}")
+        precision = f" · {summary.precision}" if summary.precision else ""
+        self.model_label.setText(f"{summary.path.name} · {summary.family_label}{precision}")
         self.model_label.setToolTip(str(summary.path))
         self.prompt_panel.set_native_size(summary.native_size)
+        self.sampler_panel.set_preview_note(summary.previews)
         if not self.session.busy:
             self.progress.setValue(100)
+        elif self.session.comparing:  # the bar showed the loading: back to the comparison
+            self._set_progress_text("comparing", busy=True)
+        elif (job := self.session.running_job) is not None:  # its steps come next
+            self._on_started(job.request)
         self.statusBar().showMessage(f"{summary.path.name} ready.", 5000)
         self._refresh_controlnets()
 
@@ -664,6 +681,7 @@ class MainWindow(QMainWindow):
     def _on_models_found(self, discovery: Discovery) -> None:
         self._discovery = discovery
         self.prompt_panel.set_models(discovery.bases(), self.prompt_panel.current_model())
+        self.prompt_panel.set_lora_folders(Path(p) for p in self.settings.model_folders)
         self._refresh_controlnets()
 
     def _refresh_controlnets(self) -> None:
@@ -752,20 +770,21 @@ class MainWindow(QMainWindow):
         return self.shown_index
 
     def save_entry(self, key: Key, path: Path | None = None) -> Path | None:
-        from pipelines.export import next_free_path, write_png
+        from pipelines.export import next_free_path, run_details, write_png
 
         found = self._entry(key)
         if found is None:
             return None
         request, image = found
+        extra = run_details(self.session.history[key].result) if isinstance(key, int) else None
         try:
             if path is None:
                 folder = Path(self.settings.output_folder)
                 folder.mkdir(parents=True, exist_ok=True)
                 path = next_free_path(folder, self.settings.file_pattern, request)
-                written = write_png(image, request, path)
+                written = write_png(image, request, path, extra=extra)
             else:  # chosen in a dialog that already asked before replacing a file
-                written = write_png(image, request, path, overwrite=True)
+                written = write_png(image, request, path, overwrite=True, extra=extra)
         except (StudioError, OSError) as error:
             self.show_error(f"Could not save the image: {error}")
             return None
@@ -853,6 +872,7 @@ class MainWindow(QMainWindow):
 
     def restore_from_files(self, paths: list[str]) -> bool:
         from pipelines.export import read_metadata
+        from pipelines.unapplied import not_applied_text
 
         for path in paths:
             try:
@@ -864,7 +884,12 @@ class MainWindow(QMainWindow):
                 use = ("Use as input", lambda _=False, p=path: self.rework_panel.open_file(p))
                 self.show_error(str(error), actions=[use])
                 continue
-            text = " ".join((f"Settings restored from {Path(path).name}.", *metadata.warnings))
+            left = not_applied_text(list(metadata.not_applied))  # listed, never dropped silently
+            text = " ".join(
+                t
+                for t in (f"Settings restored from {Path(path).name}.", *metadata.warnings, left)
+                if t
+            )
             self.message_bar.show_message(text, error=False)
             return True
         return False

@@ -42,6 +42,9 @@ class MapView(QWidget):
         # opaque and black clear, instead of a map lightening a dimmed photo.
         self.tint: QColor | None = None
         self._tinted: tuple[int, QImage] | None = None  # (the map's cache key, its tinted copy)
+        # (where, what) in map coordinates, drawn under the map: the bigger canvas it becomes part
+        # of (an outpainted picture's border), so the user sees the result's frame while painting.
+        self.surround: tuple[QRectF, QImage] | None = None
         self._zoom = 1.0
         self._offset = QPointF(MARGIN, MARGIN)
         self._fitted = True
@@ -75,11 +78,22 @@ class MapView(QWidget):
         self._fitted = True
         room_w = max(1, self.width() - 2 * MARGIN)
         room_h = max(1, self.height() - 2 * MARGIN)
-        zoom = min(room_w / self.document.width, room_h / self.document.height)
+        shown = self.shown_rect()
+        zoom = min(room_w / shown.width(), room_h / shown.height())
         self._set_zoom(zoom, QPointF(0, 0))
-        self._offset = QPointF((self.width() - self.document.width * self._zoom) / 2,
-                               (self.height() - self.document.height * self._zoom) / 2)  # fmt: skip
+        centre = QPointF(self.width() / 2, self.height() / 2)
+        self._offset = centre - shown.center() * self._zoom
         self.update()
+
+    @property
+    def fitted(self) -> bool:
+        """The view follows its size (fit), rather than a zoom the user chose."""
+        return self._fitted
+
+    def shown_rect(self) -> QRectF:
+        """The map, and the surrounding canvas when there is one, in map coordinates."""
+        area = QRectF(self.document.rect())
+        return area.united(self.surround[0]) if self.surround is not None else area
 
     def actual_size(self) -> None:
         self._fitted = False
@@ -113,6 +127,8 @@ class MapView(QWidget):
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, smooth)
         area = QRectF(self.document.rect())
         painter.fillRect(area, Qt.GlobalColor.black)
+        if self.surround is not None:
+            painter.drawImage(*self.surround)
         if self.tint is not None:
             self._paint_mask(painter, area)
         elif self.backdrop is not None and self.show_backdrop:

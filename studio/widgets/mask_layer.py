@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QImage
 from PySide6.QtWidgets import QLabel, QStackedWidget, QToolBar, QVBoxLayout, QWidget
 
@@ -67,7 +67,7 @@ class MaskLayer(QWidget):
             self, self.view, o, self.tools, specs,
             clear_tip="Empty the mask: nothing is redrawn (plain image-to-image).",
             invert_tip="Swap what is redrawn and what is kept.",
-            context=Qt.ShortcutContext.WidgetWithChildrenShortcut,
+            context=Qt.ShortcutContext.WidgetWithChildrenShortcut, zoom_keys=False,
         )  # fmt: skip
         self.paint.fill_toolbar(self.toolbar)
         self.paint.set_tool("brush")
@@ -102,13 +102,23 @@ class MaskLayer(QWidget):
         start.fill(Qt.GlobalColor.black)
         if mask is not None and picture is not None:
             start = _fitted_mask(mask, picture.width(), picture.height())
+        new_size = start.size() != self.document.image.size()
         self.document.reset(start)
         self.document.undo_stack.setClean()
         has = picture is not None
+        if has and new_size:  # the same share of any picture: a few strokes cover an object
+            self.paint.size_box.setValue(max(4, round(min(size.width(), size.height()) / 8)))
         self.stack.setCurrentWidget(self.view if has else self.placeholder)
         self.toolbar.setEnabled(has)
         self.view.fit()
         self.edited.emit()
+
+    def set_surround(self, surround: tuple[QRectF, QImage] | None) -> None:
+        """Show the canvas the picture becomes part of around it (see :attr:`MapView.surround`)."""
+        self.view.surround = surround
+        if self.view.fitted:
+            self.view.fit()
+        self.view.update()
 
     def import_mask(self, path: str | Path) -> None:
         """Replace the mask with a file's (white: redraw), as one undo step; a

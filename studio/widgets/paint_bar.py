@@ -40,6 +40,7 @@ class PaintBar:
         invert_tip: str,
         on_clear: Callable[[], object] | None = None,
         context: Qt.ShortcutContext = Qt.ShortcutContext.WindowShortcut,
+        zoom_keys: bool = True,
     ) -> None:
         """``context``: a dialog's tools answer their keys anywhere in it; a view inside the main
         window narrows them to itself, so that they never clash with the window's own keys."""
@@ -71,10 +72,13 @@ class PaintBar:
                                         on_clear or (lambda: clear(self.view.document)))  # fmt: skip
         self.invert_action = self.action("Invert", invert_tip,
                                          lambda: invert(self.view.document))  # fmt: skip
+        # Inside the main window its own Ctrl+0 / Ctrl+1 act on the view shown; two actions on one
+        # key would make Qt run neither.
+        fit_keys, actual_keys = (["Ctrl+0"], ["Ctrl+1"]) if zoom_keys else ([], [])
         self.fit_action = self.action("Fit", "Fit the picture in the view (Ctrl+0).", view.fit,
-                                      ["Ctrl+0"])  # fmt: skip
+                                      fit_keys)  # fmt: skip
         self.actual_action = self.action("100 %", "One pixel per screen pixel (Ctrl+1).",
-                                         view.actual_size, ["Ctrl+1"])  # fmt: skip
+                                         view.actual_size, actual_keys)  # fmt: skip
 
         self.size_box = spin_box(1, 256, options.size, "Brush size in pixels ([ and ]).")
         self.hardness_box = spin_box(0, 100, int(options.hardness * 100), "Brush hardness: 100 % "

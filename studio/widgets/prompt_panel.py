@@ -33,10 +33,12 @@ from PySide6.QtWidgets import (
 
 from pipelines.types import (
     MAX_CFG,
+    MAX_CLIP_SKIP,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_SIZE,
     MAX_STEPS,
+    MIN_CLIP_SKIP,
     MIN_SIZE,
     GenerationRequest,
     snap_size,
@@ -101,8 +103,8 @@ class PromptPanel(QWidget):
 
         self.prompt = PromptEdit(
             "What to show, e.g. “a lighthouse on a cliff at dusk, oil painting”",
-            "Prompt: what the image should show. The text encoder reads a limited number of "
-            "tokens; the counter below shows how many are used.",
+            "Prompt: what the image should show. (word:1.2) weights words, [word] tones them "
+            "down, BREAK starts a new 75-token chunk, <lora:name:0.8> applies a LoRA.",
         )
         self.prompt_tokens = QLabel("– tokens")
         self.negative = PromptEdit(
@@ -112,7 +114,7 @@ class PromptPanel(QWidget):
         self.negative_tokens = QLabel("– tokens")
         for label in (self.prompt_tokens, self.negative_tokens):
             label.setAlignment(Qt.AlignmentFlag.AlignRight)
-            label.setToolTip("Tokens used out of what the text encoder reads.")
+            label.setToolTip("Tokens used out of what the prompt's 75-token chunks hold.")
         self._token_timer = QTimer(self, singleShot=True, interval=150)
         self._token_timer.timeout.connect(self.update_token_counts)
         self.prompt.textChanged.connect(self._token_timer.start)
@@ -170,6 +172,25 @@ class PromptPanel(QWidget):
         self.width_box.valueChanged.connect(lambda v: self._size_changed(self.width_box, v))
         self.height_box.valueChanged.connect(lambda v: self._size_changed(self.height_box, v))
 
+        self.lora_button = QToolButton(text="Add LoRA")
+        self.lora_button.setToolTip(
+            "Add a LoRA to the prompt as <lora:name:weight>. LoRAs are found in the Lora, "
+            "LyCORIS and loras folders of the model folders (Settings → Model folders)."
+        )
+        self.lora_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.lora_menu = QMenu(self.lora_button)
+        self.lora_menu.aboutToShow.connect(self.fill_lora_menu)
+        self.lora_button.setMenu(self.lora_menu)
+        self.lora_weight = QDoubleSpinBox(minimum=-4.0, maximum=4.0, value=1.0, singleStep=0.05)
+        self.lora_weight.setDecimals(2)
+        self.lora_weight.setToolTip("Weight of the next LoRA added (edit it in the tag later).")
+        self._lora_folders: list[Path] = []
+        self.clip_skip = QSpinBox(minimum=MIN_CLIP_SKIP, maximum=MAX_CLIP_SKIP, value=1)
+        self.clip_skip.setToolTip(
+            "Clip skip: read the text encoder's N-th layer from the end (1 = the last). Some SD "
+            "1.x models (anime ones often) are made for 2. SDXL always reads its penultimate layer."
+        )
+
         self.batch_count = QSpinBox(minimum=1, maximum=MAX_PANEL_BATCH, value=1)
         self.batch_count.setToolTip(
             "Batch count: how many images one Generate queues, each its own job, with the seeds "
@@ -201,6 +222,11 @@ class PromptPanel(QWidget):
         form.addRow("Model", row(self.model, self.browse_model, stretch_first=True))
         form.addRow("Seed", row(self.seed, self.random_seed, self.reuse_seed, stretch_first=True))
         form.addRow("Steps", row(self.steps, QLabel("CFG"), self.cfg))
+        form.addRow(
+            "LoRA",
+            row(self.lora_button, self.lora_weight, QLabel("Clip skip"), self.clip_skip,
+                stretch_first=True),
+        )  # fmt: skip
         form.addRow("Size", self.preset)
         form.addRow("", row(self.width_box, QLabel("×"), self.height_box, self.aspect_lock))
         form.addRow("Batch count", row(self.batch_count, stretch_first=True))
@@ -295,22 +321,50 @@ class PromptPanel(QWidget):
                 continue  # typing in one box does not recount the other
             self._counted[label] = (self._tokenizer, text)
             report = prompt_report(self._tokenizer, text)
-            label.setText(f"{report.count_text} / {report.window} tokens")
-            if report.fits:
-                label.setStyleSheet("")
-                label.setToolTip("Tokens used out of what the text encoder reads.")
-            else:
-                label.setStyleSheet("color: #ff8060;")
-                dropped = report.dropped
-                if len(dropped) > 300:
-                    dropped = dropped[:300] + f"… ({len(report.dropped):,} characters)"
-                label.setToolTip(f"Not read by the text encoder: “{dropped}”")
+            label.setText(report.label)
+            label.setStyleSheet("")
+            label.setToolTip(
+                "Tokens used out of what the prompt's 75-token chunks hold. Each chunk is encoded "
+                "on its own (BREAK starts a new one); no text is dropped."
+            )
             if len(text) > MAX_PROMPT_CHARS:
                 label.setStyleSheet("color: #ff8060;")
                 label.setToolTip(
                     f"{len(text):,} characters: Generate refuses prompts over "
                     f"{MAX_PROMPT_CHARS:,} characters."
                 )
+
+    # ---- LoRAs --------------------------------------------------------------------------------
+    def set_lora_folders(self, folders: Iterable[Path]) -> None:
+        self._lora_folders = list(folders)
+
+    def fill_lora_menu(self) -> None:
+        """The LoRAs in the model folders, read when the menu opens (headers only: fast)."""
+        from pipelines.loras import discover_loras, lora_folders
+
+        self.lora_menu.clear()
+        model = self.current_model()
+        found = discover_loras(lora_folders(self._lora_folders, Path(model) if model else None))
+        if not found.loras:
+            action = self.lora_menu.addAction("No LoRAs found")
+            action.setEnabled(False)
+            action.setToolTip(f"Looked in: {found.searched_text()}")
+            self.lora_menu.setToolTipsVisible(True)
+            return
+        for info in sorted(found.loras, key=lambda i: (i.family_label, i.name.lower())):
+            action = self.lora_menu.addAction(f"{info.name}   ({info.family_label})")
+            action.setToolTip(str(info.path))
+            action.triggered.connect(lambda _=False, name=info.name: self.add_lora(name))
+        self.lora_menu.setToolTipsVisible(True)
+
+    def add_lora(self, name: str) -> None:
+        """Write ``<lora:name:weight>`` at the end of the prompt, as a user would type it."""
+        from pipelines.prompt_syntax import lora_tag
+
+        text = self.prompt.toPlainText().rstrip()
+        tag = lora_tag(name, round(self.lora_weight.value(), 2))
+        self.prompt.setPlainText(f"{text} {tag}" if text else tag)
+        self.prompt.moveCursor(self.prompt.textCursor().MoveOperation.End)
 
     # ---- seed ---------------------------------------------------------------------------------
     def set_last_seed(self, seed: int) -> None:
@@ -382,6 +436,7 @@ class PromptPanel(QWidget):
             cfg_scale=round(self.cfg.value(), 2),
             width=width,
             height=height,
+            clip_skip=self.clip_skip.value(),
         )
 
     def apply(self, request: GenerationRequest) -> None:
@@ -395,6 +450,7 @@ class PromptPanel(QWidget):
             self.seed.setText(str(request.seed))
         self.steps.setValue(request.steps)
         self.cfg.setValue(request.cfg_scale)
+        self.clip_skip.setValue(request.clip_skip)
         if request.width is None or request.height is None:
             self.preset.setCurrentText(NATIVE)
         else:

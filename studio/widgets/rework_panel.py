@@ -10,10 +10,11 @@ The mask itself is painted on the :class:`~studio.widgets.mask_layer.MaskLayer` 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image
-from PySide6.QtCore import QMimeData, QSignalBlocker, Qt, Signal
+from PySide6.QtCore import QMimeData, QRectF, QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QImage, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -308,6 +309,10 @@ class ReworkPanel(QWidget):
         return self.model.source()
 
     def apply(self, source: ImageInput | None) -> None:
+        if source is not None and not source.image:
+            # Settings read from another program's PNG name no files: the options apply to the
+            # picture and mask shown now.
+            source = replace(source, image=self.model.image or "", mask=self.model.mask)
         self.model.apply(source)
         self._sync_mask()
 
@@ -421,6 +426,19 @@ class ReworkPanel(QWidget):
         extended, mask = extend_canvas(fitted, self.model.outpaint)
         return extended, mask
 
+    def _surround_rect(self) -> QRectF:
+        """Where the outpainted canvas lies in the input picture's own pixels: the picture is
+        scaled and placed on the image size by the resize mode, then the border goes around."""
+        from pipelines.conditions import placement
+
+        width, height = self.size()
+        left, top, right, bottom = self.model.outpaint
+        picture_w, picture_h = self.picture.size
+        placed = placement(picture_w, picture_h, width, height, self.model.resize_mode)
+        sx, sy = placed.width / picture_w, placed.height / picture_h
+        return QRectF(-(left + placed.left) / sx, -(top + placed.top) / sy,
+                      (width + left + right) / sx, (height + top + bottom) / sy)  # fmt: skip
+
     def _show_preview(self) -> None:
         width, height = self.size()
         left, top, right, bottom = self.model.outpaint
@@ -430,9 +448,11 @@ class ReworkPanel(QWidget):
             self.thumbnail.setPixmap(QPixmap())
             self.thumbnail.setText(NO_PICTURE)
             return
+        surround = None
         try:
             if any(self.model.outpaint):
                 shown = pil_to_qimage(_tinted(*self.outpaint_preview()))
+                surround = (self._surround_rect(), shown)
             else:
                 layer = self.mask_layer
                 empty = not layer.has_picture or layer.empty
@@ -440,6 +460,7 @@ class ReworkPanel(QWidget):
         except (ImportError, StudioError, ValueError) as error:
             shown = pil_to_qimage(self.picture)
             self.outpaint_note.setText(f"{self.outpaint_note.text()} · no preview: {error}")
+        self.mask_layer.set_surround(surround)
         pixmap = QPixmap.fromImage(shown).scaled(
             THUMBNAIL, THUMBNAIL, Qt.AspectRatioMode.KeepAspectRatio,
             Qt.TransformationMode.SmoothTransformation,

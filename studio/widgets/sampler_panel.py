@@ -30,6 +30,9 @@ from pipelines.types import MAX_STEPS, PreviewMode
 from studio.jobs import SamplerEntry, SamplerInfo, sampler_entry
 
 PREVIEW_CHOICES = (
+    (PreviewMode.AUTO, "Auto", "Chosen for the loaded model from what each decoder costs: the "
+     "full VAE when it is cheap enough, else the tiny decoder when there is one, else the "
+     "approximate map. The last step always shows the final image."),
     (PreviewMode.APPROXIMATE, "Approximate (fast)", "A linear map from latents to colours: "
      "nearly free, blurry."),
     (PreviewMode.TINY, "Tiny decoder", "TAESD: sharp previews at little cost, when its weights "
@@ -234,3 +237,8 @@ class SamplerPanel(QWidget):
 
     def set_preview_mode(self, mode: PreviewMode) -> None:
         self.preview.setCurrentIndex(max(0, self.preview.findData(mode.value)))
+
+    def set_preview_note(self, note: str) -> None:
+        """What the loaded model's previews cost and how true the approximate map's colours are."""
+        tip = "How the live preview is decoded at every step."
+        self.preview.setToolTip(f"{tip}\n{note}" if note else tip)

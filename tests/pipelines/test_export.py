@@ -269,7 +269,9 @@ def test_parse_2023_numbered_controlnet_form():
     assert request.model == "mel-paprika-v1"
     assert request.controls == (
         ControlUnit(ControlKind.CANNY, "control_canny-fp16", preprocess=True, strength=0.55),
-        ControlUnit(ControlKind.DEPTH, "control_depth-fp16", preprocess=True, strength=0.8),
+        ControlUnit(
+            ControlKind.DEPTH, "control_depth-fp16", preprocess=True, strength=0.8, module="depth"
+        ),  # A1111's own module name is kept, to be written back as it was
     )
 
 

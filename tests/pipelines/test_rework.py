@@ -190,3 +190,10 @@ def test_a_comparison_reworks_the_same_input_in_every_column(engine, sd1_folder,
         assert np.array_equal(array(column.image)[:, :8], original[:, :8])
         single = engine.run(replace(request, sampler=sampler, steps=column.steps))
         assert np.array_equal(array(column.image), array(single.image))
+
+
+def test_a_reworking_comparison_plans_the_evaluations_it_spends(engine, sd1_folder, pictures):
+    request = request_on(sd1_folder, pictures, strength=0.5)
+    result = compare(engine, request, [("Euler", 6), ("Heun", 6)])
+    assert [c.planned_evaluations for c in result.columns] == [3, 5]
+    assert [c.total_evaluations for c in result.columns] == [3, 5]

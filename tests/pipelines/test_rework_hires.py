@@ -7,9 +7,14 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from pipelines.errors import ModelFormatError, ValidationError
+from pipelines.errors import ModelFormatError, ModelNotFoundError, ValidationError
 from pipelines.types import GenerationRequest, HiresPass
-from pipelines.upscalers import find_upscalers, load_upscaler, upscale_with_model
+from pipelines.upscalers import (
+    find_upscalers,
+    load_upscaler,
+    resolve_upscaler,
+    upscale_with_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +78,15 @@ def test_a_hires_size_past_the_limit_is_refused_once_the_native_size_is_known(en
                                 height=64, hires=HiresPass(scale=2.5))  # fmt: skip
     with pytest.raises(ValidationError, match="Width after"):
         engine.run(request)
+
+
+def test_an_upscaler_named_as_a1111_writes_it_is_found_and_a_missing_one_refused_first(
+    engine, sd1_folder, upscaler_file
+):
+    user_folder = upscaler_file.parents[2]
+    assert resolve_upscaler("2x-tiny-compact", [user_folder]) == upscaler_file
+    assert resolve_upscaler(str(upscaler_file), []) == upscaler_file
+    previews = []
+    with pytest.raises(ModelNotFoundError, match="4x-UltraSharp"):
+        engine.run(hires_request(sd1_folder, upscaler="4x-UltraSharp"), on_step=previews.append)
+    assert previews == []  # refused before the first pass drew anything

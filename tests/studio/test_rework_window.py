@@ -71,6 +71,37 @@ def test_undo_and_clear_mask_take_the_mask_out_of_the_request(qtbot, window, tmp
     assert window.current_request().source.mask is None
 
 
+def test_mask_keys_work_in_the_mask_view_and_only_there(qtbot, window, tmp_path):
+    from PySide6.QtCore import QPointF
+
+    window.rework_panel.open_file(_picture(tmp_path / "photo.png"))
+    window.activateWindow()  # shortcuts act in the active window
+    qtbot.waitUntil(window.isActiveWindow)
+    window.mask_action.trigger()  # Ctrl+M: the mask tab, its view focused
+    layer = window.mask_layer
+    assert window.centre_tabs.currentWidget() is layer and layer.view.hasFocus()
+    for key, name in ((Qt.Key.Key_E, "eraser"), (Qt.Key.Key_G, "fill"), (Qt.Key.Key_B, "brush")):
+        qtbot.keyClick(layer.view, key)
+        assert layer.paint.tool_name() == name
+    _paint_stroke(qtbot, layer, QPointF(10, 10), QPointF(30, 30))
+    qtbot.keyClick(layer.view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert layer.empty
+    # Ctrl+1 / Ctrl+0 (the window's) act on the mask view while it is shown, then on the canvas.
+    qtbot.keyClick(layer.view, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)
+    assert layer.view.zoom == 1.0
+    qtbot.keyClick(layer.view, Qt.Key.Key_0, Qt.KeyboardModifier.ControlModifier)
+    assert layer.view.zoom > 1.0  # 64 px fitted into the view
+    window.centre_tabs.setCurrentWidget(window.canvas)
+    window.canvas.set_zoom(3.0)
+    qtbot.keyClick(window.prompt_panel.prompt, Qt.Key.Key_0, Qt.KeyboardModifier.ControlModifier)
+    assert window.canvas._fit
+    # Typing B in the prompt types it, the brush stays.
+    layer.paint.set_tool("eraser")
+    window.prompt_panel.prompt.setFocus()
+    qtbot.keyClick(window.prompt_panel.prompt, Qt.Key.Key_B)
+    assert layer.paint.tool_name() == "eraser"
+
+
 def test_options_reach_the_request_and_reuse_restores_them(qtbot, window, tmp_path):
     panel = window.rework_panel
     panel.open_file(_picture(tmp_path / "photo.png"))
@@ -98,6 +129,25 @@ def test_options_reach_the_request_and_reuse_restores_them(qtbot, window, tmp_pa
     assert window.current_request().source == source
     assert window.current_request().hires == request.hires
     assert not window.mask_layer.empty and window.mask_layer.saved
+
+
+def test_automatic1111_settings_apply_to_the_picture_shown(qtbot, window, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    panel = window.rework_panel
+    panel.open_file(_picture(tmp_path / "photo.png"))
+    picture = window.current_request().source.image
+    info = PngInfo()
+    info.add_text("parameters", "a fox\nSteps: 4, Sampler: Euler, CFG scale: 5, Seed: 3, "
+                  "Size: 64x64, Denoising strength: 0.4, Mask blur: 6")  # fmt: skip
+    png = tmp_path / "a1111.png"
+    Image.new("RGB", (64, 64)).save(png, pnginfo=info)
+
+    assert window.restore_from_files([str(png)])
+
+    source = window.current_request().source
+    assert (source.image, source.strength, source.mask_blur) == (picture, 0.4, 6)
+    assert source.mask is None  # nothing painted yet
 
 
 def test_corrupt_picture_dropped_shows_a_message_and_keeps_the_input(qtbot, window, tmp_path):
@@ -236,6 +286,9 @@ def test_outpaint_run_returns_the_bigger_picture(qtbot, window, tmp_path):
     panel.sides[0].setValue(16)
     panel.sides[3].setValue(8)
     assert "80×72" in panel.outpaint_note.text()
+    # The mask layer shows the grown canvas around the picture, in the picture's pixels.
+    where, _canvas = window.mask_layer.view.surround
+    assert (where.x(), where.y(), where.width(), where.height()) == (-16, 0, 80, 72)
 
     result = _run(qtbot, window)
 
@@ -306,3 +359,30 @@ def test_compare_samplers_on_an_inpainting_request(qtbot, window, tmp_path):
     assert not result.cancelled and len(result.columns) == 2
     for column in result.columns:  # each column kept the pixels outside the mask
         assert np.abs(np.asarray(column.image)[:4].astype(int) - (40, 90, 200)).max() <= 1
+
+
+def test_models_round_trip_and_count_the_steps_a_run_spends(qtbot):
+    from dataclasses import replace
+
+    from pipelines.types import GenerationRequest, HiresPass, ImageInput
+    from studio.source_image import HiresModel, SourceImageModel, planned_steps
+
+    source = ImageInput("in.png", strength=0.3, mask="m.png", mask_blur=2, padding=8,
+                        outpaint=(8, 0, 8, 0))  # fmt: skip
+    model = SourceImageModel()
+    changed = []
+    model.changed.connect(changed.append)
+    model.apply(source)
+    assert model.source() == source and "strength" in changed
+    model.clear()
+    assert model.source() is None and model.strength == 0.3  # the options stay for the next one
+    hires = HiresModel()
+    assert hires.hires() is None
+    hires.apply(HiresPass(scale=1.5, steps=6, strength=0.5))
+    assert hires.hires() == HiresPass(scale=1.5, steps=6, strength=0.5)
+
+    plain = GenerationRequest(prompt="", steps=20)
+    assert planned_steps(plain) == 20
+    assert planned_steps(replace(plain, source=source)) == 6  # round(0.3 × 20)
+    assert planned_steps(replace(plain, source=replace(source, strength=0.01))) == 1
+    assert planned_steps(replace(plain, hires=HiresPass(steps=6, strength=0.5))) == 23

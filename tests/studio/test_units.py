@@ -68,7 +68,7 @@ def test_prompt_panel_sizes_snap_to_8_and_keep_the_aspect(qtbot):
     assert panel.size_value() == (304, 384)
 
 
-def test_token_counter_flags_text_past_the_window(qtbot):
+def test_token_counter_counts_chunks(qtbot):
     from transformers import CLIPTokenizer
 
     from pipelines.resources import resource_path
@@ -79,11 +79,13 @@ def test_token_counter_flags_text_past_the_window(qtbot):
     panel.set_tokenizer(CLIPTokenizer.from_pretrained(resource_path("tokenizers", "clip")))
     panel.prompt.setPlainText("a cat")
     panel.update_token_counts()
-    assert panel.prompt_tokens.text() == "2 / 75 tokens"
-    panel.prompt.setPlainText("cat " * 80 + "finale")
+    assert panel.prompt_tokens.text() == "2 / 75 · 1 chunk"
+    panel.prompt.setPlainText("cat " * 119 + "finale")
     panel.update_token_counts()
-    assert panel.prompt_tokens.text().startswith("81 / 75")
-    assert "finale" in panel.prompt_tokens.toolTip()
+    assert panel.prompt_tokens.text() == "120 / 150 · 2 chunks"
+    panel.prompt.setPlainText("(a cat:1.3) <lora:detail:0.5> BREAK a dog")
+    panel.update_token_counts()
+    assert panel.prompt_tokens.text() == "4 / 150 · 2 chunks"
 
 
 def test_main_opens_the_window_and_quits_cleanly(qtbot, tmp_path):
@@ -134,6 +136,9 @@ class CountingTokenizer:
         self.calls.append(len(text))
         return self.real(text, **kwargs)
 
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
 
 def test_typing_into_a_megabyte_prompt_tokenizes_little_and_rarely(qtbot):
     from pipelines.prompts import COUNTED_CHARS
@@ -152,5 +157,5 @@ def test_typing_into_a_megabyte_prompt_tokenizes_little_and_rarely(qtbot):
     # One count after the typing stops, of the prompt only (the negative box did not change),
     # and of a bounded prefix, not the megabyte.
     assert tokenizer.calls == [COUNTED_CHARS]
-    assert panel.prompt_tokens.text().endswith("+ / 75 tokens")
+    assert "+ / " in panel.prompt_tokens.text() and panel.prompt_tokens.text().endswith("chunks")
     assert "Generate refuses prompts over 10,000 characters" in panel.prompt_tokens.toolTip()
