@@ -54,6 +54,12 @@ def denoiser(pipe: DiffusionPipeline) -> torch.nn.Module:
     return unet if unet is not None else pipe.transformer
 
 
+def compute_dtype(pipe: DiffusionPipeline) -> torch.dtype:
+    """The number format the denoiser computes in (its weights may be stored in fp8)."""
+    dtype = next(denoiser(pipe).parameters()).dtype
+    return pipe.vae.dtype if dtype == torch.float8_e4m3fn else dtype
+
+
 def native_latent_side(pipe: DiffusionPipeline) -> int:
     # Flux's transformer has no sample size in its config; its pipeline knows the trained one.
     side = getattr(pipe, "default_sample_size", None)
