@@ -26,6 +26,7 @@ from pipelines.types import (
     ControlKind,
     ControlUnit,
     GenerationRequest,
+    MemoryOptions,
     StepPreview,
 )
 
@@ -137,6 +138,14 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotator-dir", action="append", type=Path, default=[])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt files (runs code)")
+    parser.add_argument("--cpu-offload", action="store_true", help="keep idle parts in RAM (CUDA)")
+    parser.add_argument(
+        "--sequential-offload",
+        action="store_true",
+        help="stream the weights to the GPU layer by layer: least VRAM, slowest",
+    )
+    parser.add_argument("--fp8-weights", action="store_true",
+                        help="keep the denoiser's weights in fp8, upcast per layer as it runs")  # fmt: skip
     _add_prompt_options(parser)
     add_rework_options(parser)
     _add_verbose(parser, argparse.SUPPRESS)
@@ -257,6 +266,11 @@ def build_request(args: argparse.Namespace, engine: Engine) -> GenerationRequest
         controls=tuple(units),
         clip_skip=args.clip_skip,
         **rework_fields(args),
+        memory=MemoryOptions(
+            cpu_offload=args.cpu_offload,
+            fp8_weights=args.fp8_weights,
+            sequential_offload=args.sequential_offload,
+        ),  # fmt: skip
     )
 
 

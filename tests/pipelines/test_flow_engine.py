@@ -174,3 +174,22 @@ def test_flux_dev_metadata_writes_distilled_guidance_and_reads_it_back(flux_fold
     parsed = parse_parameters(text)
     assert (parsed.cfg_scale, parsed.distilled_guidance) == (3.5, True)
     assert GenerationRequest.from_dict(stored.to_dict()) == stored
+
+
+def test_a_taesd3_tiny_decoder_is_used_for_tiny_previews(sd3_folder, tmp_path):
+    from diffusers import AutoencoderTiny
+
+    from pipelines.engine import Engine, EngineSettings
+
+    AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=16,
+    ).save_pretrained(tmp_path / "taesd3", safe_serialization=True)  # fmt: skip
+    engine = Engine(EngineSettings(precision="fp32", model_folders=(tmp_path,)))
+    tiny: list[StepPreview] = []
+    approximate: list[StepPreview] = []
+    engine.run(_request(sd3_folder, preview=PreviewMode.TINY), on_step=tiny.append)
+    engine.run(_request(sd3_folder, preview=PreviewMode.APPROXIMATE), on_step=approximate.append)
+    assert engine.loaded.previews.tiny_vae is not None
+    assert tiny[0].image.shape == (64, 64, 3)
+    assert not np.array_equal(tiny[0].image, approximate[0].image)

@@ -63,3 +63,17 @@ def test_gguf_transformer_with_companions(engine, flux_comfy_file, flux_folder, 
     assert np.array_equal(quantized.latents.numpy(), again.latents.numpy())
     difference = np.abs(quantized.latents.numpy() - full.latents.numpy())
     assert 0 < difference.mean() < 0.2  # Q8_0 rounding, the same picture
+
+
+def test_cli_memory_flags_reach_the_request(sd3_folder, tmp_path):
+    from pipelines import cli
+    from pipelines.export import read_request
+
+    out = tmp_path / "small.png"
+    code = cli.main(
+        ["generate", "--prompt", "a cat", "--model", str(sd3_folder), "--steps", "2",
+         "--size", "64x64", "--fp8-weights", "--sequential-offload", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    memory = read_request(out).memory
+    assert memory.fp8_weights and memory.sequential_offload and not memory.cpu_offload
