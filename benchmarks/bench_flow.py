@@ -30,7 +30,7 @@ from pipelines.types import GenerationRequest
 
 
 def build_models(folder: Path) -> dict[str, Path]:
-    """An SD 3-shaped (6 heads, 4 blocks) and a Flux-shaped (2 heads, 2 + 4 blocks) model."""
+    """An SD 3-shaped (6 heads, 4 blocks) and a Flux-shaped (3 heads, 2 + 6 blocks) model."""
     from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 
     from tests import flow_models
@@ -46,8 +46,8 @@ def build_models(folder: Path) -> dict[str, Path]:
     ).eval()  # fmt: skip
     flux = flow_models.build_flux_pipeline(tokenizer)
     flux.transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=64, num_layers=2, num_single_layers=4, attention_head_dim=128,
-        num_attention_heads=2, joint_attention_dim=flow_models.T5_WIDTH,
+        patch_size=1, in_channels=64, num_layers=2, num_single_layers=6, attention_head_dim=128,
+        num_attention_heads=3, joint_attention_dim=flow_models.T5_WIDTH,
         pooled_projection_dim=flow_models.CLIP_L_WIDTH, guidance_embeds=True,
         axes_dims_rope=(16, 56, 56),
     ).eval()  # fmt: skip

@@ -246,6 +246,21 @@ class _Tensors:
         return {k[len(prefix) :]: v for k, v in self.header.items() if k.startswith(prefix)}
 
 
+def _component(
+    cls: type, tensors: dict[str, torch.Tensor] | str, family: ModelFamily, subfolder: str,
+    dtype: torch.dtype, **sizes: Any,
+) -> Any:  # fmt: skip
+    """A diffusers model from tensors (or a GGUF path), its shipped config and the file's sizes."""
+    return cls.from_single_file(
+        tensors,
+        config=str(config_root(family)),
+        subfolder=subfolder,
+        torch_dtype=dtype,
+        local_files_only=True,
+        **sizes,
+    )
+
+
 def _transformer(
     tensors: dict[str, torch.Tensor] | str,
     header: dict[str, Any],
@@ -259,15 +274,7 @@ def _transformer(
         cls, sizes = SD3Transformer2DModel, sd3_transformer_config(header)
     else:
         cls, sizes = FluxTransformer2DModel, flux_transformer_config(header)
-    return cls.from_single_file(
-        tensors,
-        config=str(config_root(family)),
-        subfolder="transformer",
-        torch_dtype=dtype,
-        local_files_only=True,
-        **sizes,
-        **loading,
-    )
+    return _component(cls, tensors, family, "transformer", dtype, **sizes, **loading)
 
 
 def _vae(
@@ -278,14 +285,7 @@ def _vae(
 ) -> Any:
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL.from_single_file(
-        tensors,
-        config=str(config_root(family)),
-        subfolder="vae",
-        torch_dtype=dtype,
-        local_files_only=True,
-        **vae_config(header),
-    )
+    return _component(AutoencoderKL, tensors, family, "vae", dtype, **vae_config(header))
 
 
 def _text_model(

@@ -26,13 +26,13 @@ from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
-    CLIPTokenizer,
     T5Config,
     T5EncoderModel,
     T5Tokenizer,
 )
 
-from pipelines.resources import resource_path
+from tests.tiny_models import _text_config
+from tests.tiny_models import _tokenizer as _clip_tokenizer
 
 LATENT_SIZE = 8  # 64 px images
 T5_WIDTH = 256
@@ -76,23 +76,11 @@ def t5_tokenizer(folder: Path) -> T5Tokenizer:
 
 
 def _clip_config(width: int, projection: bool = True) -> CLIPTextConfig:
+    config = _text_config(projection=width if projection else None, width=width)
+    config.num_attention_heads = width // 64  # the real head width, which single files assume
     # OpenAI's CLIP-L uses quick GELU, OpenCLIP bigG plain GELU: the shipped configs say so.
-    kwargs = dict(
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=1,
-        hidden_size=width,
-        intermediate_size=37,
-        layer_norm_eps=1e-5,
-        num_attention_heads=width // 64,
-        num_hidden_layers=2,
-        vocab_size=49408,
-        max_position_embeddings=77,
-        hidden_act="quick_gelu" if width == CLIP_L_WIDTH else "gelu",
-    )
-    if projection:
-        kwargs["projection_dim"] = width
-    return CLIPTextConfig(**kwargs)
+    config.hidden_act = "quick_gelu" if width == CLIP_L_WIDTH else "gelu"
+    return config
 
 
 def _t5(vocab_size: int) -> T5EncoderModel:
@@ -131,40 +119,38 @@ def _vae(scaling: float, shift: float) -> AutoencoderKL:
     )
 
 
-def _clip_tokenizer(pad_exclaim: bool = False) -> CLIPTokenizer:
-    name = "clip-pad-exclaim" if pad_exclaim else "clip"
-    return CLIPTokenizer.from_pretrained(resource_path("tokenizers", name))
+# The transformers' sizes, shared by their ControlNets (which differ in depth only).
+SD3_SIZES = dict(
+    sample_size=LATENT_SIZE,
+    patch_size=2,
+    in_channels=16,
+    attention_head_dim=64,
+    num_attention_heads=2,
+    joint_attention_dim=T5_WIDTH,
+    caption_projection_dim=128,
+    pooled_projection_dim=CLIP_L_WIDTH + CLIP_G_WIDTH,
+    out_channels=16,
+    pos_embed_max_size=16,
+)
+FLUX_SIZES = dict(
+    patch_size=1,
+    in_channels=64,
+    num_layers=1,
+    num_single_layers=1,
+    attention_head_dim=128,
+    num_attention_heads=1,
+    joint_attention_dim=T5_WIDTH,
+    pooled_projection_dim=CLIP_L_WIDTH,
+    axes_dims_rope=(16, 56, 56),
+)
 
 
 def sd3_transformer() -> SD3Transformer2DModel:
-    return SD3Transformer2DModel(
-        sample_size=LATENT_SIZE,
-        patch_size=2,
-        in_channels=16,
-        num_layers=2,
-        attention_head_dim=64,
-        num_attention_heads=2,
-        joint_attention_dim=T5_WIDTH,
-        caption_projection_dim=128,
-        pooled_projection_dim=CLIP_L_WIDTH + CLIP_G_WIDTH,
-        out_channels=16,
-        pos_embed_max_size=16,
-    )
+    return SD3Transformer2DModel(num_layers=2, **SD3_SIZES)
 
 
 def flux_transformer(guidance: bool = True) -> FluxTransformer2DModel:
-    return FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=64,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=128,
-        num_attention_heads=1,
-        joint_attention_dim=T5_WIDTH,
-        pooled_projection_dim=CLIP_L_WIDTH,
-        guidance_embeds=guidance,
-        axes_dims_rope=(16, 56, 56),
-    )
+    return FluxTransformer2DModel(guidance_embeds=guidance, **FLUX_SIZES)
 
 
 def _evaluating(pipe: object) -> object:
@@ -266,19 +252,7 @@ def build_sd3_controlnet(seed: int = 1) -> torch.nn.Module:
     from diffusers import SD3ControlNetModel
 
     torch.manual_seed(seed)
-    controlnet = SD3ControlNetModel(
-        sample_size=LATENT_SIZE,
-        patch_size=2,
-        in_channels=16,
-        num_layers=1,
-        attention_head_dim=64,
-        num_attention_heads=2,
-        joint_attention_dim=T5_WIDTH,
-        caption_projection_dim=128,
-        pooled_projection_dim=CLIP_L_WIDTH + CLIP_G_WIDTH,
-        out_channels=16,
-        pos_embed_max_size=16,
-    )
+    controlnet = SD3ControlNetModel(num_layers=1, **SD3_SIZES)
     _visible(controlnet.controlnet_blocks, controlnet.pos_embed_input)
     return controlnet
 
@@ -288,17 +262,7 @@ def build_flux_controlnet(union: bool = False, seed: int = 2) -> torch.nn.Module
 
     torch.manual_seed(seed)
     controlnet = FluxControlNetModel(
-        patch_size=1,
-        in_channels=64,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=128,
-        num_attention_heads=1,
-        joint_attention_dim=T5_WIDTH,
-        pooled_projection_dim=CLIP_L_WIDTH,
-        guidance_embeds=True,
-        axes_dims_rope=(16, 56, 56),
-        num_mode=10 if union else None,
+        guidance_embeds=True, num_mode=10 if union else None, **FLUX_SIZES
     )
     _visible(
         controlnet.controlnet_blocks,
