@@ -469,9 +469,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     found = discover_models([default_model_path().parent, *args.model_dir])
     for info in sorted(found.models, key=lambda m: (m.role, m.family or "", m.name)):
-        family = info.family.label if info.family else "?"
         kind = f" [{info.control_kind.value}]" if info.control_kind else ""
-        print(f"{info.role:10s} {family:7s} {info.name}{kind}\n           {info.path}")
+        print(f"{info.role:10s} {info.family_label:7s} {info.name}{kind}\n           {info.path}")
     if not found.models:
         print("no models found")
     print("\nlooked in:")

@@ -9,9 +9,11 @@ every size a config needs (layer counts, widths), so one shipped config serves e
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ModelFormatError
@@ -248,3 +250,12 @@ def tiny_vae_family(name: str, config: dict[str, Any]) -> ModelFamily | None:
     if "taesd3" in lowered or "sd3" in lowered:
         return ModelFamily.SD3
     return None
+
+
+def folder_variant(folder: Path) -> str:
+    """A Flux diffusers folder's variant, from its transformer config."""
+    try:
+        config = json.loads((folder / "transformer" / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return "dev" if isinstance(config, dict) and config.get("guidance_embeds") else "schnell"

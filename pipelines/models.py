@@ -25,6 +25,7 @@ from pipelines.flow_files import (
     COMPANION_FOLDERS,
     FLOW_CONTROLNETS,
     FLOW_PIPELINES,
+    folder_variant,
     inspect_flow_header,
     tiny_vae_family,
 )
@@ -78,6 +79,13 @@ class ModelInfo:
     format: Format
     source: Path
     control_kind: ControlKind | None = None
+    variant: str = ""  # Flux.1: "dev" or "schnell"
+
+    @property
+    def family_label(self) -> str:
+        if self.family is None:
+            return "?"
+        return f"{self.family.label}-{self.variant}" if self.variant else self.family.label
 
     @property
     def needs_pickle(self) -> bool:
@@ -390,7 +398,8 @@ class _Scanner:
             except ModelFormatError as exc:
                 self.problem(str(exc))
                 return True
-            self.add(ModelInfo(folder, name, "base", family, fmt, source))
+            variant = folder_variant(folder) if family is ModelFamily.FLUX else ""
+            self.add(ModelInfo(folder, name, "base", family, fmt, source, variant=variant))
             return True
         config = _read_json(folder / "config.json")
         if config is None:
@@ -448,7 +457,9 @@ class _Scanner:
                 )
             )
         else:
-            self.add(ModelInfo(path, name, "base", family, "single_file", source))
+            flow = inspect_flow_header(header)
+            variant = flow.variant if flow is not None else ""
+            self.add(ModelInfo(path, name, "base", family, "single_file", source, variant=variant))
 
     def walk(self, folder: Path, source: Path, depth: int = 0) -> None:
         if self.folder_model(folder, source, folder.name, "diffusers"):

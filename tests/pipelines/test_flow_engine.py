@@ -141,7 +141,7 @@ def test_cli_lists_flow_models_with_their_family(flux_comfy_file, sd3_folder, ca
     out = capsys.readouterr().out
     assert code == 0
     lines = out.splitlines()
-    assert any("Flux.1" in line and "flux-tiny" in line for line in lines)
+    assert any("Flux.1-dev" in line and "flux-tiny" in line for line in lines)
     assert any("SD 3.x" in line and "tiny-sd3" in line for line in lines)
 
 

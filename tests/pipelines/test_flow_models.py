@@ -138,3 +138,12 @@ def test_discovery_lists_flow_models_and_not_their_parts(
     assert families[sd3_folder] is ModelFamily.SD3
     assert families[sd3_single_file] is ModelFamily.SD3
     assert not [p for p in found.problems if "clip_l" in p or "ae.safetensors" in p]
+
+
+def test_listings_tell_flux_dev_from_schnell(flux_folder, schnell_folder, flux_comfy_file):
+    found = discover_models([flux_folder.parent, schnell_folder.parent, flux_comfy_file.parent],
+                            include_hf_cache=False)  # fmt: skip
+    labels = {m.path: m.family_label for m in found.bases()}
+    assert labels[flux_folder] == "Flux.1-dev"
+    assert labels[schnell_folder] == "Flux.1-schnell"
+    assert labels[flux_comfy_file] == "Flux.1-dev"
