@@ -20,6 +20,7 @@ copy to the device, and its result is tagged.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import traceback
 from collections import Counter
@@ -172,3 +173,102 @@ def count_moves_and_synchronize() -> Iterator[None]:
             yield
     finally:
         torch.cuda.synchronize = original
+
+
+@contextlib.contextmanager
+def _patched(owner: Any, name: str, value: Any) -> Iterator[None]:
+    original = owner.__dict__[name] if name in owner.__dict__ else getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+@contextlib.contextmanager
+def counting_engine_syncs() -> Iterator[SyncCounter]:
+    """Count host synchronisations inside the engine's step loops (runs and lockstep
+    comparisons), from the first scheduler step to the end of the last step.
+
+    Tags the starting latents and the schedule's device timesteps (the host copy the engine keeps,
+    asked for with ``device=None``, stays untagged); a decoded preview's pixels are read only when
+    their copy is complete (:meth:`PendingFrame.array`), which waits for nothing, so that read is
+    not counted.
+    """
+    from pipelines import engine as engine_module
+    from pipelines.compare import _Lockstep
+    from pipelines.previews import PendingFrame
+
+    engine_class, prepared_class = engine_module.Engine, engine_module.PreparedRun
+    tracker = engine_module._StepTracker
+    arguments, new_scheduler = engine_class._call_arguments, prepared_class.new_scheduler
+    step, step_end = tracker._step, tracker.on_step_end
+    make_track, predict, finish = _Lockstep._track, _Lockstep._predict, _Lockstep._finish
+    array = PendingFrame.array
+
+    def call_arguments(self: Any, prepared: Any) -> dict[str, Any]:
+        kwargs = arguments(self, prepared)
+        kwargs["latents"] = on_device(kwargs["latents"])
+        return kwargs
+
+    def tagged_scheduler(self: Any) -> Any:
+        scheduler = new_scheduler(self)
+        set_timesteps = scheduler.set_timesteps
+
+        @functools.wraps(set_timesteps)
+        def tagged(*args: Any, **kwargs: Any) -> None:
+            set_timesteps(*args, **kwargs)
+            if kwargs.get("device") is not None:
+                scheduler.timesteps = on_device(scheduler.timesteps)
+
+        scheduler.set_timesteps = tagged
+        return scheduler
+
+    def counted_step(self: Any, *args: Any, **kwargs: Any) -> Any:
+        COUNTER.start()
+        return step(self, *args, **kwargs)
+
+    def counted_step_end(self: Any, pipe: Any, index: int, *args: Any) -> Any:
+        result = step_end(self, pipe, index, *args)
+        if index == pipe.num_timesteps - 1:
+            COUNTER.stop()
+        return result
+
+    def tagged_track(self: Any, position: int) -> Any:
+        track = make_track(self, position)
+        track.latents = on_device(track.latents)
+        return track
+
+    def counted_predict(self: Any, *args: Any) -> Any:
+        COUNTER.start()
+        return predict(self, *args)
+
+    def uncounted_finish(self: Any, *args: Any) -> Any:
+        COUNTER.stop()
+        return finish(self, *args)
+
+    def host_array(self: Any) -> Any:
+        with COUNTER.paused():
+            return array(self)
+
+    COUNTER.counts.clear()
+    COUNTER.where.clear()
+    COUNTER.sites.clear()
+    COUNTER.stop()
+    with contextlib.ExitStack() as stack:
+        for owner, name, value in (
+            (engine_class, "_call_arguments", call_arguments),
+            (prepared_class, "new_scheduler", tagged_scheduler),
+            (tracker, "_step", counted_step),
+            (tracker, "on_step_end", counted_step_end),
+            (_Lockstep, "_track", tagged_track),
+            (_Lockstep, "_predict", counted_predict),
+            (_Lockstep, "_finish", uncounted_finish),
+            (PendingFrame, "array", host_array),
+        ):
+            stack.enter_context(_patched(owner, name, value))
+        stack.enter_context(count_moves_and_synchronize())
+        try:
+            yield COUNTER
+        finally:
+            COUNTER.stop()

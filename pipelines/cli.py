@@ -147,6 +147,11 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp8-weights", action="store_true",
                         help="keep the denoiser's weights in fp8, upcast per layer as it runs")  # fmt: skip
     _add_prompt_options(parser)
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the UNet: the first image at each size compiles (slow), later ones run "
+        "faster; compiled kernels are kept in the studio's cache folder",
+    )  # fmt: skip
     add_rework_options(parser)
     _add_verbose(parser, argparse.SUPPRESS)
 
@@ -187,6 +192,7 @@ def _engine(args: argparse.Namespace) -> Engine:
         device=getattr(args, "device", "auto"),
         allow_pickle=getattr(args, "allow_pickle", False),
         embedding_folders=tuple(getattr(args, "embedding_dir", ())),
+        compile=getattr(args, "compile", False),
     )
     return Engine(settings)
 
@@ -466,6 +472,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from pipelines.engine import default_model_path
     from pipelines.models import discover_models
+    from pipelines.upscalers import find_upscalers
 
     found = discover_models([default_model_path().parent, *args.model_dir])
     for info in sorted(found.models, key=lambda m: (m.role, m.family or "", m.name)):
@@ -473,6 +480,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{info.role:10s} {info.family_label:7s} {info.name}{kind}\n           {info.path}")
     if not found.models:
         print("no models found")
+    for path in find_upscalers([default_model_path().parent, *args.model_dir]):
+        print(f"{'upscaler':10s} {'':7s} {path.stem}\n           {path}")
     print("\nlooked in:")
     for folder in found.searched:
         print(f"  {folder}{'' if folder.exists() else '  (missing)'}")

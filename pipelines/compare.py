@@ -36,6 +36,7 @@ import torch
 from PIL import Image
 
 from pipelines.denoised import denoised_estimate
+from pipelines.device_tuning import VaeGuard
 from pipelines.errors import OutOfMemoryError, ValidationError
 from pipelines.flow_samplers import sampler_for
 from pipelines.previews import PendingFrame, final_preview
@@ -142,9 +143,9 @@ def compare(
         for column, run in zip(columns, runs, strict=True):
             model = prepared.model
             spec = sampler_for(column.sampler, model.family, model.scheduler_config)
+            # total_steps: a reworking run spends only its strength's share of the steps.
             column.planned_evaluations = spec.total_evaluations(
-                run.total_steps,
-                prepared.model.scheduler_config,  # a rework spends its share
+                run.total_steps, prepared.model.scheduler_config
             )
         comparison = _Comparison(
             engine, runs, columns, on_step, cancel or threading.Event(), history_side
@@ -536,7 +537,8 @@ class _Lockstep:
         column = track.column
         column.latents = track.latents.detach().float().cpu()
         vae = self.pipe.vae
-        decoded = vae.decode(track.latents / vae.config.scaling_factor, return_dict=False)[0]
+        with VaeGuard(vae, lambda note: log.warning("%s: %s", track.run.request.sampler, note)):
+            decoded = vae.decode(track.latents / vae.config.scaling_factor, return_dict=False)[0]
         column.image = self.pipe.image_processor.postprocess(
             decoded, output_type="pil", do_denormalize=[True]
         )[0]

@@ -70,6 +70,13 @@ def _family_of(tensors: dict[str, Any]) -> ModelFamily | None:
 
 
 def describe_embedding(path: Path) -> EmbeddingInfo:
+    """What an embedding file is, from its header; ModelFormatError when it is none."""
+    stat = path.stat()
+    return _describe(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1024)  # every run looks the folders over again
+def _describe(path: Path, _mtime: int, _size: int) -> EmbeddingInfo:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         return EmbeddingInfo(path, path.stem, None, needs_pickle=True)
     header = read_safetensors_header(path)

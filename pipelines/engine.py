@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pipelines import cpu, flow, hires, models, rework
+from pipelines import cpu, device_tuning, flow, hires, models, rework
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
@@ -73,6 +73,7 @@ class LoadedModel:
     scale_factor: int = 8  # image pixels per latent pixel, from the VAE's own layout
     unet_parameters: int = 0  # the work per latent pixel, for choosing CPU threads
     weights: flow.WeightOptions = flow.FULL_WEIGHTS  # how the weights are stored and placed
+    vae_fallback_said: bool = False  # a half-precision VAE overflow was reported already
 
 
 @dataclass(frozen=True)
@@ -144,15 +145,7 @@ class PreparedRun:
         return replace(self, request=request)
 
     def apply_memory_options(self) -> None:
-        pipe, memory = self.pipeline, self.request.memory
-        if memory.attention_slicing:
-            pipe.enable_attention_slicing()
-        else:
-            pipe.disable_attention_slicing()
-        if memory.vae_tiling:
-            pipe.vae.enable_tiling()
-        else:
-            pipe.vae.disable_tiling()
+        device_tuning.apply_memory_options(self.pipeline, self.request.memory)
 
 
 class _Cancelled(Exception):
@@ -219,6 +212,7 @@ class Engine:
         self.device = pick_device(self.settings.device)
         self.dtype = pick_dtype(self.device, self.settings.precision)
         self._loaded: LoadedModel | None = None
+        self._vae_notes: list[str] = []  # said by the VAE guard during the current run
         self._controlnets: dict[Path, tuple[Any, ModelFamily]] = {}
         self._assembled: dict[tuple[Path, tuple[Path, ...]], DiffusionPipeline] = {}
         self._prompts = PromptResources(self.settings)  # LoRA adapters, embeddings, encoding
@@ -284,6 +278,7 @@ class Engine:
                 pipe.enable_model_cpu_offload()
             else:
                 pipe.to(self.device)
+                self._tune(pipe)
             report(0.85, "Preparing previews…")
             previews = PreviewDecoder(
                 pipe.vae, self._load_tiny_vae(family), upcast=family is ModelFamily.SDXL
@@ -311,6 +306,22 @@ class Engine:
                 1.0, f"{path.name} ready ({family.label}, {self.device.type}, {self.precision})."
             )
             return self._loaded
+
+    def _tune(self, pipe: DiffusionPipeline) -> None:
+        done = device_tuning.tune_for_device(pipe, self.device)
+        if self.settings.compile and getattr(pipe, "unet", None) is not None:  # not a flow model
+            device_tuning.compile_unet(pipe)
+            done.append("compiled UNet")
+        if done:
+            log.info("tuned for %s: %s", self.device, ", ".join(done))
+
+    def _vae_fell_back(self, note: str) -> None:
+        # Said once per model: the log, and the first run's result.
+        loaded = self._loaded
+        if loaded is not None and not loaded.vae_fallback_said:
+            loaded.vae_fallback_said = True
+            log.warning("%s: %s", loaded.path.name, note)
+            self._vae_notes.append(note)
 
     def _measure_previews(self, pipe: DiffusionPipeline, previews: PreviewDecoder) -> None:
         native = int(pipe.unet.config.sample_size)
@@ -355,7 +366,11 @@ class Engine:
             )
             if len(self._controlnets) >= _MAX_CACHED_CONTROLNETS:
                 self._controlnets.pop(next(iter(self._controlnets)))
-            self._controlnets[path] = (controlnet.to(self.device), family)
+            controlnet = controlnet.to(self.device)
+            if self.device.type == "cuda":  # as the UNet: see device_tuning
+                controlnet.to(memory_format=torch.channels_last)
+                device_tuning.fuse_qkv(controlnet)
+            self._controlnets[path] = (controlnet, family)
         return self._controlnets[path][0]
 
     def _pipeline_for(
@@ -545,8 +560,11 @@ class Engine:
             )
             kwargs = self._call_arguments(prepared)
             started = time.perf_counter()
+            self._vae_notes = []
+            guard = device_tuning.VaeGuard(pipe.vae, self._vae_fell_back, armed=False)
+            tracker.after_loop = guard  # armed at the last step: previews are never checked
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), guard:
                     output = pipe(**kwargs, callback_on_step_end=tracker.on_step_end)
             except _Cancelled:
                 return GenerationResult(
@@ -575,7 +593,7 @@ class Engine:
             image=image,
             timings={**tracker.timings, "total": time.perf_counter() - started},
             condition_maps=prepared.condition_maps,
-            warnings=prepared.warnings,
+            warnings=prepared.warnings + tuple(self._vae_notes),
             latents=tracker.final_latents,
             precision=prepared.precision,
         )
@@ -692,6 +710,7 @@ class _StepTracker:
         self._pending: list[tuple[PendingFrame, StepPreview]] = []  # decoded, not handed on yet
         self._final: torch.Tensor | None = None  # the last step's latents, on the device
         self._shown: Any | None = None  # the newest frame handed on
+        self.after_loop: device_tuning.VaeGuard | None = None  # checks the final decode
         self.schedule = SyncFreeSchedule(scheduler)
         self._calls = 0  # scheduler steps so far (an index into the schedule)
         self._original_step = scheduler.step
@@ -802,6 +821,8 @@ class _StepTracker:
         if step == pipe.num_timesteps - 1:
             # Copied to the host after the loop (deliver_final): a copy here would wait for the GPU.
             self._final = flow.spatial(callback_kwargs["latents"], self.request)
+            if self.after_loop is not None:
+                self.after_loop.armed = True
             self.timings["denoise"] = time.perf_counter() - self.started
         if self.cancel.is_set():
             raise _Cancelled

@@ -369,8 +369,8 @@ def _controls(fields: Mapping[str, str]) -> tuple[ControlUnit, ...]:
 def parse_parameters(text: str) -> GenerationRequest:
     """Read A1111-style text into a request.
 
-    Fields the request has no place for (``Model hash``, ``Clip skip``, ``Version``, ...)
-    are dropped; use :func:`split_parameters` to see them. ``Model`` becomes a model *name*, not a
+    Fields the request has no place for (``Model hash``, ``Denoising strength``, ``Version``, ...)
+    are not in it; :func:`pipelines.unapplied.unapplied_settings` lists them for the user. ``Model`` becomes a model *name*, not a
     path, and ControlNet units have no image: the caller resolves both against local files.
     Values are not range-checked here; the engine validates the request before a run.
     """

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import re
 import warnings
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,25 +104,33 @@ def describe_lora(path: Path) -> LoraInfo:
     """Read a LoRA file's header (not its weights) for its family; ModelFormatError if it is not
     a LoRA."""
     stat = path.stat()
-    return _describe(path.resolve(), stat.st_mtime_ns, stat.st_size)
+    described = _describe(path.resolve(), stat.st_mtime_ns, stat.st_size)
+    if isinstance(described, str):
+        raise ModelFormatError(described)
+    return described
 
 
-@functools.lru_cache(maxsize=512)
-def _describe(path: Path, _mtime: int, _size: int) -> LoraInfo:
-    header = read_safetensors_header(path)
+# Kept per file version, refusals too: each prompt with a LoRA tag looks the folders over again,
+# and a model folder's checkpoints are no LoRAs every time.
+@functools.lru_cache(maxsize=1024)
+def _describe(path: Path, _mtime: int, _size: int) -> LoraInfo | str:
+    try:
+        header = read_safetensors_header(path)
+    except ModelFormatError as error:
+        return str(error)
     if not is_lora_keys(header):
-        raise ModelFormatError(f"{path.name} is not a LoRA (no LoRA layers in it).")
+        return f"{path.name} is not a LoRA (no LoRA layers in it)."
     keys = list(header)
     second = any(k.startswith(("lora_te2_", "text_encoder_2.", "te2.")) for k in keys)
     sgm = any(re.match(r"lora_unet_(input_blocks|output_blocks|middle_block)", k) for k in keys)
     context = _context_dim(header)
-    family = _CONTEXT_FAMILIES.get(context) if context else None
     if context == 1024:
-        raise ModelFormatError(f"{path.name} is a LoRA for Stable Diffusion 2.x (not supported).")
-    if family is None:
-        family = ModelFamily.SDXL if second or sgm else None
+        return f"{path.name} is a LoRA for Stable Diffusion 2.x (not supported)."
+    family = _CONTEXT_FAMILIES.get(context) if context else None
+    if family is None and (second or sgm):  # SDXL's kohya files use its own block names
+        family = ModelFamily.SDXL
     if family is None and any(k.startswith(("lora_te_", "lora_unet_")) for k in keys):
-        family = ModelFamily.SD1 if not sgm else ModelFamily.SDXL
+        family = ModelFamily.SD1
     return LoraInfo(path, path.stem, family, context, second)
 
 
@@ -199,13 +208,14 @@ class AdapterState:
     """The LoRA adapters loaded onto one pipeline, by file, and which of them are active."""
 
     def __init__(self) -> None:
-        self._pipe: Any = None
+        # Weak: a model switch must free the old pipeline before the new one loads.
+        self._pipe: weakref.ref[Any] | None = None
         self._names: dict[Path, str] = {}  # file -> adapter name, least recently used first
 
     def apply(self, pipe: Any, uses: Sequence[LoraUse]) -> list[str]:
         """Make exactly ``uses`` active on ``pipe``; problems as messages (the run goes on)."""
-        if pipe is not self._pipe:
-            self._pipe, self._names = pipe, {}
+        if self._pipe is None or self._pipe() is not pipe:
+            self._pipe, self._names = weakref.ref(pipe), {}
         problems: list[str] = []
         active: list[tuple[str, float | dict[str, float]]] = []
         for use in uses:
@@ -238,7 +248,9 @@ class AdapterState:
         except (ValueError, KeyError, RuntimeError, OSError) as error:
             log.warning("LoRA %s not loaded", info.path, exc_info=True)
             self._delete(pipe, name)
-            problems.append(f"LoRA “{info.name}” could not be loaded ({error}); not applied.")
+            reason = " ".join(str(error).split())  # torch's messages run over several lines
+            reason = reason if len(reason) <= 300 else reason[:300] + "…"
+            problems.append(f"LoRA “{info.name}” could not be loaded ({reason}); not applied.")
             return None
         self._names[info.path] = name
         return name

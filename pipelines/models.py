@@ -67,6 +67,9 @@ _SKIP_DIRS = {
     "repositories",
 }
 _CONTROL_DIR_NAMES = {"controlnet", "control"}
+# Folders of add-ons to a model (LoRAs, embeddings): listed by pipelines/loras.py and
+# pipelines/embeddings.py, not scanned for models.
+_ADD_ON_DIR_NAMES = {"lora", "loras", "lycoris", "embeddings"}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -469,7 +472,8 @@ class _Scanner:
 
     def walk_entry(self, folder: Path, entry: Path, source: Path, depth: int) -> None:
         if entry.is_dir():
-            if depth < _MAX_DEPTH and entry.name not in _SKIP_DIRS:
+            if (depth < _MAX_DEPTH and entry.name not in _SKIP_DIRS
+                    and entry.name.lower() not in _ADD_ON_DIR_NAMES):  # fmt: skip
                 self.walk(entry, source, depth + 1)
         elif entry.suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES:
             if folder.name in COMPANION_FOLDERS:

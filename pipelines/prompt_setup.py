@@ -111,10 +111,9 @@ class PromptResources:
                     continue
                 uses.append(LoraUse(info, tag.weight, tag.unet_weight))
                 pairs.append((tag.name, short_hash(info.path, skip_header=True)))
-        loaded = {use.info.path for use in uses}
         warnings += self.adapters.apply(pipe, uses)
-        failed = loaded - {p for p in loaded if self.adapters.holds(p)}
-        return [pair for pair, use in zip(pairs, uses) if use.info.path not in failed]
+        # A file that failed to load is warned about above, and not recorded as used.
+        return [pair for pair, use in zip(pairs, uses) if self.adapters.holds(use.info.path)]
 
     def _embeddings(
         self,

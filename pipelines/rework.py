@@ -15,6 +15,7 @@ the whole picture masked. Those pipelines blend the known latents back at every 
 
 from __future__ import annotations
 
+import functools
 import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -111,14 +112,33 @@ class ReworkPlan:
         return composite(generated, self.canvas, self.blend)
 
     def compose_preview(self, preview: np.ndarray) -> np.ndarray:
-        """A step's estimate of the run shown in the whole picture, kept pixels around it."""
+        """A step's estimate of the run shown in the whole picture, kept pixels around it, at
+        the preview size of the picture (at most 512 px a side)."""
         if self.blend is None:
             return preview
-        finished = self.finish(Image.fromarray(preview))
-        height, width = preview_size(finished.height, finished.width, 1)
-        if (width, height) != finished.size:
-            finished = finished.resize((width, height), Image.Resampling.BILINEAR)
-        return np.asarray(finished)
+        canvas, blend = self._preview_layers
+        estimate = Image.fromarray(preview)
+        if self.box is None:
+            generated = estimate.resize(canvas.size, Image.Resampling.BILINEAR)
+        else:
+            scale = canvas.width / self.canvas.width
+            box = tuple(round(v * scale) for v in self.box)
+            size = (max(1, box[2] - box[0]), max(1, box[3] - box[1]))
+            generated = canvas.copy()
+            generated.paste(estimate.resize(size, Image.Resampling.BILINEAR), box[:2])
+        return np.asarray(composite(generated, canvas, blend))
+
+    @functools.cached_property
+    def _preview_layers(self) -> tuple[Image.Image, Image.Image]:
+        # The picture and its mask at the preview size, made once for all the steps of a run.
+        assert self.blend is not None
+        height, width = preview_size(self.canvas.height, self.canvas.width, 1)
+        if (width, height) == self.canvas.size:
+            return self.canvas, self.blend
+        return (
+            self.canvas.resize((width, height), Image.Resampling.BILINEAR),
+            self.blend.resize((width, height), Image.Resampling.BILINEAR),
+        )
 
 
 def composite(generated: Image.Image, kept: Image.Image, mask: Image.Image) -> Image.Image:

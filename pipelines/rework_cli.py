@@ -8,11 +8,12 @@ refused without it, so that a mistyped command line never silently draws from no
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ModelNotFoundError, ValidationError
+from pipelines.errors import ValidationError
 from pipelines.types import (
     HIRES_RESAMPLERS,
     GenerationRequest,
@@ -27,7 +28,7 @@ _SOURCE_OPTIONS = ("strength", "resize_mode", "mask", "mask_blur", "inpaint_area
                    "masked_content", "padding", "outpaint")  # fmt: skip
 _MASK_OPTIONS = ("mask_blur", "inpaint_area", "masked_content", "padding")
 _HIRES_OPTIONS = ("hires_steps", "hires_strength", "upscaler")
-_ALL_OPTIONS = ("init_image", *_SOURCE_OPTIONS, "hires_scale", *_HIRES_OPTIONS)
+_ALL_OPTIONS = ("init_image", *_SOURCE_OPTIONS, "hires_scale", *_HIRES_OPTIONS, "model_dir")
 
 
 def add_rework_options(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +57,8 @@ def add_rework_options(parser: argparse.ArgumentParser) -> None:
     hires.add_argument("--hires-strength", type=float, metavar="0..1",
                        help="denoising strength of the pass (default 0.5)")  # fmt: skip
     hires.add_argument("--upscaler", metavar="lanczos|latent|PATH",
-                       help="how to enlarge: lanczos (default), latent, or an upscaler model file")  # fmt: skip
+                       help="how to enlarge: lanczos (default), latent, or an upscaler model file "
+                            "(a path, or a name found in the --model-dir folders)")  # fmt: skip
 
 
 def parse_outpaint(text: str) -> tuple[int, int, int, int]:
@@ -75,6 +77,33 @@ def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
     return ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) is not None]
 
 
+_SOURCE_CONVERSIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "strength": ("strength", float),
+    "resize_mode": ("resize_mode", ResizeMode),
+    "mask": ("mask", str),
+    "mask_blur": ("mask_blur", int),
+    "inpaint_area": ("inpaint_area", InpaintArea),
+    "masked_content": ("masked_content", MaskedContent),
+    "padding": ("padding", int),
+    "outpaint": ("outpaint", parse_outpaint),
+}
+_HIRES_CONVERSIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "hires_steps": ("steps", int),
+    "hires_strength": ("strength", float),
+}
+
+
+def _chosen(
+    args: argparse.Namespace, conversions: dict[str, tuple[str, Callable[[Any], Any]]]
+) -> dict[str, Any]:
+    """The given options as request fields: {field: converted value}."""
+    return {
+        field: convert(getattr(args, option))
+        for option, (field, convert) in conversions.items()
+        if getattr(args, option) is not None
+    }
+
+
 def rework_fields(args: argparse.Namespace) -> dict[str, Any]:
     """``source`` and ``hires`` for the request the arguments describe."""
     args = argparse.Namespace(**{**dict.fromkeys(_ALL_OPTIONS), **vars(args)})
@@ -88,44 +117,26 @@ def rework_fields(args: argparse.Namespace) -> dict[str, Any]:
             stray = ", ".join(_given(args, _MASK_OPTIONS))
             raise ValidationError(f"{stray} need --mask or --outpaint.")
         # Paths stay as given: the engine makes them absolute when it prepares the run.
-        options: dict[str, Any] = {"image": args.init_image}
-        for name in ("strength", "mask_blur", "padding"):
-            if getattr(args, name) is not None:
-                options[name] = getattr(args, name)
-        if args.resize_mode is not None:
-            options["resize_mode"] = ResizeMode(args.resize_mode)
-        if args.mask is not None:
-            options["mask"] = args.mask
-        if args.inpaint_area is not None:
-            options["inpaint_area"] = InpaintArea(args.inpaint_area)
-        if args.masked_content is not None:
-            options["masked_content"] = MaskedContent(args.masked_content)
-        if args.outpaint is not None:
-            options["outpaint"] = parse_outpaint(args.outpaint)
+        options = {"image": args.init_image, **_chosen(args, _SOURCE_CONVERSIONS)}
         fields["source"] = ImageInput(**options)
     if args.hires_scale is None:
         stray = _given(args, _HIRES_OPTIONS)
         if stray:
             raise ValidationError(f"{', '.join(stray)} need --hires-scale.")
     else:
-        hires: dict[str, Any] = {"scale": args.hires_scale}
-        if args.hires_steps is not None:
-            hires["steps"] = args.hires_steps
-        if args.hires_strength is not None:
-            hires["strength"] = args.hires_strength
+        hires = {"scale": args.hires_scale, **_chosen(args, _HIRES_CONVERSIONS)}
         if args.upscaler is not None:
-            hires["upscaler"] = _upscaler(args.upscaler)
+            hires["upscaler"] = _upscaler(args.upscaler, args.model_dir or [])
         fields["hires"] = HiresPass(**hires)
     return fields
 
 
-def _upscaler(text: str) -> str:
+def _upscaler(text: str, folders: list[Path]) -> str:
     if text.lower() in HIRES_RESAMPLERS:
         return text.lower()
-    path = Path(text).expanduser().absolute()
-    if not path.is_file():
-        raise ModelNotFoundError(f"--upscaler {text}: no such file (or use lanczos or latent).")
-    return str(path)
+    from pipelines.upscalers import resolve_upscaler  # torch: only when a file is named
+
+    return str(resolve_upscaler(text, folders).absolute())  # a missing one stops the run here
 
 
 def keep_source_copies(request: GenerationRequest, folder: Path) -> GenerationRequest:

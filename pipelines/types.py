@@ -239,6 +239,8 @@ class EngineSettings:
     threads: int = 0  # CPU threads per run; 0: chosen from the work size and the cores
     # Textual-inversion embedding folders searched before those beside the model folders.
     embedding_folders: tuple[Path, ...] = ()
+    # torch.compile the UNet (opt-in: the first run at each size compiles, later ones are faster)
+    compile: bool = False
 
 
 @dataclass(frozen=True)

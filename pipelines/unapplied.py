@@ -17,7 +17,7 @@ APPLIED_KEYS = frozenset(
 )  # fmt: skip
 # Records of what produced the image: there is nothing to apply, and the studio writes its own.
 DESCRIPTIVE_KEYS = frozenset(
-    {"Model hash", "VAE hash", "Lora hashes", "TI hashes", "Hashes", "Version", "Emphasis"}
+    {"Model hash", "VAE hash", "Lora hashes", "TI hashes", "Hashes", "Version"}
 )  # fmt: skip
 _PLAIN_SCHEDULES = {"automatic", "uniform", "karras", "exponential"}
 # Keys of an sd-webui-controlnet unit the studio reads; others are listed.
@@ -64,6 +64,8 @@ def unapplied_settings(fields: Mapping[str, str]) -> list[str]:
     for key, value in fields.items():
         if key in APPLIED_KEYS or key in DESCRIPTIVE_KEYS:
             continue
+        if key == "Emphasis" and value.strip() == "Original":
+            continue  # AUTOMATIC1111's weighting rule, the one the studio applies
         if key == "Schedule type":
             if value.strip().lower() not in _PLAIN_SCHEDULES:
                 left.append(f"{key}: {value}")

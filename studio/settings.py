@@ -164,6 +164,15 @@ class StudioSettings:
         self._store.setValue("engine/allow_pickle", bool(value))
 
     @property
+    def compile(self) -> bool:
+        """torch.compile the UNet (opt-in; see pipelines.device_tuning)."""
+        return self._checked("engine/compile", False, _to_bool)
+
+    @compile.setter
+    def compile(self, value: bool) -> None:
+        self._store.setValue("engine/compile", bool(value))
+
+    @property
     def memory(self) -> MemoryOptions:
         return self._json("engine/memory", MemoryOptions(), _memory)
 
@@ -186,6 +195,7 @@ class StudioSettings:
             device=self.device,
             precision=self.precision,
             allow_pickle=self.allow_pickle,
+            compile=self.compile,
         )
 
     # ---- output -------------------------------------------------------------------------------

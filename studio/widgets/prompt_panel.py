@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from pipelines.models import ModelInfo
+    from pipelines.types import ModelFamily
 
 NATIVE = "Model's native size"
 CUSTOM = "Custom"
@@ -185,6 +186,7 @@ class PromptPanel(QWidget):
         self.lora_weight.setDecimals(2)
         self.lora_weight.setToolTip("Weight of the next LoRA added (edit it in the tag later).")
         self._lora_folders: list[Path] = []
+        self._families: dict[str, ModelFamily | None] = {}  # model path -> family, for the picker
         self.clip_skip = QSpinBox(minimum=MIN_CLIP_SKIP, maximum=MAX_CLIP_SKIP, value=1)
         self.clip_skip.setToolTip(
             "Clip skip: read the text encoder's N-th layer from the end (1 = the last). Some SD "
@@ -246,6 +248,7 @@ class PromptPanel(QWidget):
     # ---- models -------------------------------------------------------------------------------
     def set_models(self, models: Iterable[ModelInfo], current: str) -> None:
         """Fill the picker from discovered base models (ModelInfo), grouped by family."""
+        models = list(models)
         store = QStandardItemModel(self.model)
         store.appendRow(_model_item(DEFAULT_MODEL_LABEL, ""))
         groups: dict[str, list] = {}
@@ -253,6 +256,7 @@ class PromptPanel(QWidget):
             label = info.family.label if info.family else "Unknown family"
             groups.setdefault(label, []).append(info)
         known = {""}
+        self._families = {str(info.path): info.family for info in models}
         for label in sorted(groups):
             header = QStandardItem(label)
             header.setFlags(Qt.ItemFlag.NoItemFlags)  # a group title, not a choice
@@ -361,9 +365,14 @@ class PromptPanel(QWidget):
             action.setToolTip(f"Looked in: {found.searched_text()}")
             self.lora_menu.setToolTipsVisible(True)
             return
+        family = self._families.get(model)
         for info in sorted(found.loras, key=lambda i: (i.family_label, i.name.lower())):
             action = self.lora_menu.addAction(f"{info.name}   ({info.family_label})")
             action.setToolTip(str(info.path))
+            if family is not None and info.family not in (None, family):
+                action.setEnabled(False)  # listed, so it is not a mystery where it went
+                action.setToolTip(f"{info.path}: for {info.family_label}; the model is "
+                                  f"{family.label}.")  # fmt: skip
             action.triggered.connect(lambda _=False, name=info.name: self.add_lora(name))
         self.lora_menu.setToolTipsVisible(True)
 

@@ -378,7 +378,7 @@ class ReworkPanel(QWidget):
             self.picture_note.setToolTip(path)
         else:
             self.picture_note.setText(
-                "The picture file is missing." if path else "No input: text-to-image."
+                "The picture file cannot be read." if path else "No input: text-to-image."
             )
             self.picture_note.setToolTip(path or "")
         self._show_strength()

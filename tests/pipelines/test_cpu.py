@@ -44,7 +44,7 @@ def test_waiting_policy_is_set_before_torch_loads(entry):
 
         sys.meta_path.insert(0, Watch())
         import {entry}
-        assert "torch" in sys.modules
+        import torch  # an entry point may load torch only when it runs: the policy must be set by then
         print(seen)
         """
     )

@@ -4,98 +4,22 @@ benchmarks/host_syncs.py)."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import pytest
 
-from benchmarks.host_syncs import COUNTER, count_moves_and_synchronize, on_device
+from benchmarks.host_syncs import counting_engine_syncs
 from pipelines import engine as engine_module
-from pipelines.compare import _Lockstep, compare
-from pipelines.engine import Engine, PreparedRun
-from pipelines.previews import PendingFrame
+from pipelines.compare import compare
 from pipelines.samplers import SAMPLERS
 from pipelines.types import GenerationRequest, PreviewMode
 
 
 @pytest.fixture
-def counted(monkeypatch):
-    """Tags what a GPU run keeps on the device, and counts host reads from the first scheduler
-    step to the end of the last step."""
-    COUNTER.counts.clear()
-    COUNTER.where.clear()
-    COUNTER.sites.clear()
-    COUNTER.stop()
-
-    arguments = Engine._call_arguments
-
-    def call_arguments(self: Engine, prepared: PreparedRun) -> dict[str, Any]:
-        kwargs = arguments(self, prepared)
-        kwargs["latents"] = on_device(kwargs["latents"])
-        return kwargs
-
-    new_scheduler = PreparedRun.new_scheduler
-
-    def tagged_scheduler(self: PreparedRun) -> Any:
-        scheduler = new_scheduler(self)
-        set_timesteps = scheduler.set_timesteps
-
-        @functools.wraps(set_timesteps)
-        def tagged(*args: Any, **kwargs: Any) -> None:
-            set_timesteps(*args, **kwargs)
-            if kwargs.get("device") is not None:  # None: the host copy SyncFreeSchedule keeps
-                scheduler.timesteps = on_device(scheduler.timesteps)
-
-        scheduler.set_timesteps = tagged
-        return scheduler
-
-    tracker = engine_module._StepTracker
-    step, step_end = tracker._step, tracker.on_step_end
-
-    def counted_step(self: Any, *args: Any, **kwargs: Any) -> Any:
-        COUNTER.start()
-        return step(self, *args, **kwargs)
-
-    def counted_step_end(self: Any, pipe: Any, index: int, *args: Any) -> Any:
-        result = step_end(self, pipe, index, *args)
-        if index == pipe.num_timesteps - 1:
-            COUNTER.stop()
-        return result
-
-    make_track, predict, finish = _Lockstep._track, _Lockstep._predict, _Lockstep._finish
-
-    def tagged_track(self: _Lockstep, position: int) -> Any:
-        track = make_track(self, position)
-        track.latents = on_device(track.latents)
-        return track
-
-    def counted_predict(self: _Lockstep, *args: Any) -> Any:
-        COUNTER.start()
-        return predict(self, *args)
-
-    def uncounted_finish(self: _Lockstep, *args: Any) -> Any:
-        COUNTER.stop()
-        return finish(self, *args)
-
-    array = PendingFrame.array
-
-    def host_array(self: PendingFrame) -> Any:
-        # Only called once the copy is complete (CUDA: its event has fired; CPU: host memory
-        # already): reading it waits for nothing.
-        with COUNTER.paused():
-            return array(self)
-
-    monkeypatch.setattr(Engine, "_call_arguments", call_arguments)
-    monkeypatch.setattr(PreparedRun, "new_scheduler", tagged_scheduler)
-    monkeypatch.setattr(tracker, "_step", counted_step)
-    monkeypatch.setattr(tracker, "on_step_end", counted_step_end)
-    monkeypatch.setattr(_Lockstep, "_track", tagged_track)
-    monkeypatch.setattr(_Lockstep, "_predict", counted_predict)
-    monkeypatch.setattr(_Lockstep, "_finish", uncounted_finish)
-    monkeypatch.setattr(PendingFrame, "array", host_array)
-    with count_moves_and_synchronize():
-        yield COUNTER
-    COUNTER.stop()
+def counted():
+    """Counts host reads from the first scheduler step to the end of the last step."""
+    with counting_engine_syncs() as counter:
+        yield counter
 
 
 @pytest.fixture

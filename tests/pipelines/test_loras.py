@@ -109,3 +109,73 @@ def test_comparison_columns_read_the_prompt_as_a_run_does(lora_engine, sd1_folde
         assert np.abs(np.asarray(column.image, np.int16) - np.asarray(single.image)).max() <= 2
     plain = lora_engine.run(replace(request, prompt="a red car BREAK snow, shiny-style"))
     assert not np.array_equal(np.asarray(plain.image), np.asarray(single.image))
+
+
+def test_sdxl_lora_and_embedding_on_an_sdxl_model(lora_engine, sdxl_folder, lora_root):
+    from tests.tiny_models import TEXT_DIM_2
+
+    save_embedding(lora_root / "embeddings" / "xl-style.safetensors", (TEXT_DIM, TEXT_DIM_2))
+    plain, _ = image(lora_engine, sdxl_folder, "a red car, xl-style")
+    styled, result = image(lora_engine, sdxl_folder, "a red car, xl-style <lora:xl_only:0.8>")
+    assert result.warnings == ()
+    assert result.request.lora_hashes.startswith("xl_only: ")
+    assert result.request.ti_hashes.startswith("xl-style: ")
+    assert not np.array_equal(plain, styled)
+    again, _ = image(lora_engine, sdxl_folder, "a red car, xl-style")
+    assert np.array_equal(again, plain)
+    _, sd1_on_xl = image(lora_engine, sdxl_folder, "a red car <lora:detail_tweaker:1>")
+    assert sd1_on_xl.warnings == (
+        "LoRA “detail_tweaker” is not applied: it is a LoRA for SD 1.x and the model is SDXL.",
+    )
+
+
+def test_pickled_embeddings_need_the_opt_in(tmp_path):
+    import torch
+
+    from pipelines.embeddings import describe_embedding, discover_embeddings, vectors_for
+    from pipelines.errors import ModelFormatError
+
+    path = tmp_path / "embeddings" / "old-style.pt"
+    path.parent.mkdir()
+    torch.save({"string_to_param": {"*": torch.randn(3, TEXT_DIM)}, "name": "old-style"}, path)
+    (info,) = discover_embeddings([path.parent]).embeddings
+    assert info.needs_pickle and describe_embedding(path) == info
+    with pytest.raises(ModelFormatError, match="pickle"):
+        vectors_for(info, (TEXT_DIM,), allow_pickle=False)
+    (vectors,) = vectors_for(info, (TEXT_DIM,), allow_pickle=True)
+    assert vectors.shape == (3, TEXT_DIM)
+    with pytest.raises(ModelFormatError, match="reads 48"):
+        vectors_for(info, (48,), allow_pickle=True)
+
+
+def test_a_model_switch_frees_the_pipeline_that_had_loras(lora_root, sd1_folder, sdxl_folder):
+    import gc
+    import weakref
+
+    from pipelines.engine import Engine, EngineSettings
+
+    engine = Engine(EngineSettings(model_folders=(lora_root,), precision="fp32"))
+    image(engine, sd1_folder, "a red car <lora:detail_tweaker:0.5>")
+    old = weakref.ref(engine.loaded.pipeline)
+    engine.load(str(sdxl_folder))
+    gc.collect()
+    assert old() is None
+
+
+def test_a_lora_that_does_not_load_is_reported_and_leaves_the_model_as_it_was(
+    lora_engine, sd1_folder, tmp_path
+):
+    import torch
+    from safetensors.torch import save_file
+
+    layer = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
+    bad = tmp_path / "wrong_shapes.safetensors"
+    save_file({f"{layer}.lora_down.weight": torch.randn(4, 7),
+               f"{layer}.lora_up.weight": torch.randn(64, 4)}, str(bad))  # fmt: skip
+    plain, _ = image(lora_engine, sd1_folder, "a red car")
+    after, result = image(lora_engine, sd1_folder, f"a red car <lora:{bad}:1>")
+    (warning,) = result.warnings
+    assert warning.startswith("LoRA “") and "could not be loaded (" in warning
+    assert "size mismatch" in warning and "\n" not in warning
+    assert result.request.lora_hashes == ""
+    assert np.array_equal(after, plain)

@@ -87,6 +87,9 @@ def test_controlnet_modules_map_to_kinds_and_keep_their_names():
         "ControlNet 2 Module: softedge_pidinet (supply its map)",
     ]
     assert not_applied_text([]) == ""
+    # AUTOMATIC1111's own weighting rule is the studio's; its "No norm" variant is not.
+    assert unapplied_settings({"Emphasis": "Original", "Version": "v1.9.4"}) == []
+    assert unapplied_settings({"Emphasis": "No norm"}) == ["Emphasis: No norm"]
 
 
 def test_cli_lora_option_is_a_prompt_tag_and_models_lists_add_ons(tmp_path, capsys):
@@ -99,8 +102,10 @@ def test_cli_lora_option_is_a_prompt_tag_and_models_lists_add_ons(tmp_path, caps
     models = tmp_path / "models"
     assert cli.main(["models", "--model-dir", str(models), "--embedding-dir",
                      str(tmp_path / "tis")]) == 0  # fmt: skip
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "LoRAs" in out and "detail  [SD 1.x]" in out
+    assert "neither" not in captured.err  # the model scan leaves the Lora folder to the LoRA list
     assert "shiny  [unknown family]" in out
 
 

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from pipelines.compare import compare
 from pipelines.errors import ImageReadError
+from pipelines.previews import preview_size
 from pipelines.rework import pipeline_strength, run_steps
 from pipelines.types import (
     ControlKind,
@@ -197,3 +198,34 @@ def test_a_reworking_comparison_plans_the_evaluations_it_spends(engine, sd1_fold
     result = compare(engine, request, [("Euler", 6), ("Heun", 6)])
     assert [c.planned_evaluations for c in result.columns] == [3, 5]
     assert [c.total_evaluations for c in result.columns] == [3, 5]
+
+
+@pytest.mark.parametrize("area", list(InpaintArea))
+def test_previews_of_a_picture_past_the_preview_size_are_scaled_down(
+    engine, sd1_folder, pictures, area
+):
+    request = request_on(sd1_folder, pictures, strength=1.0, mask=str(pictures / "mask.png"),
+                         inpaint_area=area, padding=0)  # fmt: skip
+    previews = []
+    result = engine.run(replace(request, width=576, height=64, steps=1), on_step=previews.append)
+    assert result.image.size == (576, 64)
+    assert previews[-1].image.shape == (*preview_size(64, 576, 1), 3)
+
+
+def test_sdxl_inpainting_with_a_controlnet_unit(engine, sdxl_folder, controlnet_sdxl_folder,
+                                                pictures, condition_image):  # fmt: skip
+    unit = ControlUnit(ControlKind.CANNY, model=str(controlnet_sdxl_folder),
+                       image=str(condition_image))  # fmt: skip
+    request = request_on(sdxl_folder, pictures, strength=0.8, mask=str(pictures / "mask.png"),
+                         inpaint_area=InpaintArea.MASKED, padding=4)  # fmt: skip
+    result = engine.run(replace(request, controls=(unit,)))
+    original = array(Image.open(pictures / "input.png"))
+    assert np.array_equal(array(result.image)[:, :8], original[:, :8])
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "Heun", "DDIM"])
+def test_strength_one_on_the_bundled_model_is_its_text_to_image(engine, pictures, sampler):
+    plain = GenerationRequest(prompt="a red circle at the middle on a blue background", seed=9,
+                              steps=4, sampler=sampler)  # fmt: skip
+    reworked = replace(plain, source=ImageInput(image=str(pictures / "input.png"), strength=1.0))
+    assert np.array_equal(array(engine.run(reworked).image), array(engine.run(plain).image))

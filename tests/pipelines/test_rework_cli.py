@@ -96,7 +96,7 @@ def test_compare_reworks_the_same_input_in_every_column(sd1_folder, pictures, tm
         ),
         (["--hires-steps", "4"], "need --hires-scale"),
         (["--hires-scale", "5"], "Hires scale"),
-        (["--hires-scale", "2", "--upscaler", "{p}/none.pth"], "no such file"),
+        (["--hires-scale", "2", "--upscaler", "{p}/none.pth"], "found neither as a file"),
         (["--size", "2048x2048", "--hires-scale", "4"], "at most 4096"),
     ],
 )
@@ -110,3 +110,12 @@ def test_bad_rework_input_exits_2_with_one_line_and_no_file(
     assert message in err and "Traceback" not in err
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert not out.exists()
+
+
+def test_models_lists_the_upscaler_files_it_finds(tmp_path, capsys):
+    folder = tmp_path / "webui" / "models" / "ESRGAN"
+    folder.mkdir(parents=True)
+    (folder / "4x-UltraSharp.safetensors").write_bytes(b"")
+    assert cli.main(["models", "--model-dir", str(tmp_path / "webui")]) == 0
+    out = capsys.readouterr().out
+    assert "upscaler" in out and "4x-UltraSharp" in out

@@ -3,6 +3,7 @@ config, loads with its own channel count, and runs through the inpainting pipeli
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image, ImageDraw
 from pipelines import models
 from pipelines.engine import Engine, EngineSettings
 from pipelines.models import detect_family, load_base_pipeline
-from pipelines.types import GenerationRequest, ImageInput, ModelFamily
+from pipelines.types import ControlKind, ControlUnit, GenerationRequest, ImageInput, ModelFamily
 from tests.original_layout import write_sd1_single_file
 from tests.tiny_models import build_sd1_pipeline
 
@@ -49,7 +50,9 @@ def test_a_single_file_loads_with_nine_channels_from_a_four_channel_config(
     assert np.array_equal(pipe.unet.conv_in.weight.detach(), expected.conv_in.weight.detach())
 
 
-def test_the_single_file_inpaints_and_draws(inpainting_model, sd1_folder, tmp_path, monkeypatch):
+def test_the_single_file_inpaints_and_draws(
+    inpainting_model, sd1_folder, controlnet_sd1_folder, condition_image, tmp_path, monkeypatch
+):
     _, single = inpainting_model
     # The tiny model is not laid out like the real SD 1.5 the engine's config folder describes.
     monkeypatch.setattr(models, "config_folder_for", lambda family, controlnet=False: sd1_folder)
@@ -72,3 +75,8 @@ def test_the_single_file_inpaints_and_draws(inpainting_model, sd1_folder, tmp_pa
     # Text to image on an inpainting model: the whole picture is repainted.
     drawn = engine.run(GenerationRequest(prompt="a red circle", model=str(single), seed=2, steps=3))
     assert drawn.image.size == (64, 64) and drawn.request.source is None
+    # With a ControlNet unit: the ControlNet sees the latents, the UNet the mask and picture too.
+    unit = ControlUnit(ControlKind.CANNY, model=str(controlnet_sd1_folder),
+                       image=str(condition_image))  # fmt: skip
+    controlled = engine.run(replace(request, controls=(unit,)))
+    assert (np.asarray(controlled.image)[~inside] == [30, 60, 200]).all()

@@ -9,7 +9,8 @@ from tests.tiny_models import build_sd1_pipeline, build_sdxl_pipeline
 
 
 def test_lora_picker_writes_the_tag_and_clip_skip_is_part_of_the_request(qtbot, tmp_path):
-    from pipelines.types import GenerationRequest
+    from pipelines.models import ModelInfo
+    from pipelines.types import GenerationRequest, ModelFamily
     from studio.widgets.prompt_panel import PromptPanel
 
     save_kohya_lora(tmp_path / "Lora" / "detail_tweaker.safetensors", build_sd1_pipeline())
@@ -25,6 +26,14 @@ def test_lora_picker_writes_the_tag_and_clip_skip_is_part_of_the_request(qtbot, 
         "detail_tweaker   (SD 1.x)",
         "xl_style   (SDXL)",
     ]
+    assert all(a.isEnabled() for a in actions)  # the model's family is not known yet
+    sd1 = ModelInfo(tmp_path / "sd1.safetensors", "sd1", "base", ModelFamily.SD1, "single_file",
+                    tmp_path)  # fmt: skip
+    panel.set_models([sd1], str(sd1.path))
+    panel.fill_lora_menu()
+    actions = panel.lora_menu.actions()
+    assert [a.isEnabled() for a in actions] == [True, False]
+    assert actions[1].toolTip().endswith("for SDXL; the model is SD 1.x.")
     panel.prompt.setPlainText("a castle")
     panel.lora_weight.setValue(0.6)
     actions[0].trigger()
@@ -54,3 +63,32 @@ def test_restoring_a_png_lists_what_is_not_applied(window, tmp_path):
     assert window.current_request().clip_skip == 2
     message = window.message_bar.text()
     assert "Not applied: Denoising strength: 0.4; ADetailer model: face_yolov8n.pt." in message
+
+
+def test_a_run_with_a_lora_and_clip_skip_is_recorded_and_reused(qtbot, make_window,
+                                                                studio_settings, tmp_path):  # fmt: skip
+    from pipelines.export import read_request
+    from studio.jobs import EventKind
+    from tests.studio.events import wait_event
+
+    save_kohya_lora(tmp_path / "Lora" / "detail_tweaker.safetensors", build_sd1_pipeline())
+    studio_settings.model_folders = [*studio_settings.model_folders, str(tmp_path)]
+    window = make_window(studio_settings)
+    panel = window.prompt_panel
+    panel.prompt.setPlainText("a castle, (fog:1.2) BREAK night")
+    panel.fill_lora_menu()
+    panel.lora_weight.setValue(0.5)
+    next(a for a in panel.lora_menu.actions() if a.text().startswith("detail_tweaker")).trigger()
+    panel.clip_skip.setValue(2)
+    with wait_event(qtbot, window.session, EventKind.FINISHED, timeout=60_000) as blocker:
+        window.generate_action.trigger()
+    result = blocker.args[0].result
+    assert result.warnings == ()
+    assert result.request.prompt == "a castle, (fog:1.2) BREAK night <lora:detail_tweaker:0.5>"
+    assert result.request.clip_skip == 2 and result.request.lora_hashes.startswith("detail_tweaker")
+    assert read_request(window.save_shown()) == result.request
+    panel.prompt.setPlainText("something else")
+    panel.clip_skip.setValue(1)
+    window.reuse_settings(0)
+    assert panel.prompt.toPlainText() == result.request.prompt
+    assert panel.clip_skip.value() == 2

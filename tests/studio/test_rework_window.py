@@ -150,6 +150,22 @@ def test_automatic1111_settings_apply_to_the_picture_shown(qtbot, window, tmp_pa
     assert source.mask is None  # nothing painted yet
 
 
+def test_settings_naming_a_removed_input_say_so_and_keep_the_rest(qtbot, window, tmp_path):
+    from dataclasses import replace
+
+    from pipelines.types import ImageInput
+
+    gone = str(tmp_path / "removed.png")
+    request = replace(window.current_request(), prompt="kept",
+                      source=ImageInput(gone, strength=0.4))  # fmt: skip
+    window.apply_request(request)
+
+    assert "removed.png" in window.last_error
+    assert window.prompt_panel.prompt.toPlainText() == "kept"
+    assert window.current_request().source == ImageInput(gone, strength=0.4)
+    assert window.rework_panel.picture_note.text() == "The picture file cannot be read."
+
+
 def test_corrupt_picture_dropped_shows_a_message_and_keeps_the_input(qtbot, window, tmp_path):
     from PySide6.QtCore import QPointF
 
