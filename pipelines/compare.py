@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipelines import flow_lockstep
 from pipelines.denoised import denoised_estimate
 from pipelines.device_tuning import VaeGuard
 from pipelines.errors import OutOfMemoryError, ValidationError
@@ -188,7 +189,7 @@ def lockstep_capable(spec: SamplerSpec, steps: int, base_config: Any) -> bool:
 
 def _batchable_model(model: LoadedModel) -> bool:
     if model.family.is_flow:
-        return False  # the batched pass below drives a UNet; flow columns run one by one
+        return True  # pipelines/flow_lockstep.py batches SD 3.x and Flux.1 columns
     config = model.pipeline.unet.config
     # SDXL's added conditioning and guidance-embedding (LCM) UNets take inputs not replicated here.
     return (
@@ -225,11 +226,14 @@ class _Comparison:
         first = self.runs[0]
         if not _batchable_model(model) or first.rework is not None or first.request.hires:
             return [[i] for i in range(len(self.columns))]
+        if model.family.is_flow and first.request.active_controls:
+            return [[i] for i in range(len(self.columns))]  # the flow lockstep has no ControlNets
         groups: dict[int, list[int]] = {}
         jobs: list[list[int]] = []
         for index, column in enumerate(self.columns):
-            spec = get_sampler(column.sampler)
-            if lockstep_capable(spec, column.steps, model.scheduler_config):
+            spec = sampler_for(column.sampler, model.family, model.scheduler_config)
+            capable = flow_lockstep.capable if model.family.is_flow else lockstep_capable
+            if capable(spec, column.steps, model.scheduler_config):
                 if column.steps not in groups:
                     groups[column.steps] = []
                     jobs.append(groups[column.steps])
@@ -272,7 +276,8 @@ class _Comparison:
     # ---- several columns, one batched model call per step ---------------------------------------
     def _run_lockstep(self, job: list[int]) -> None:
         first = self.runs[job[0]]
-        lockstep = _Lockstep(
+        kind = flow_lockstep.FlowLockstep if first.model.family.is_flow else _Lockstep
+        lockstep = kind(
             [self.runs[i] for i in job],
             [self.columns[i] for i in job],
             self.cancel,

@@ -564,7 +564,7 @@ class Engine:
             guard = device_tuning.VaeGuard(pipe.vae, self._vae_fell_back, armed=False)
             tracker.after_loop = guard  # armed at the last step: previews are never checked
             try:
-                with torch.inference_mode(), guard:
+                with torch.inference_mode(), guard, flow.seeded_sampling(prepared):
                     output = pipe(**kwargs, callback_on_step_end=tracker.on_step_end)
             except _Cancelled:
                 return GenerationResult(

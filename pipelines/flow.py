@@ -9,6 +9,8 @@ module translates at the edges.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -218,6 +220,20 @@ def prompt_notes(request: GenerationRequest) -> list[str]:
     if request.clip_skip > 1:
         notes.append(f"Clip skip {request.clip_skip} is not applied to SD 3.x and Flux.1 models.")
     return notes
+
+
+@contextlib.contextmanager
+def seeded_sampling(prepared: Any) -> Iterator[None]:  # a PreparedRun
+    """SD 3's ControlNet pipeline samples its control image's latents from torch's global
+    generator: seeded from the request for the call (and restored after), so a seed repeats."""
+    pipe = prepared.pipeline
+    if prepared.model.family is not ModelFamily.SD3 or getattr(pipe, "controlnet", None) is None:
+        yield
+        return
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(prepared.request.seed + 2)
+        yield
 
 
 def refuse_rework(plan: object | None, family: ModelFamily) -> None:

@@ -50,7 +50,10 @@ def test_sd3_controlnet_changes_the_image_with_strength_and_range(
     )
     late = engine.run(_request(sd3_folder, _unit(sd3_controlnet_folder, condition_image,
                                                  start=0.5)))  # fmt: skip
+    again = engine.run(_request(sd3_folder, _unit(sd3_controlnet_folder, condition_image)))
     assert not np.array_equal(_latents(plain), _latents(full))
+    # Its pipeline samples the control image's latents: seeded, so the seed still repeats.
+    assert np.array_equal(_latents(full), _latents(again))
     assert np.allclose(_latents(plain), _latents(off), atol=1e-5)
     assert not np.array_equal(_latents(full), _latents(late))
     assert len(full.condition_maps) == 1
@@ -94,3 +97,16 @@ def test_cli_family_mismatch_exits_2_with_one_line(
     assert code == 2, err
     assert err.count("\n") == 1 and "Flux.1 ControlNet" in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_controlled_flow_comparison_runs_each_column_alone(
+    engine, sd3_folder, sd3_controlnet_folder, condition_image
+):
+    from pipelines.compare import compare
+
+    request = _request(sd3_folder, _unit(sd3_controlnet_folder, condition_image))
+    result = compare(engine, request, ["Euler", "UniPC"])
+    assert [c.lockstep for c in result.columns] == [False, False]
+    for column in result.columns:
+        single = engine.run(column.request)
+        assert np.array_equal(column.latents.numpy(), _latents(single)), column.sampler
