@@ -125,6 +125,12 @@ def compare(
     ``cancelled`` set and keeps every preview made so far.
     """
     entries = _entries(samplers, request.steps)
+    if request.batch_size > 1:
+        raise ValidationError("A comparison makes one image per sampler: set the batch size to 1 "
+                              "(the batch count queues several comparisons).")  # fmt: skip
+    if request.branches:
+        raise ValidationError("A comparison runs each sampler from start to end: it takes no "
+                              "branches.")  # fmt: skip
     # Runs from other threads wait: they would change the shared pipeline between our passes.
     with engine.exclusive():
         prepared = engine.prepare(request, on_progress)

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from pipelines import cpu, device_tuning, flow, hires, models, rework
+from pipelines.batches import batch_frame, batch_noise, sampler_generators
+from pipelines.branching import apply_branch, branch_checker, check_sampler_switches
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
@@ -32,6 +34,7 @@ from pipelines.previews import PendingFrame, PreviewDecoder, final_preview
 from pipelines.prompt_encoding import Conditioning
 from pipelines.prompt_setup import PromptResources
 from pipelines.resources import resource_path
+from pipelines.run_control import RunControl
 from pipelines.schedules import SyncFreeSchedule
 from pipelines.types import (  # EngineSettings is re-exported: callers import it from here
     ControlKind,
@@ -118,11 +121,11 @@ class PreparedRun:
         spec = sampler_for(self.request.sampler, self.model.family, self.model.scheduler_config)
         return spec.make(self.model.scheduler_config, seed=self.request.seed)
 
-    def sampler_generator(self) -> torch.Generator:
+    def sampler_generator(self) -> torch.Generator | list[torch.Generator]:
         # A separate stream for the samplers' fresh noise, so ancestral runs are reproducible. On
         # the model's device: noise drawn on the CPU would be copied to the GPU at every step, and
-        # each copy makes the host wait for the GPU.
-        return torch.Generator(self.device).manual_seed(self.request.seed + 1)
+        # each copy makes the host wait for the GPU. A batch: one stream per image.
+        return sampler_generators(self.request.seed, self.request.batch_size, self.device)
 
     def with_changes(
         self,
@@ -440,11 +443,13 @@ class Engine:
                 source=rework.absolute_source(request.source),
             ).resolve_seed()
             _check_size(request, loaded.scale_factor)
+            if loaded.family.is_flow:  # before the branches' checks, which build UNet samplers
+                flow.check_request(request, loaded.family)
+            check_sampler_switches(request, loaded.scheduler_config)
             request.check_grown_sizes()  # the native size is known only now
             sampler_for(request.sampler, loaded.family, loaded.scheduler_config)  # runnable here
             notes = []
             if loaded.family.is_flow:
-                flow.check_request(request, loaded.family)
                 request, notes = flow.adjust_request(loaded.pipeline, loaded.family, request)
             units = request.active_controls
             controlnet_paths = tuple(self._check_controls(loaded, units))
@@ -522,10 +527,11 @@ class Engine:
         cancel: threading.Event | None = None,
         on_progress: ProgressCallback | None = None,
         wants_preview: PreviewGate | None = None,
+        control: RunControl | None = None,
     ) -> GenerationResult:
         with self._lock:
             prepared = self.prepare(request, on_progress)
-            return self.execute(prepared, on_step, cancel, wants_preview)
+            return self.execute(prepared, on_step, cancel, wants_preview, control)
 
     def execute(
         self,
@@ -533,20 +539,25 @@ class Engine:
         on_step: StepCallback | None = None,
         cancel: threading.Event | None = None,
         wants_preview: PreviewGate | None = None,
+        control: RunControl | None = None,
     ) -> GenerationResult:
         """Denoise a prepared run with a scheduler of its own.
 
         ``on_step`` gets a decoded x0 preview after each completed step. ``wants_preview``, when
         given, is asked first: while it says False (the consumer has not taken the previous
-        frame yet) the step is neither decoded nor reported; the last step always is.
+        frame yet) the step is neither decoded nor reported; the last step always is, and so is
+        a step ``control`` holds the run after (pause, step, branch: see pipelines.run_control).
         """
         request = prepared.request
         if request.hires is not None:  # two passes, each one of these runs
             return hires.run_hires(self, prepared, on_step, cancel, wants_preview)
         pipe = prepared.pipeline
-        with self.exclusive(prepared, batch=2 if prepared.guided else 1):
+        with self.exclusive(prepared, batch=(2 if prepared.guided else 1) * request.batch_size):
             prepared.apply_memory_options()
             pipe.scheduler = prepared.new_scheduler()
+            control = control or RunControl()
+            control.begin(request, branch_checker(prepared.model.scheduler_config),
+                          prepared.total_steps)  # fmt: skip
             tracker = _StepTracker(
                 pipe.scheduler,
                 request,
@@ -554,6 +565,7 @@ class Engine:
                 on_step,
                 cancel or threading.Event(),
                 wants_preview,
+                control,
                 latent_pixels=prepared.latent_pixels,
                 total=prepared.total_steps,
                 compose=prepared.rework.compose_preview if prepared.rework else None,
@@ -589,8 +601,9 @@ class Engine:
             )
             tracker.deliver_final(image)
         return GenerationResult(
-            request=request,
+            request=replace(request, branches=control.branches()),  # with those made while held
             image=image,
+            images=tuple(output.images) if request.batch_size > 1 else (),
             timings={**tracker.timings, "total": time.perf_counter() - started},
             condition_maps=prepared.condition_maps,
             warnings=prepared.warnings + tuple(self._vae_notes),
@@ -625,9 +638,8 @@ class Engine:
             scale_factor = self._loaded.scale_factor if self._loaded else 8
         _check_size(request, scale_factor)
         # Drawn on the CPU so a seed gives the same picture on every device.
-        generator = torch.Generator("cpu").manual_seed(request.seed)
         shape = (1, channels, request.height // scale_factor, request.width // scale_factor)
-        return torch.randn(shape, generator=generator, dtype=torch.float32)
+        return batch_noise(request.seed, request.batch_size, shape)
 
     def _call_arguments(self, prepared: PreparedRun) -> dict[str, Any]:
         request, maps = prepared.request, prepared.condition_maps
@@ -639,6 +651,7 @@ class Engine:
         kwargs = dict(
             **prompts,
             num_inference_steps=request.steps,
+            num_images_per_prompt=request.batch_size,
             guidance_scale=request.cfg_scale,
             width=request.width,
             height=request.height,
@@ -687,13 +700,14 @@ class _StepTracker:
         on_step: StepCallback | None,
         cancel: threading.Event,
         wants_preview: PreviewGate | None = None,
+        control: RunControl | None = None,
         latent_pixels: int = 0,
         total: int | None = None,
         compose: Callable[[Any], Any] | None = None,  # the preview shown in the whole picture
     ) -> None:
+        self.control = control or RunControl()
         self.total = total or request.steps
         self.compose = compose
-        self.scheduler = scheduler
         self.request = request
         self.previews = previews
         self.plan = previews.plan(request.preview, latent_pixels)
@@ -711,8 +725,12 @@ class _StepTracker:
         self._final: torch.Tensor | None = None  # the last step's latents, on the device
         self._shown: Any | None = None  # the newest frame handed on
         self.after_loop: device_tuning.VaeGuard | None = None  # checks the final decode
-        self.schedule = SyncFreeSchedule(scheduler)
         self._calls = 0  # scheduler steps so far (an index into the schedule)
+        self._attach(scheduler)
+
+    def _attach(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self.schedule = SyncFreeSchedule(scheduler)
         self._original_step = scheduler.step
 
         # wraps() keeps the signature: pipelines only pass `generator` to schedulers that accept it.
@@ -722,8 +740,14 @@ class _StepTracker:
 
         scheduler.step = step
 
+    def swap_scheduler(self, scheduler: Any) -> None:
+        """Go on with another scheduler (a branch switched the sampler)."""
+        self.scheduler.step = self._original_step
+        self._attach(scheduler)
+
     def detach(self) -> None:
         self.scheduler.step = self._original_step
+        self.control.end()
 
     def _step(
         self,
@@ -802,22 +826,29 @@ class _StepTracker:
                 self.timings["first_step"] = elapsed
             # The last step is the final image, delivered once the pipeline has decoded it
             # (deliver_final). A consumer still holding the previous frame would drop this one:
-            # skip its decoding.
-            wanted = not is_last and (self.wants_preview is None or self.wants_preview())
-            self._hand_on_ready_frames()
+            # skip its decoding. A step the run holds after (pause) is always shown, at once.
+            holds = not is_last and self.control.decide()
+            wanted = not is_last and (holds or self.wants_preview is None or self.wants_preview())
+            self._hand_on_ready_frames(wait=holds)
             # At most one frame in flight: a consumer cannot take frames faster than that.
             ready = self.on_step is not None and self.denoised is not None and not self._pending
-            if wanted and ready and self.plan.decodes(self.completed):
+            if wanted and ready and (holds or self.plan.decodes(self.completed)):
                 latents = flow.spatial(self.denoised, self.request)
-                frame = self.previews.decode_async(latents, self.plan.mode)
+                frame = batch_frame(self.previews, latents, self.plan.mode)
                 if frame is not None:
                     self._pending.append((frame, self._preview(None, elapsed)))
-                self._hand_on_ready_frames()
+                self._hand_on_ready_frames(wait=holds)
             elif wanted and ready and self._shown is not None:
                 # A step between two decodes of a strided plan: the newest frame again, so the
                 # step count and the time left still move on.
                 self.on_step(self._preview(self._shown, elapsed))
             self._last_elapsed = elapsed
+            if holds:
+                self.control.hold(self.completed, self.cancel)
+            if not is_last and self.control.branch_at(self.completed) and not self.cancel.is_set():
+                request = replace(self.request, branches=self.control.branches())
+                callback_kwargs = apply_branch(self, pipe, self.control, request, self.completed,
+                                               callback_kwargs)  # fmt: skip
         if step == pipe.num_timesteps - 1:
             # Copied to the host after the loop (deliver_final): a copy here would wait for the GPU.
             self._final = flow.spatial(callback_kwargs["latents"], self.request)

@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 
 from PIL import Image, PngImagePlugin
 
+from pipelines.branching import branch_pairs, branches_from_fields
 from pipelines.errors import ExportError, ImageReadError, StudioError, ValidationError
 from pipelines.images import open_image
 from pipelines.rework_metadata import rework_pairs, rework_values
@@ -215,6 +216,8 @@ def format_parameters(request: GenerationRequest) -> str:
     if request.width is not None and request.height is not None:
         pairs.append(("Size", f"{request.width}x{request.height}"))
     pairs.append(("Model", model_display_name(request.model)))
+    if request.batch_size > 1:  # as AUTOMATIC1111 writes it; the seed is each image's own
+        pairs.append(("Batch size", str(request.batch_size)))
     if request.clip_skip != 1:  # as A1111: written only when it differs from its default
         pairs.append(("Clip skip", str(request.clip_skip)))
     for key, hashes in (("Lora hashes", request.lora_hashes), ("TI hashes", request.ti_hashes)):
@@ -225,6 +228,7 @@ def format_parameters(request: GenerationRequest) -> str:
     for index, unit in enumerate(request.controls):
         if unit.enabled:
             pairs.append((f"ControlNet {index}", _unit_text(unit)))
+    pairs += branch_pairs(request.branches)  # the run's changes part way (pipelines/branching)
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in pairs)
     text = _unambiguous(request.prompt)
     if request.negative_prompt:
@@ -398,6 +402,9 @@ def parse_parameters(text: str) -> GenerationRequest:
     if model and model != "default":  # "default" is what format_parameters writes for ""
         values["model"] = model
     values["controls"] = _controls(fields)
+    values["branches"] = branches_from_fields(fields)
+    if "Batch size" in fields:
+        values["batch_size"] = _to_int("Batch size", fields["Batch size"])
     if "Clip skip" in fields:
         values["clip_skip"] = _to_int("Clip skip", fields["Clip skip"])
     values["lora_hashes"] = fields.get("Lora hashes", "")

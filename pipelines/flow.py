@@ -86,6 +86,11 @@ def variant(family: ModelFamily, pipe: DiffusionPipeline) -> str:
 
 def check_request(request: GenerationRequest, family: ModelFamily) -> None:
     """What a flow model cannot run, refused before any step."""
+    if getattr(request, "branches", ()):
+        raise ValidationError(
+            f"Branching a run part way (another prompt, CFG or sampler from a step on) is not "
+            f"available for {family.label} models yet; remove the branches."
+        )
     if getattr(request, "hires", None) is not None:
         raise ValidationError(
             f"The high-resolution second pass is not available for {family.label} models yet; "

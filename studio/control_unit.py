@@ -7,10 +7,14 @@ controls and listens to ``changed``; nothing about a unit lives only in the widg
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
+from pipelines.models import ModelInfo
+from pipelines.resources import resource_path
 from pipelines.types import ControlKind, ControlUnit, ResizeMode
 
 T = TypeVar("T")
@@ -44,17 +48,24 @@ class ControlUnitModel(QObject):
     start: _Field[float] = _Field()
     end: _Field[float] = _Field()
     resize_mode: _Field[ResizeMode] = _Field()
+    module: _Field[str] = _Field()  # another tool's preprocessor name, written back as it came
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._values: dict[str, Any] = {}
         self._values.update(self._defaults())
+        # The ControlNet of each kind a unit with no chosen model uses (pick_controlnet).
+        self.automatic: dict[ControlKind, str] = {}
+
+    @property
+    def automatic_model(self) -> str:
+        return self.automatic.get(self.kind, "")
 
     @staticmethod
     def _defaults() -> dict[str, Any]:
         return dict(enabled=False, kind=ControlKind.CANNY, model="", image=None, preprocess=False,
                     canny=(100, 200), strength=1.0, start=0.0, end=1.0,
-                    resize_mode=ResizeMode.FIT)  # fmt: skip
+                    resize_mode=ResizeMode.FIT, module="")  # fmt: skip
 
     @property
     def empty(self) -> bool:
@@ -71,7 +82,7 @@ class ControlUnitModel(QObject):
         low, high = sorted(self.canny)
         return ControlUnit(
             kind=self.kind,
-            model=self.model,
+            model=self.model or self.automatic_model,
             image=self.image,
             preprocess=self.preprocess,
             strength=round(self.strength, 3),
@@ -81,6 +92,7 @@ class ControlUnitModel(QObject):
             canny_low=low,
             canny_high=high,
             enabled=self.enabled,
+            module=self.module,
         )
 
     def apply(self, unit: ControlUnit | None) -> None:
@@ -92,6 +104,19 @@ class ControlUnitModel(QObject):
                           image=unit.image or None, preprocess=unit.preprocess,
                           canny=(unit.canny_low, unit.canny_high), strength=unit.strength,
                           start=unit.start, end=unit.end,
-                          resize_mode=ResizeMode(unit.resize_mode))  # fmt: skip
+                          resize_mode=ResizeMode(unit.resize_mode),
+                          module=unit.module)  # fmt: skip
         for name, value in values.items():
             setattr(self, name, value)
+
+
+def pick_controlnet(controlnets: Iterable[ModelInfo], kind: ControlKind) -> ModelInfo | None:
+    """The ControlNet a unit of ``kind`` uses until the user chooses one: a bundled one first
+    (the demo model's own), else the first of that kind by name."""
+    bundled = resource_path("models")
+
+    def rank(info: ModelInfo) -> tuple[bool, str]:
+        return (not Path(info.path).is_relative_to(bundled), info.name.lower())
+
+    fitting = sorted((c for c in controlnets if c.control_kind is kind), key=rank)
+    return fitting[0] if fitting else None

@@ -17,6 +17,15 @@ measured against what was asked:
 - pose: share of the skeleton's pixels that lie on the figure (3 px tolerance), and the share of
   the figure's pixels near the skeleton (a picture that is all foreground would cover any
   skeleton).
+- outlines: edge F1 (2 px) between canny(output) and canny maps of outlines the world never
+  draws, with the prompt fixed to a world caption that contradicts the outline ("a large red
+  square in the center ..." over a house) and with the outline's colours; on families kept out of
+  training (house, heart, arrow, and the letters and digits S, G, 3, 8: outlines.py) and on
+  held-out seeds of the trained families, each in the three ways maps are made (a 1-3 px brush,
+  edges of a large render reduced, canny of the picture);
+- wording: background and shape colour for single-shape captions said in sentence frames the
+  training never used (captions.HELD_OUT_FRAMES) with freely chosen synonyms: "wording_colours"
+  counts a picture right when both colours are.
 """
 
 from __future__ import annotations
@@ -52,7 +61,12 @@ GOALS = {
     "canny_f1": 0.5,
     "depth_iou": 0.6,
     "pose_coverage": 0.6,
+    "outline_f1": 0.75,
+    "wording_colours": 0.95,
 }
+
+
+PARTS = ("prompt", "canny", "depth", "pose", "outlines", "wording")
 
 
 # ---- measuring an image -----------------------------------------------------------------------
@@ -294,7 +308,7 @@ class Generator:
 def evaluate(
     generate: Generator,
     count: int,
-    parts: Sequence[str] = ("prompt", "canny", "depth", "pose"),
+    parts: Sequence[str] = PARTS,
     save: Path | None = None,
 ) -> dict:
     results: dict[str, float] = {}
@@ -345,7 +359,102 @@ def evaluate(
                 Image.fromarray(image).save(save / f"pose-{sample.seed}.png")
         results["pose_coverage"] = float(np.mean(values))
         results["pose_figure_precision"] = float(np.mean(precision))
+    if "outlines" in parts:
+        results.update(evaluate_outlines(generate, count, save))
+    if "wording" in parts:
+        results.update(evaluate_wording(generate, count, save))
     return results
+
+
+def held_out_outlines(count: int, families: Sequence[str]) -> list:
+    """``count`` outline samples per family from held-out seeds, each with a caption that names
+    the right colours and a shape, size and place the outline contradicts (world grammar).
+    Colour pairs whose grey levels are too close for canny to see an edge are left out."""
+    import random
+
+    from pipelines.toyworld import outlines
+
+    found = []
+    every = (*outlines.HELD_OUT_FAMILIES, *outlines.TRAIN_FAMILIES)
+    for family in families:
+        seed = HELD_OUT_SEED_BASE + 100_000 * (every.index(family) + 1)  # a range per family
+        kept = 0
+        while kept < count:
+            style = outlines.STYLES[(kept + every.index(family)) % len(outlines.STYLES)]
+            sample = outlines.make_outline_sample(seed, family, style)
+            seed += 1
+            if canny_edges(sample.image).sum() < outlines.MIN_EDGE_PIXELS:
+                continue
+            rng = random.Random(seed)
+            sample.caption = outlines.contradicting_caption(
+                rng, sample.colour, sample.background, plain=True
+            )
+            found.append(sample)
+            kept += 1
+    return found
+
+
+def held_out_wording(count: int) -> list[tuple[world.Sample, str]]:
+    """Single-shape held-out samples, each with a caption in a held-out frame."""
+    import random
+
+    from pipelines.toyworld import captions
+
+    pairs = []
+    for sample in held_out("shapes", count, single_shape=True, start=500_000):
+        rng = random.Random(sample.seed)
+        text = captions.paraphrase(rng, captions.scene_things(sample), sample.background,
+                                   captions.HELD_OUT_FRAMES, partial=0.0)  # fmt: skip
+        pairs.append((sample, text))
+    return pairs
+
+
+def evaluate_outlines(generate: Generator, count: int, save: Path | None = None) -> dict:
+    from pipelines.toyworld import outlines
+
+    results: dict[str, float] = {}
+    groups = {"held_out": outlines.HELD_OUT_FAMILIES, "trained": outlines.TRAIN_FAMILIES}
+    per_group = {name: max(1, count // len(families)) for name, families in groups.items()}
+    for name, families in groups.items():
+        scores: dict[str, list[tuple[float, float]]] = {}
+        for sample in tqdm(held_out_outlines(per_group[name], families), desc=f"outlines {name}"):
+            target = np.asarray(sample.canny)[..., 0] > 0
+            controlled = generate(sample.caption, sample.seed, ("canny", sample.canny))
+            plain = generate(sample.caption, sample.seed)
+            pair = (edge_f1(canny_edges(controlled), target), edge_f1(canny_edges(plain), target))
+            scores.setdefault(sample.family, []).append(pair)
+            scores.setdefault(sample.style, []).append(pair)
+            if save:
+                Image.fromarray(controlled).save(
+                    save / f"outline-{sample.family}-{sample.seed}.png"
+                )
+        every = [p for family in families for p in scores.get(family, [])]
+        prefix = "outline_f1" if name == "held_out" else "outline_f1_trained_families"
+        results[prefix] = float(np.mean([c for c, _ in every]))
+        results[f"{prefix}_without_control"] = float(np.mean([p for _, p in every]))
+        for key in (*families, *outlines.STYLES):
+            if scores.get(key) and name == "held_out":
+                results[f"outline_f1_{key.replace(' ', '_')}"] = float(
+                    np.mean([c for c, _ in scores[key]])
+                )
+    return results
+
+
+def evaluate_wording(generate: Generator, count: int, save: Path | None = None) -> dict:
+    background, shape, both = [], [], []
+    for sample, text in tqdm(held_out_wording(count), desc="wording"):
+        image = generate(text, sample.seed)
+        score = score_prompt(image, sample)
+        background.append(score.background_colour)
+        shape.append(score.shape_colour)
+        both.append(score.background_colour and score.shape_colour)
+        if save:
+            Image.fromarray(image).save(save / f"wording-{sample.seed}.png")
+    return {
+        "wording_colours": float(np.mean(both)),
+        "wording_background_colour": float(np.mean(background)),
+        "wording_shape_colour": float(np.mean(shape)),
+    }
 
 
 def classifier_check(count: int = 200) -> dict:
@@ -394,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--sampler", default="Euler")
     parser.add_argument("--cfg", type=float, default=7.0)
-    parser.add_argument("--parts", default="prompt,canny,depth,pose")
+    parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--save-images", type=Path, help="keep the generated images here")

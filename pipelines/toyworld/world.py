@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -390,9 +391,14 @@ assert len(_BODY["standing"]) + 4 == NUM_KEYPOINTS
 def fingerprint(count: int = 8) -> str:
     """A short hash of the first samples' pixels and captions: it changes whenever the world is
     drawn differently, so data encoded from an older world is not reused."""
+    return digest_of((make_sample(seed) for seed in range(count)), ("image",))
+
+
+def digest_of(samples: Iterable[object], pictures: Sequence[str]) -> str:
+    """A short hash of samples' captions and the named pictures (PIL images)."""
     digest = hashlib.sha256()
-    for seed in range(count):
-        sample = make_sample(seed)
+    for sample in samples:
         digest.update(sample.caption.encode())
-        digest.update(sample.image.tobytes())
+        for name in pictures:
+            digest.update(getattr(sample, name).tobytes())
     return digest.hexdigest()[:10]

@@ -40,7 +40,7 @@ from PySide6.QtWidgets import (
 from pipelines.errors import StudioError
 from pipelines.export import condition_maps_folder, save_condition_map
 from pipelines.types import MAX_CONTROL_UNITS, ControlKind, ControlUnit, ResizeMode
-from studio.control_unit import ControlUnitModel
+from studio.control_unit import ControlUnitModel, pick_controlnet
 from studio.qt_image import pil_to_qimage, qimage_to_pil
 from studio.widgets.layout import row
 
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 
 THUMBNAIL = 144
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp);;All files (*)"
+CHOOSE_CONTROLNET = "(choose a ControlNet)"
+
 KIND_TIPS = {
     ControlKind.CANNY: "Edges: keeps outlines and structure.",
     ControlKind.POSE: "OpenPose skeleton: keeps people's poses.",
@@ -139,7 +141,7 @@ class ControlUnitWidget(QWidget):
         self.model.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
-        self.model.addItem("(choose a ControlNet)", "")
+        self.model.addItem(CHOOSE_CONTROLNET, "")
         self.browse_model = QToolButton(text="…")
         self.browse_model.setToolTip("Choose a ControlNet file or folder.")
         self.browse_model.clicked.connect(self._browse_model)
@@ -248,6 +250,8 @@ class ControlUnitWidget(QWidget):
         elif name == "resize_mode":
             index = max(0, self.resize_mode.findData(c.resize_mode.value))
             _quietly(self.resize_mode, self.resize_mode.setCurrentIndex, index)
+        if name == "kind":
+            self._show_automatic()
         if name in ("kind", "preprocess"):
             self._update_canny_enabled()
         if name in ("image", "kind", "preprocess", "canny", "resize_mode"):
@@ -258,10 +262,17 @@ class ControlUnitWidget(QWidget):
     # ---- models -------------------------------------------------------------------------------
     def set_controlnets(self, controlnets: Iterable[ModelInfo]) -> None:
         """Fill the model picker (ModelInfo list already filtered to the family)."""
+        controlnets = list(controlnets)
         current = self.control.model
+        self.control.automatic = {
+            kind: str(info.path)
+            for kind in ControlKind
+            if (info := pick_controlnet(controlnets, kind)) is not None
+        }
         self.model.blockSignals(True)
         self.model.clear()
-        self.model.addItem("(choose a ControlNet)", "")
+        self.model.addItem(CHOOSE_CONTROLNET, "")
+        self._show_automatic()
         for info in sorted(controlnets, key=lambda m: m.name.lower()):
             kind = f" [{info.control_kind.value}]" if info.control_kind else ""
             self.model.addItem(f"{info.name}{kind}", str(info.path))
@@ -269,6 +280,15 @@ class ControlUnitWidget(QWidget):
                                    Qt.ItemDataRole.ToolTipRole)  # fmt: skip
         self.model.blockSignals(False)
         self._show_model(current)
+
+    def _show_automatic(self) -> None:
+        """The first entry stands for "no choice": it names the ControlNet used then."""
+        path = self.control.automatic_model
+        self.model.setItemText(0, f"{Path(path).name} (automatic)" if path else CHOOSE_CONTROLNET)
+        self.model.setItemData(
+            0, "Used until you choose another: the ControlNet of this kind that came with the "
+            "model" if path else "", Qt.ItemDataRole.ToolTipRole,
+        )  # fmt: skip
 
     def _show_model(self, path: str) -> None:
         index = self.model.findData(path) if path else 0

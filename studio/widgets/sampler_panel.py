@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pipelines.types import MAX_STEPS, PreviewMode
+from pipelines.types import MAX_BATCH_SIZE, MAX_STEPS, PreviewMode
 from studio.jobs import SamplerEntry, SamplerInfo, sampler_entry
 
 PREVIEW_CHOICES = (
@@ -69,6 +69,10 @@ class SamplerPanel(QWidget):
             self.preview.addItem(label, mode.value)
             self.preview.setItemData(self.preview.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.preview.setToolTip("How the live preview is decoded at every step.")
+        self.batch_size = QSpinBox(minimum=1, maximum=MAX_BATCH_SIZE, value=1)
+        self.batch_size.setToolTip("Images denoised together in one model call per step, with the "
+                                   "seeds seed, seed+1, …: faster per image on a GPU with memory "
+                                   "to spare. Each image is its own history entry.")  # fmt: skip
         self._build_compare()
 
         layout = QVBoxLayout(self)
@@ -82,6 +86,7 @@ class SamplerPanel(QWidget):
         form = QFormLayout()
         form.addRow("Steps", self.steps)
         form.addRow("Preview", self.preview)
+        form.addRow("Batch size", self.batch_size)
         layout.addLayout(form)
         self._set_compare_mode(False)
 

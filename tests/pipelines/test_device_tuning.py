@@ -62,20 +62,26 @@ def test_cuda_tuning_keeps_sdpa_fuses_qkv_and_changes_the_image_little(sd1_folde
     assert np.abs(after - before).max() <= 2
 
 
+def fake_compile(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Stands for torch.compile (minutes of inductor on this CPU): marks the module compiled and
+    records the options of each call."""
+    calls: list[dict] = []
+
+    def compile_(module: torch.nn.Module, **options: object) -> torch.nn.Module:
+        calls.append(options)
+        module._orig_mod = module
+        return module
+
+    monkeypatch.setattr(device_tuning.torch, "compile", compile_)
+    return calls
+
+
 def test_compiled_mode_compiles_the_unet_once_with_its_cache_in_the_studio_cache_folder(
     sd1_folder, request_for, own_user_folders, monkeypatch
 ):
     monkeypatch.delenv(device_tuning.CACHE_VARIABLE, raising=False)
     expected = np.asarray(Engine(EngineSettings(precision="fp32")).run(request_for()).image)
-    compiled = []
-
-    def compile_(module, **options):
-        # Stands for torch.compile (minutes of inductor on this CPU): marks the module compiled.
-        compiled.append(options)
-        module._orig_mod = module
-        return module
-
-    monkeypatch.setattr(device_tuning.torch, "compile", compile_)
+    compiled = fake_compile(monkeypatch)
     engine = Engine(EngineSettings(precision="fp32", compile=True))
     result = engine.run(request_for())
     engine.run(request_for(seed=8))
@@ -115,14 +121,7 @@ def test_a_half_precision_vae_that_overflows_is_decoded_again_in_fp32_and_said_o
 def test_the_cli_flag_turns_the_compiled_mode_on(sd1_folder, tmp_path, monkeypatch):
     from pipelines import cli
 
-    compiled = []
-
-    def compile_(module, **options):
-        compiled.append(options)
-        module._orig_mod = module
-        return module
-
-    monkeypatch.setattr(device_tuning.torch, "compile", compile_)
+    compiled = fake_compile(monkeypatch)
     out = tmp_path / "x.png"
     arguments = ["generate", "--prompt", "x", "--model", str(sd1_folder), "--steps", "2"]
     assert cli.main([*arguments, "--size", "64x64", "--out", str(out), "--compile"]) == 0

@@ -215,3 +215,21 @@ def test_cancel_stops_a_flow_comparison_within_a_step(engine, flux_folder):
                      on_step=on_step, cancel=cancel)  # fmt: skip
     assert result.cancelled and all(c.cancelled for c in result.columns)
     assert max(step for _, step in seen) == 1  # both columns' first step, nothing after
+
+
+@pytest.mark.parametrize("model", ["sd3_folder", "flux_folder"])
+def test_a_batch_gives_each_seed_its_own_image(engine, model, request):
+    path = request.getfixturevalue(model)
+    batch = engine.run(_request(path, batch_size=2, steps=2))
+    second = engine.run(_request(path, seed=8, steps=2))
+    assert len(batch.images) == 2
+    assert np.abs(_pixels(batch.images[1]) - _pixels(second.image)).max() <= 2
+
+
+def test_what_flow_models_cannot_run_yet_is_refused_before_any_step(engine, sd3_folder):
+    from pipelines.types import Branch
+
+    with pytest.raises(ValidationError, match="Branching"):
+        engine.run(_request(sd3_folder, branches=(Branch(step=1, cfg=2.0),)))
+    with pytest.raises(ValidationError, match="Branching"):
+        engine.run(_request(sd3_folder, branches=(Branch(step=2, sampler="UniPC"),)))

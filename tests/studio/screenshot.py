@@ -12,6 +12,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+SHOT_SEED = 10_100_000  # a held-out house (pipelines.toyworld.evaluate's first)
+SHOT_PROMPT = "a large yellow square in the center on a blue background"
+
 
 def wait(predicate, timeout_ms: int = 120_000) -> None:
     """Run the event loop until ``predicate()`` holds or the time is up."""
@@ -39,14 +42,14 @@ def main(target: str = "docs/screenshot.png") -> None:
     work = Path(tempfile.mkdtemp(prefix="studio-shot-"))
     condition = work / "photo.png"
     if default_model_path().exists():
-        # The bundled model with its pose ControlNet, on a pose map from its own world.
-        from pipelines.toyworld.world import make_sample
+        # The bundled model with its canny ControlNet on an outline painted with a 3 px brush,
+        # a house the toy world never draws, under a prompt that names another shape.
+        from pipelines.toyworld.outlines import make_outline_sample
 
-        sample = make_sample(11, kind="person")
-        sample.pose.save(condition)
+        make_outline_sample(SHOT_SEED, "house", "brush").canny.save(condition)
         model = ""
-        controlnet = default_model_path().with_name("toy-world-controlnet-pose")
-        prompt, kind, preprocess = sample.caption, ControlKind.POSE, False
+        controlnet = default_model_path().with_name("toy-world-controlnet-canny")
+        prompt, kind, preprocess = SHOT_PROMPT, ControlKind.CANNY, False
     else:
         model = str(save_sd1(work / "models" / "tiny-sd1"))
         controlnet = save_controlnet(work / "models" / "tiny-controlnet-canny", "sd1")

@@ -1,0 +1,106 @@
+"""What the bundled demo model can draw, shown while it is the active model.
+
+The bundled toy-world model draws only a small world (flat shapes, stick figures, shaded solids in
+eight colours, 64 pixels). A new user does not know that: while it is active, the prompt box's
+placeholder gives an example, a "Prompt ideas" menu fills in prompts it draws well, and a one-line
+note says what it is and how to choose a real model. Another model hides all of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QPlainTextEdit,
+    QSizePolicy,
+    QToolButton,
+    QWidget,
+)
+
+from pipelines.resources import resource_path
+
+PLACEHOLDER = "e.g. a big red star in the middle on a blue background"
+NOTE = (
+    "The bundled model is a 64-pixel demo: it draws shapes, stick figures and solids. "
+    "Choose a real Stable Diffusion model in Model (…)."
+)
+# (menu label, prompt): each draws well with the bundled model, with or without a ControlNet.
+IDEAS = (
+    ("Shapes", (
+        "a large red circle in the center on a blue background",
+        "a big yellow star in the middle, purple backdrop",
+        "a small white triangle at the top left and a green ring at the bottom right on a black "
+        "background",
+        "on an orange background, a blue square at the right",
+    )),
+    ("People (try a pose ControlNet)", (
+        "a white person raising both arms on a green background",
+        "a yellow figure walking, blue backdrop",
+        "a red stick figure with arms out on a white background",
+    )),
+    ("Solids (try a depth ControlNet)", (
+        "a green sphere on a purple background",
+        "an orange box on a blue background",
+    )),
+    ("Your own outline (paint a canny map)", (
+        "a yellow shape on a blue background",
+        "white on black",
+        "a crimson drawing on an ivory backdrop",
+    )),
+)  # fmt: skip
+
+
+def is_bundled_model(path: str) -> bool:
+    """Whether ``path`` (a model picker's value; "" is the bundled default) is the demo model."""
+    if not path:
+        return True
+    try:
+        return Path(path).expanduser().resolve() == resource_path("models", "toy-world").resolve()
+    except OSError:
+        return False
+
+
+class BundledModelGuide(QWidget):
+    """The ideas menu and the demo note; it also swaps ``prompt``'s placeholder."""
+
+    idea_chosen = Signal(str)
+
+    def __init__(self, prompt: QPlainTextEdit, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.prompt = prompt
+        self._placeholder = prompt.placeholderText()
+        self.ideas = QToolButton(text="Prompt ideas")
+        self.ideas.setToolTip("Prompts the bundled demo model draws well.")
+        self.ideas.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.ideas)
+        for title, prompts in IDEAS:
+            section = menu.addMenu(title)
+            for text in prompts:
+                section.addAction(text, lambda text=text: self.choose(text))
+        self.ideas.setMenu(menu)
+        self.note = QLabel(NOTE)
+        self.note.setWordWrap(True)
+        self.note.setToolTip("Add a folder of models in Settings, or pick a model file with the "
+                             "… button beside Model.")  # fmt: skip
+        self.note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        font = self.note.font()
+        font.setPointSizeF(font.pointSizeF() * 0.9)
+        self.note.setFont(font)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.note, 1)
+        layout.addWidget(self.ideas)
+
+    def set_model(self, path: str) -> None:
+        """Show the guide for the bundled model, hide it (and restore the placeholder) else."""
+        bundled = is_bundled_model(path)
+        self.setVisible(bundled)
+        self.prompt.setPlaceholderText(PLACEHOLDER if bundled else self._placeholder)
+
+    def choose(self, text: str) -> None:
+        self.prompt.setPlainText(text)
+        self.idea_chosen.emit(text)
