@@ -164,7 +164,9 @@ def test_comparison_columns_equal_their_single_runs(engine, model, request):
     assert not np.array_equal(result.columns[0].latents.numpy(), result.columns[1].latents.numpy())
 
 
-def test_flux_dev_metadata_writes_distilled_guidance_and_reads_it_back(flux_folder, tmp_path):
+def test_flux_dev_metadata_writes_distilled_guidance_and_reads_it_back(
+    flux_folder, tmp_path, capsys
+):
     from pipelines.export import format_parameters, parse_parameters
 
     out = tmp_path / "dev.png"
@@ -180,6 +182,8 @@ def test_flux_dev_metadata_writes_distilled_guidance_and_reads_it_back(flux_fold
     parsed = parse_parameters(text)
     assert (parsed.cfg_scale, parsed.distilled_guidance) == (3.5, True)
     assert GenerationRequest.from_dict(stored.to_dict()) == stored
+    assert cli.main(["info", str(out)]) == 0
+    assert "Distilled CFG Scale: 3.5" in capsys.readouterr().out
 
 
 def test_a_taesd3_tiny_decoder_is_used_for_tiny_previews(sd3_folder, tmp_path):
