@@ -40,6 +40,7 @@ from pipelines.denoised import denoised_estimate
 from pipelines.device_tuning import VaeGuard
 from pipelines.errors import OutOfMemoryError, ValidationError
 from pipelines.flow_samplers import sampler_for
+from pipelines.lockstep_guidance import column_predictions
 from pipelines.previews import PendingFrame, final_preview
 from pipelines.samplers import SamplerSpec, get_sampler
 from pipelines.schedules import SyncFreeSchedule
@@ -498,14 +499,7 @@ class _Lockstep:
         output = self.pipe.unet(
             model_input, timesteps, encoder_hidden_states=embeds, return_dict=False, **residuals
         )[0]
-        count = len(tracks)
-        if not self.guided:
-            return [output[k : k + 1] for k in range(count)]
-        uncond, text = output.chunk(2)
-        scale = self.request.cfg_scale
-        return [
-            uncond[k : k + 1] + scale * (text[k : k + 1] - uncond[k : k + 1]) for k in range(count)
-        ]
+        return column_predictions(output, len(tracks), self.guided, self.request.cfg_scale)
 
     def _step(self, track: _Track, i: int, prediction: torch.Tensor, elapsed: float) -> None:
         scheduler = track.scheduler

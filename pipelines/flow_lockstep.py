@@ -20,6 +20,7 @@ import torch
 
 from pipelines import flow
 from pipelines.denoised import denoised_estimate
+from pipelines.lockstep_guidance import column_predictions
 from pipelines.previews import final_preview
 from pipelines.types import ModelFamily, StepPreview
 
@@ -157,14 +158,7 @@ class FlowLockstep:
         output = self.pipe.transformer(
             hidden_states=hidden, timestep=timesteps, return_dict=False, **inputs
         )[0]
-        count = len(tracks)
-        if not self.guided:
-            return [output[k : k + 1] for k in range(count)]
-        uncond, text = output.chunk(2)
-        scale = self.request.cfg_scale
-        return [
-            uncond[k : k + 1] + scale * (text[k : k + 1] - uncond[k : k + 1]) for k in range(count)
-        ]
+        return column_predictions(output, len(tracks), self.guided, self.request.cfg_scale)
 
     def _step(self, track: _Track, i: int, prediction: torch.Tensor, elapsed: float) -> None:
         scheduler = track.scheduler
