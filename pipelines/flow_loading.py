@@ -54,6 +54,9 @@ _ENCODER_LABELS = {
 }
 
 
+FLUX_WIDTH = 3072
+
+
 def config_root(family: ModelFamily) -> Path:
     return resource_path("configs", family.value)
 
@@ -274,6 +277,13 @@ def _transformer(
         cls, sizes = SD3Transformer2DModel, sd3_transformer_config(header)
     else:
         cls, sizes = FluxTransformer2DModel, flux_transformer_config(header)
+        width = sizes["num_attention_heads"] * sizes["attention_head_dim"]
+        if "img_in.weight" in header and width != FLUX_WIDTH:
+            # diffusers' converter of this layout is written for the released models' width.
+            raise ModelFormatError(
+                f"it is {width} wide in Black Forest Labs' layout, which loads only at Flux.1's "
+                f"width of {FLUX_WIDTH}; save it in diffusers' layout instead"
+            )
     return _component(cls, tensors, family, "transformer", dtype, **sizes, **loading)
 
 
@@ -555,6 +565,11 @@ def load_flow_pipeline(
             pipe, notes = load_single_file(path, info, dtype, **loading)
     except load_errors as error:
         raise wrap_error(path, error) from error
+    except ModelFormatError as error:
+        text = str(error)
+        if text.startswith(("it ", "its ", "the weights")):  # a reason about the file's contents
+            raise ModelFormatError(f"Cannot load {path.name}: {text}.") from error
+        raise
     pipe.load_notes = tuple(notes)
     pipe.set_progress_bar_config(disable=True)
     return pipe

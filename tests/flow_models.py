@@ -290,3 +290,65 @@ def write_gguf_transformer(transformer: torch.nn.Module, path: Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def _swap_halves(tensor: torch.Tensor) -> torch.Tensor:
+    first, second = tensor.chunk(2, dim=0)
+    return torch.cat([second, first], dim=0)
+
+
+def flux_original_layout(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The transformer's weights under Black Forest Labs' names (flux1-dev.safetensors), the
+    inverse of diffusers' conversion: fused q/k/v, modulation names, shift/scale order."""
+    state = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
+    out: dict[str, torch.Tensor] = {}
+
+    def move(original: str, ours: str) -> None:
+        for kind in ("weight", "bias"):
+            out[f"{original}.{kind}"] = state.pop(f"{ours}.{kind}")
+
+    def fuse(original: str, *ours: str) -> None:
+        for kind in ("weight", "bias"):
+            out[f"{original}.{kind}"] = torch.cat([state.pop(f"{o}.{kind}") for o in ours])
+
+    embedder = "time_text_embed"
+    move("time_in.in_layer", f"{embedder}.timestep_embedder.linear_1")
+    move("time_in.out_layer", f"{embedder}.timestep_embedder.linear_2")
+    move("vector_in.in_layer", f"{embedder}.text_embedder.linear_1")
+    move("vector_in.out_layer", f"{embedder}.text_embedder.linear_2")
+    if f"{embedder}.guidance_embedder.linear_1.weight" in state:
+        move("guidance_in.in_layer", f"{embedder}.guidance_embedder.linear_1")
+        move("guidance_in.out_layer", f"{embedder}.guidance_embedder.linear_2")
+    move("txt_in", "context_embedder")
+    move("img_in", "x_embedder")
+    for i in range(transformer.config.num_layers):
+        ours, theirs = f"transformer_blocks.{i}", f"double_blocks.{i}"
+        move(f"{theirs}.img_mod.lin", f"{ours}.norm1.linear")
+        move(f"{theirs}.txt_mod.lin", f"{ours}.norm1_context.linear")
+        fuse(f"{theirs}.img_attn.qkv", *(f"{ours}.attn.to_{x}" for x in "qkv"))
+        fuse(f"{theirs}.txt_attn.qkv", *(f"{ours}.attn.add_{x}_proj" for x in "qkv"))
+        for side, q, k in (("img", "norm_q", "norm_k"), ("txt", "norm_added_q", "norm_added_k")):
+            out[f"{theirs}.{side}_attn.norm.query_norm.scale"] = state.pop(
+                f"{ours}.attn.{q}.weight"
+            )
+            out[f"{theirs}.{side}_attn.norm.key_norm.scale"] = state.pop(f"{ours}.attn.{k}.weight")
+        move(f"{theirs}.img_mlp.0", f"{ours}.ff.net.0.proj")
+        move(f"{theirs}.img_mlp.2", f"{ours}.ff.net.2")
+        move(f"{theirs}.txt_mlp.0", f"{ours}.ff_context.net.0.proj")
+        move(f"{theirs}.txt_mlp.2", f"{ours}.ff_context.net.2")
+        move(f"{theirs}.img_attn.proj", f"{ours}.attn.to_out.0")
+        move(f"{theirs}.txt_attn.proj", f"{ours}.attn.to_add_out")
+    for i in range(transformer.config.num_single_layers):
+        ours, theirs = f"single_transformer_blocks.{i}", f"single_blocks.{i}"
+        move(f"{theirs}.modulation.lin", f"{ours}.norm.linear")
+        fuse(f"{theirs}.linear1", *(f"{ours}.attn.to_{x}" for x in "qkv"), f"{ours}.proj_mlp")
+        out[f"{theirs}.norm.query_norm.scale"] = state.pop(f"{ours}.attn.norm_q.weight")
+        out[f"{theirs}.norm.key_norm.scale"] = state.pop(f"{ours}.attn.norm_k.weight")
+        move(f"{theirs}.linear2", f"{ours}.proj_out")
+    move("final_layer.linear", "proj_out")
+    for kind in ("weight", "bias"):
+        out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(
+            state.pop(f"norm_out.linear.{kind}")
+        )
+    assert not state, f"weights left unmapped: {sorted(state)}"
+    return out

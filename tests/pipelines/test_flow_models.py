@@ -123,7 +123,9 @@ def test_edit_models_are_refused_with_a_reason(tmp_path):
         "txt_in.weight": (128, 256),
         "vector_in.in_layer.weight": (128, 64),
     })  # fmt: skip
-    with pytest.raises(ModelFormatError, match="384 input channels"):
+    with pytest.raises(
+        ModelFormatError, match="Cannot load flux1-fill-dev.safetensors: it takes 384"
+    ):
         load_base_pipeline(fill)
 
 
@@ -147,3 +149,24 @@ def test_listings_tell_flux_dev_from_schnell(flux_folder, schnell_folder, flux_c
     assert labels[flux_folder] == "Flux.1-dev"
     assert labels[schnell_folder] == "Flux.1-schnell"
     assert labels[flux_comfy_file] == "Flux.1-dev"
+
+
+def test_a_flux_file_in_black_forest_labs_layout_is_sized_from_its_shapes(tmp_path, flux_folder):
+    from pipelines.flow_files import flux_transformer_config
+    from pipelines.models import read_safetensors_header
+    from tests.flow_models import flux_original_layout
+
+    reference, _ = load_base_pipeline(flux_folder)
+    path = tmp_path / "flux1-dev-tiny.safetensors"
+    original = flux_original_layout(reference.transformer)
+    save_file({f"model.diffusion_model.{k}": v.contiguous() for k, v in original.items()}, path)
+    header = read_safetensors_header(path)
+    info = inspect_flow_header(header)
+    assert info.original_layout and info.label == "Flux.1-dev"
+    sizes = flux_transformer_config(header, info.prefix)
+    config = reference.transformer.config
+    assert {k: config[k] for k in sizes} == sizes
+    # diffusers converts this layout for the released width (3072) only: a narrower file is
+    # refused with that reason, not with a tensor-size error.
+    with pytest.raises(ModelFormatError, match="flux1-dev-tiny.safetensors: .* width of 3072"):
+        load_base_pipeline(path)
