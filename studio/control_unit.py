@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
-from pipelines.models import ModelInfo
 from pipelines.resources import resource_path
 from pipelines.types import ControlKind, ControlUnit, ResizeMode
+
+if TYPE_CHECKING:  # pipelines.models loads torch: the window opens before that
+    from pipelines.models import ModelInfo
 
 T = TypeVar("T")
 
