@@ -170,3 +170,30 @@ def test_a_flux_file_in_black_forest_labs_layout_is_sized_from_its_shapes(tmp_pa
     # refused with that reason, not with a tensor-size error.
     with pytest.raises(ModelFormatError, match="flux1-dev-tiny.safetensors: .* width of 3072"):
         load_base_pipeline(path)
+
+
+def test_sd3_sizes_from_stabilitys_layout(tmp_path):
+    from pipelines.flow_files import sd3_transformer_config
+    from pipelines.models import read_safetensors_header
+
+    # An SD 3.5 Medium-shaped table, 128 wide: dual attention in block 0 only, qk-norm.
+    names = {
+        "pos_embed": (1, 24 * 24, 128),
+        "x_embedder.proj.weight": (128, 16, 2, 2),
+        "context_embedder.weight": (128, 256),
+        "y_embedder.mlp.0.weight": (128, 192),
+        "final_layer.linear.weight": (64, 128),
+        "joint_blocks.0.x_block.attn.ln_q.weight": (64,),
+        "joint_blocks.0.x_block.attn2.qkv.weight": (384, 128),
+        "joint_blocks.1.x_block.attn.ln_q.weight": (64,),
+        "joint_blocks.2.context_block.adaLN_modulation.1.bias": (4,),
+    }
+    header = read_safetensors_header(
+        _header_file(tmp_path / "sd3.5m.safetensors", {f"model.diffusion_model.{k}": v
+                                                       for k, v in names.items()})
+    )  # fmt: skip
+    assert sd3_transformer_config(header, "model.diffusion_model.") == dict(
+        in_channels=16, patch_size=2, num_layers=3, attention_head_dim=64, num_attention_heads=2,
+        joint_attention_dim=256, caption_projection_dim=128, pooled_projection_dim=192,
+        out_channels=16, dual_attention_layers=(0,), qk_norm="rms_norm", pos_embed_max_size=24,
+    )  # fmt: skip
