@@ -70,7 +70,7 @@ def train_t5_tokenizer(folder: Path, with_json: bool = True) -> Path:
 
 
 def t5_tokenizer(folder: Path) -> T5Tokenizer:
-    from pipelines.flow_loading import load_t5_tokenizer
+    from pipelines.flow_companions import load_t5_tokenizer
 
     return load_t5_tokenizer(folder)
 
