@@ -197,3 +197,24 @@ def test_sd3_sizes_from_stabilitys_layout(tmp_path):
         joint_attention_dim=256, caption_projection_dim=128, pooled_projection_dim=192,
         out_channels=16, dual_attention_layers=(0,), qk_norm="rms_norm", pos_embed_max_size=24,
     )  # fmt: skip
+
+
+def test_hf_cache_flux_is_listed_and_lends_its_t5_tokenizer(
+    tmp_path, monkeypatch, flux_folder, flux_comfy_file
+):
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    repo = cache / "models--black-forest-labs--FLUX.1-dev"
+    snapshot = repo / "snapshots" / "r1"
+    shutil.copytree(flux_folder, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("r1")
+    found = discover_models([])
+    (cached,) = [m for m in found.bases() if m.format == "hf_cache"]
+    assert (cached.name, cached.family_label) == ("black-forest-labs/FLUX.1-dev", "Flux.1-dev")
+    assert detect_family(repo) is ModelFamily.FLUX
+    # A ComfyUI transformer with no tokenizer of its own finds the cached model's tokenizer_2.
+    root = tmp_path / "ComfyUI"
+    shutil.copytree(flux_comfy_file.parents[2] / "models", root / "models")
+    pipe, _ = load_base_pipeline(root / "models" / "unet" / flux_comfy_file.name)
+    assert pipe.tokenizer_2("a red cat").input_ids[-1] == 1  # T5's end of sequence
