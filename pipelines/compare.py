@@ -40,7 +40,7 @@ from pipelines.denoised import denoised_estimate
 from pipelines.device_tuning import VaeGuard
 from pipelines.errors import OutOfMemoryError, ValidationError
 from pipelines.flow_samplers import sampler_for
-from pipelines.lockstep_guidance import column_predictions
+from pipelines.lockstep_parts import column_predictions, column_preview
 from pipelines.previews import PendingFrame, final_preview
 from pipelines.samplers import SamplerSpec, get_sampler
 from pipelines.schedules import SyncFreeSchedule
@@ -529,14 +529,7 @@ class _Lockstep:
             self.on_step(position, replace(preview, image=frame.array()))
 
     def _preview(self, track: _Track, step: int, image: np.ndarray) -> StepPreview:
-        return StepPreview(
-            step=step,
-            total=self.steps,
-            sampler=track.run.request.sampler,
-            image=image,
-            elapsed=track.elapsed,
-            evaluations=step,
-        )
+        return column_preview(track.run.request.sampler, step, self.steps, image, track.elapsed)
 
     def _finish(self, track: _Track) -> None:
         column = track.column

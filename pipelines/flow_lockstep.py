@@ -20,7 +20,7 @@ import torch
 
 from pipelines import flow
 from pipelines.denoised import denoised_estimate
-from pipelines.lockstep_guidance import column_predictions
+from pipelines.lockstep_parts import column_predictions, column_preview
 from pipelines.previews import final_preview
 from pipelines.types import ModelFamily, StepPreview
 
@@ -175,14 +175,7 @@ class FlowLockstep:
         self.on_step(track.position, self._preview(track, i + 1, image))
 
     def _preview(self, track: _Track, step: int, image: np.ndarray | None) -> StepPreview:
-        return StepPreview(
-            step=step,
-            total=self.steps,
-            sampler=track.run.request.sampler,
-            image=image,
-            elapsed=track.elapsed,
-            evaluations=step,
-        )
+        return column_preview(track.run.request.sampler, step, self.steps, image, track.elapsed)
 
     def _finish(self, track: _Track) -> None:
         column = track.column
