@@ -455,7 +455,10 @@ def check_sampler_for_model(engine: Engine, request: GenerationRequest, *names: 
     from pipelines.flow_samplers import sampler_for
     from pipelines.models import detect_family
 
-    family = detect_family(engine.resolve_model_path(request.model))
+    try:
+        family = detect_family(engine.resolve_model_path(request.model))
+    except StudioError:
+        return  # the loader says what is wrong with the model, in its own words
     for name in names or (request.sampler,):
         sampler_for(name, family)
 
