@@ -128,6 +128,11 @@ MIN_HIRES_SCALE, MAX_HIRES_SCALE = 1.0, 4.0
 HIRES_RESAMPLERS = ("lanczos", "latent")  # an upscaler model file's path is the other choice
 
 
+def run_steps(strength: float, steps: int) -> int:
+    """Steps a reworking run at ``strength`` spends: ``round(strength * steps)``, at least one."""
+    return max(1, min(steps, round(strength * steps)))
+
+
 @dataclass(frozen=True)
 class ImageInput:
     """The picture a run reworks: image-to-image, or inpainting when it carries a mask, with an
