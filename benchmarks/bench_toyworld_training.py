@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    from pipelines.toyworld.train import cpu_has_fast_bf16
+    from pipelines.toyworld.base import cpu_has_fast_bf16
 
     steps = _steps(_models())
     times: dict[tuple[str, str], list[tuple[float, float]]] = {}

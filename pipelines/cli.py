@@ -27,6 +27,7 @@ from pipelines.types import (
     ControlKind,
     ControlUnit,
     GenerationRequest,
+    MemoryOptions,
     StepPreview,
 )
 
@@ -145,6 +146,14 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotator-dir", action="append", type=Path, default=[])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt files (runs code)")
+    parser.add_argument("--cpu-offload", action="store_true", help="keep idle parts in RAM (CUDA)")
+    parser.add_argument(
+        "--sequential-offload",
+        action="store_true",
+        help="stream the weights to the GPU layer by layer: least VRAM, slowest",
+    )
+    parser.add_argument("--fp8-weights", action="store_true",
+                        help="keep the denoiser's weights in fp8, upcast per layer as it runs")  # fmt: skip
     _add_prompt_options(parser)
     parser.add_argument(
         "--compile", action="store_true",
@@ -273,6 +282,11 @@ def build_request(args: argparse.Namespace, engine: Engine) -> GenerationRequest
         batch_size=getattr(args, "batch_size", 1),
         clip_skip=args.clip_skip,
         **rework_fields(args),
+        memory=MemoryOptions(
+            cpu_offload=args.cpu_offload,
+            fp8_weights=args.fp8_weights,
+            sequential_offload=args.sequential_offload,
+        ),  # fmt: skip
     )
 
 
@@ -344,6 +358,9 @@ def _quiet_loading(args: argparse.Namespace) -> None:
         from diffusers.utils import logging as diffusers_logging
 
         diffusers_logging.disable_progress_bar()  # its loading bar would precede an error line
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # SD 3.x / Flux text encoders load with one
 
 
 def _refuse_existing(*paths: Path | None, overwrite: bool) -> None:
@@ -389,6 +406,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     engine = _engine(args)
     request = build_request(args, engine)
     request.validate()
+    check_sampler_for_model(engine, request)
     _sweep(args.out.parent)
     request = keep_map_copies(request)
     _quiet_loading(args)
@@ -432,6 +450,19 @@ def parse_samplers(text: str) -> list[str | tuple[str, int]]:
     return entries
 
 
+def check_sampler_for_model(engine: Engine, request: GenerationRequest, *names: str) -> None:
+    """Refuse a sampler the model's family cannot run, from the model's header, before loading."""
+    from pipelines.flow_samplers import sampler_for
+    from pipelines.models import detect_family
+
+    try:
+        family = detect_family(engine.resolve_model_path(request.model))
+    except StudioError:
+        return  # the loader says what is wrong with the model, in its own words
+    for name in names or (request.sampler,):
+        sampler_for(name, family)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from pipelines.batches import batch_paths, batch_requests, check_batch_count
     from pipelines.grids import check_comparison_targets
@@ -452,6 +483,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     engine = _engine(args)
     request = build_request(args, engine)
     request.validate()
+    check_sampler_for_model(engine, request, *(c[0] for c in columns))
     _sweep(args.out.parent, args.animation and args.animation.parent, args.columns)
     request = keep_map_copies(request)
     _quiet_loading(args)
@@ -494,9 +526,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     found = discover_models([default_model_path().parent, *args.model_dir])
     for info in sorted(found.models, key=lambda m: (m.role, m.family or "", m.name)):
-        family = info.family.label if info.family else "?"
         kind = f" [{info.control_kind.value}]" if info.control_kind else ""
-        print(f"{info.role:10s} {family:7s} {info.name}{kind}\n           {info.path}")
+        print(f"{info.role:10s} {info.family_label:7s} {info.name}{kind}\n           {info.path}")
     if not found.models:
         print("no models found")
     for path in find_upscalers([default_model_path().parent, *args.model_dir]):

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pipelines import cpu, device_tuning, hires, models, rework
+from pipelines import cpu, device_tuning, flow, hires, models, rework
 from pipelines.batches import batch_frame, batch_noise, sampler_generators
 from pipelines.branching import apply_branch, branch_checker, check_sampler_switches
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
+from pipelines.flow_samplers import sampler_for
 from pipelines.preview_choice import describe
 from pipelines.preview_costs import measure_costs
 from pipelines.previews import PendingFrame, PreviewDecoder, final_preview
@@ -34,7 +35,6 @@ from pipelines.prompt_encoding import Conditioning
 from pipelines.prompt_setup import PromptResources
 from pipelines.resources import resource_path
 from pipelines.run_control import RunControl
-from pipelines.samplers import get_sampler
 from pipelines.schedules import SyncFreeSchedule
 from pipelines.types import (  # EngineSettings is re-exported: callers import it from here
     ControlKind,
@@ -75,6 +75,7 @@ class LoadedModel:
     cpu_offload: bool
     scale_factor: int = 8  # image pixels per latent pixel, from the VAE's own layout
     unet_parameters: int = 0  # the work per latent pixel, for choosing CPU threads
+    weights: flow.WeightOptions = flow.FULL_WEIGHTS  # how the weights are stored and placed
     vae_fallback_said: bool = False  # a half-precision VAE overflow was reported already
 
 
@@ -109,14 +110,15 @@ class PreparedRun:
 
     @property
     def guided(self) -> bool:
-        return self.request.cfg_scale > 1.0  # the pipelines' do_classifier_free_guidance
+        # the pipelines' do_classifier_free_guidance; Flux's guidance is an input, not a pass
+        return flow.runs_two_passes(self.model.family, self.request.cfg_scale)
 
     @property
     def latent_pixels(self) -> int:
         return int(self.initial_noise.shape[-2] * self.initial_noise.shape[-1])
 
     def new_scheduler(self) -> Any:
-        spec = get_sampler(self.request.sampler)
+        spec = sampler_for(self.request.sampler, self.model.family, self.model.scheduler_config)
         return spec.make(self.model.scheduler_config, seed=self.request.seed)
 
     def sampler_generator(self) -> torch.Generator | list[torch.Generator]:
@@ -254,12 +256,14 @@ class Engine:
         model: str = "",
         cpu_offload: bool = False,
         on_progress: ProgressCallback | None = None,
+        weights: flow.WeightOptions = flow.FULL_WEIGHTS,
     ) -> LoadedModel:
         path = self.resolve_model_path(model)
         with self._lock:
             loaded = self._loaded
             if loaded and loaded.path == path and loaded.cpu_offload == cpu_offload:
-                return loaded
+                if loaded.weights == weights:
+                    return loaded
             self._unload()
             report = on_progress or (lambda fraction, message: None)
             report(0.05, f"Loading {path.name}…")
@@ -270,7 +274,10 @@ class Engine:
             report(0.7, f"Moving {path.name} to {self.device.type.upper()}…")
             # Offloading only helps where the model would otherwise sit in GPU memory.
             cpu_offload = cpu_offload and self.device.type == "cuda"
-            if cpu_offload:
+            flow.store_weights(pipe, weights, self.dtype)
+            if weights.sequential_offload and self.device.type == "cuda":
+                pipe.enable_sequential_cpu_offload()
+            elif cpu_offload:
                 pipe.enable_model_cpu_offload()
             else:
                 pipe.to(self.device)
@@ -281,8 +288,9 @@ class Engine:
             )
             previews.linear  # noqa: B018 - fit now so the first step's preview costs nothing
             scale = pipe.vae_scale_factor
-            size = int(pipe.unet.config.sample_size) * scale
-            if not cpu_offload:  # offloaded weights would move for every timed call
+            size = flow.native_latent_side(pipe) * scale
+            # Offloaded weights would move for every timed call; the probe times a UNet's step.
+            if not cpu_offload and not family.is_flow:
                 report(0.9, "Measuring preview decoders…")
                 self._measure_previews(pipe, previews)
             self._loaded = LoadedModel(
@@ -294,7 +302,8 @@ class Engine:
                 native_size=(size, size),
                 cpu_offload=cpu_offload,
                 scale_factor=scale,
-                unet_parameters=sum(p.numel() for p in pipe.unet.parameters()),
+                unet_parameters=sum(p.numel() for p in flow.denoiser(pipe).parameters()),
+                weights=weights,
             )
             report(
                 1.0, f"{path.name} ready ({family.label}, {self.device.type}, {self.precision})."
@@ -303,7 +312,7 @@ class Engine:
 
     def _tune(self, pipe: DiffusionPipeline) -> None:
         done = device_tuning.tune_for_device(pipe, self.device)
-        if self.settings.compile:
+        if self.settings.compile and getattr(pipe, "unet", None) is not None:  # not a flow model
             device_tuning.compile_unet(pipe)
             done.append("compiled UNet")
         if done:
@@ -373,6 +382,9 @@ class Engine:
         if not controlnet_paths:
             return loaded.pipeline
         key = (loaded.path, controlnet_paths)
+        if key not in self._assembled and loaded.family.is_flow:
+            nets = [self._controlnet(p, loaded.family) for p in controlnet_paths]
+            self._assembled = {key: flow.controlnet_pipeline(loaded.pipeline, loaded.family, nets)}
         if key not in self._assembled:
             from diffusers import (
                 StableDiffusionControlNetPipeline,
@@ -420,7 +432,8 @@ class Engine:
         of the denoising pass: the pipeline with its ControlNets, control images, starting noise."""
         request.validate()
         with self._lock:
-            loaded = self.load(request.model, request.memory.cpu_offload, on_progress)
+            loaded = self.load(request.model, request.memory.cpu_offload, on_progress,
+                               flow.WeightOptions.of(request.memory))  # fmt: skip
             width, height = loaded.native_size
             request = replace(
                 request,
@@ -430,19 +443,32 @@ class Engine:
                 source=rework.absolute_source(request.source),
             ).resolve_seed()
             _check_size(request, loaded.scale_factor)
+            if loaded.family.is_flow:  # before the branches' checks, which build UNet samplers
+                flow.check_request(request, loaded.family)
             check_sampler_switches(request, loaded.scheduler_config)
             request.check_grown_sizes()  # the native size is known only now
+            sampler_for(request.sampler, loaded.family, loaded.scheduler_config)  # runnable here
+            notes = []
+            if loaded.family.is_flow:
+                request, notes = flow.adjust_request(loaded.pipeline, loaded.family, request)
             units = request.active_controls
             controlnet_paths = tuple(self._check_controls(loaded, units))
             plan, rework_notes = rework.prepare_source(request)
             maps = self._condition_maps(rework.canvas_request(request))
             pipe = self._pipeline_for(loaded, controlnet_paths)
-            prompts = self._prompts.prepare(
-                loaded.pipeline, loaded.family, loaded.path, request, request.cfg_scale > 1.0
-            )
-            request = prompts.recorded(request)
-            notes = list(prompts.warnings) + rework_notes
-            channels = pipe.unet.config.in_channels
+            if loaded.family.is_flow:  # the pipeline reads the prompt as plain text
+                conditioning = None
+                notes += flow.prompt_notes(request) + rework_notes
+                flow.refuse_rework(plan, loaded.family)
+                channels = flow.latent_channels(pipe)
+            else:
+                prompts = self._prompts.prepare(
+                    loaded.pipeline, loaded.family, loaded.path, request, request.cfg_scale > 1.0
+                )
+                request = prompts.recorded(request)
+                conditioning = prompts.conditioning
+                notes += list(prompts.warnings) + rework_notes
+                channels = pipe.unet.config.in_channels
             if plan is None and channels == 9:  # an inpainting UNet runs in its own pipeline
                 plan = rework.text_to_image_plan(request)
             if plan is not None:
@@ -460,7 +486,7 @@ class Engine:
                 initial_noise=noise,
                 device=self.device,
                 dtype=self.dtype,
-                conditioning=prompts.conditioning,
+                conditioning=conditioning,
                 rework=plan,
             )
 
@@ -550,7 +576,7 @@ class Engine:
             guard = device_tuning.VaeGuard(pipe.vae, self._vae_fell_back, armed=False)
             tracker.after_loop = guard  # armed at the last step: previews are never checked
             try:
-                with torch.inference_mode(), guard:
+                with torch.inference_mode(), guard, flow.seeded_sampling(prepared):
                     output = pipe(**kwargs, callback_on_step_end=tracker.on_step_end)
             except _Cancelled:
                 return GenerationResult(
@@ -645,6 +671,8 @@ class Engine:
             )
         if prepared.rework is not None:
             kwargs = prepared.rework.call_arguments(kwargs, controlnet=bool(units))
+        if prepared.model.family.is_flow:
+            kwargs = flow.call_arguments(prepared.model.family, kwargs, prepared.pipeline, units)
         return kwargs
 
 
@@ -805,7 +833,8 @@ class _StepTracker:
             # At most one frame in flight: a consumer cannot take frames faster than that.
             ready = self.on_step is not None and self.denoised is not None and not self._pending
             if wanted and ready and (holds or self.plan.decodes(self.completed)):
-                frame = batch_frame(self.previews, self.denoised, self.plan.mode)
+                latents = flow.spatial(self.denoised, self.request)
+                frame = batch_frame(self.previews, latents, self.plan.mode)
                 if frame is not None:
                     self._pending.append((frame, self._preview(None, elapsed)))
                 self._hand_on_ready_frames(wait=holds)
@@ -822,7 +851,7 @@ class _StepTracker:
                                                callback_kwargs)  # fmt: skip
         if step == pipe.num_timesteps - 1:
             # Copied to the host after the loop (deliver_final): a copy here would wait for the GPU.
-            self._final = callback_kwargs["latents"]
+            self._final = flow.spatial(callback_kwargs["latents"], self.request)
             if self.after_loop is not None:
                 self.after_loop.armed = True
             self.timings["denoise"] = time.perf_counter() - self.started

@@ -207,8 +207,10 @@ def format_parameters(request: GenerationRequest) -> str:
     pairs: list[tuple[str, str]] = [
         ("Steps", str(request.steps)),
         ("Sampler", sampler),
-        ("CFG scale", _number(request.cfg_scale)),
+        ("CFG scale", _number(1.0 if request.distilled_guidance else request.cfg_scale)),
     ]
+    if request.distilled_guidance:  # Flux.1-dev's guidance, named as Forge writes it
+        pairs.append(("Distilled CFG Scale", _number(request.cfg_scale)))
     if request.seed is not None:
         pairs.append(("Seed", str(request.seed)))
     if request.width is not None and request.height is not None:
@@ -384,6 +386,9 @@ def parse_parameters(text: str) -> GenerationRequest:
         values["steps"] = _to_int("Steps", fields["Steps"])
     if "CFG scale" in fields:
         values["cfg_scale"] = _to_float("CFG scale", fields["CFG scale"])
+    if "Distilled CFG Scale" in fields:
+        values["cfg_scale"] = _to_float("Distilled CFG Scale", fields["Distilled CFG Scale"])
+        values["distilled_guidance"] = True
     if "Seed" in fields:
         values["seed"] = _to_int("Seed", fields["Seed"])
     if "Size" in fields:

@@ -66,10 +66,17 @@ def _check_text(field_name: str, value: Any) -> None:
 class ModelFamily(str, enum.Enum):
     SD1 = "sd1"
     SDXL = "sdxl"
+    # Rectified-flow transformers: they predict a velocity, not noise (pipelines/flow.py).
+    SD3 = "sd3"
+    FLUX = "flux"
 
     @property
     def label(self) -> str:
-        return {"sd1": "SD 1.x", "sdxl": "SDXL"}[self.value]
+        return {"sd1": "SD 1.x", "sdxl": "SDXL", "sd3": "SD 3.x", "flux": "Flux.1"}[self.value]
+
+    @property
+    def is_flow(self) -> bool:
+        return self in (ModelFamily.SD3, ModelFamily.FLUX)
 
 
 class ControlKind(str, enum.Enum):
@@ -119,6 +126,11 @@ MAX_MASK_BLUR = 256
 MAX_PADDING = 1024
 MIN_HIRES_SCALE, MAX_HIRES_SCALE = 1.0, 4.0
 HIRES_RESAMPLERS = ("lanczos", "latent")  # an upscaler model file's path is the other choice
+
+
+def run_steps(strength: float, steps: int) -> int:
+    """Steps a reworking run at ``strength`` spends: ``round(strength * steps)``, at least one."""
+    return max(1, min(steps, round(strength * steps)))
 
 
 @dataclass(frozen=True)
@@ -242,6 +254,10 @@ class MemoryOptions:
     attention_slicing: bool = False
     vae_tiling: bool = False
     cpu_offload: bool = False
+    # Large transformers (SD 3.x, Flux.1): weights streamed to the GPU one layer at a time; weights
+    # kept in fp8 and upcast per layer as it runs.
+    sequential_offload: bool = False
+    fp8_weights: bool = False
 
 
 @dataclass(frozen=True)
@@ -373,6 +389,9 @@ class GenerationRequest:
     branches: tuple[Branch, ...] = ()
     # Batch size: images denoised together, seeds seed … seed + batch_size - 1 (pipelines/batches)
     batch_size: int = 1
+    # Flux.1-dev (issue 18): cfg_scale is the distilled guidance the model takes as an input; the
+    # engine sets this from the model, the metadata writes it as "Distilled CFG Scale".
+    distilled_guidance: bool = False
 
     def check_fields(self) -> None:
         """Types and ranges of every field, without consulting the sampler registry or requiring
@@ -440,6 +459,12 @@ class GenerationRequest:
             raise ValidationError(f"Clip skip must be from {MIN_CLIP_SKIP} to {MAX_CLIP_SKIP}.")
         for name, value in (("LoRA hashes", self.lora_hashes), ("TI hashes", self.ti_hashes)):
             _check_text(name, value)
+        # Rectified-flow models
+        _require(isinstance(self.distilled_guidance, bool), "Distilled guidance", "true or false",
+                 self.distilled_guidance)  # fmt: skip
+        for name in ("sequential_offload", "fp8_weights"):
+            value = getattr(self.memory, name)
+            _require(isinstance(value, bool), f"The memory option {name}", "true or false", value)
 
     def validate(self) -> None:
         from pipelines.samplers import get_sampler  # the registry owns sampler names

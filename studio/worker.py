@@ -50,9 +50,10 @@ log = logging.getLogger(__name__)
 
 def _summary(loaded: LoadedModel) -> ModelSummary:
     from pipelines.engine import precision_name
+    from pipelines.flow import compute_dtype
     from pipelines.preview_choice import describe
 
-    precision = precision_name(next(loaded.pipeline.unet.parameters()).dtype)
+    precision = precision_name(compute_dtype(loaded.pipeline))
     return ModelSummary(loaded.path, loaded.family.value, loaded.family.label, loaded.native_size,
                         describe(loaded.previews.costs), precision)  # fmt: skip
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipelines.toyworld import captions, train, world
+from pipelines.toyworld import base, captions, world
 
 # The caption decides colours and layout at the noisy end of sampling; at the clean end the
 # prediction hardly depends on it and only adds noise to the distillation's gradients.
@@ -44,11 +44,11 @@ def import_shipped(args: argparse.Namespace) -> None:
         return {k: v.float() for k, v in module.state_dict().items()}
 
     def write(stage: str, modules: list[dict], step: int, **extra: object) -> None:
-        path = train.checkpoint_path(args.work_dir, stage)
+        path = base.checkpoint_path(args.work_dir, stage)
         if path.exists():
             print(f"import: {path} exists; kept")
             return
-        train.save_checkpoint(path, {"step": step, "modules": modules, "optimizer": None,
+        base.save_checkpoint(path, {"step": step, "modules": modules, "optimizer": None,
                                      "ema": modules, "seconds": 0.0, "imported": str(folder),
                                      **extra})  # fmt: skip
         print(f"import: {stage} at step {step}")
@@ -62,7 +62,7 @@ def import_shipped(args: argparse.Namespace) -> None:
     unet = UNet2DConditionModel.from_pretrained(model / "unet")
     write("unet", [state_of(text_encoder), state_of(unet)], steps["unet"],
           scaling_factor=float(vae.config.scaling_factor))  # fmt: skip
-    for kind in train.KINDS:
+    for kind in base.KINDS:
         target = folder / f"toy-world-controlnet-{kind}"
         if target.exists():
             controlnet = ControlNetModel.from_pretrained(target)
@@ -73,9 +73,9 @@ def import_shipped(args: argparse.Namespace) -> None:
 
 def text_encoder_for(work_dir: Path) -> torch.nn.Module:
     """The text encoder as exported: the ``text`` stage's when there is one, else the base's."""
-    encoder = train.build_text_encoder()
-    tuned = train.load_checkpoint(train.checkpoint_path(work_dir, "text"))
-    source = tuned["ema"][0] if tuned else train.require(work_dir, "unet")["ema"][0]
+    encoder = base.build_text_encoder()
+    tuned = base.load_checkpoint(base.checkpoint_path(work_dir, "text"))
+    source = tuned["ema"][0] if tuned else base.require(work_dir, "unet")["ema"][0]
     encoder.load_state_dict(source)
     return encoder
 
@@ -117,34 +117,34 @@ def student_captions(rng: random.Random, facts: list, plain: list[str]) -> tuple
 
 
 def train_text(args: argparse.Namespace) -> None:
-    device = train._device(args.device)
-    base = train.require(args.work_dir, "unet")
+    device = base._device(args.device)
+    unet_stage = base.require(args.work_dir, "unet")
     teacher, student, unet = (
-        train.build_text_encoder(),
-        train.build_text_encoder(),
-        train.build_unet(),
+        base.build_text_encoder(),
+        base.build_text_encoder(),
+        base.build_unet(),
     )
-    teacher.load_state_dict(base["ema"][0])
-    student.load_state_dict(base["ema"][0])
-    tok = train.tokenizer()
+    teacher.load_state_dict(unet_stage["ema"][0])
+    student.load_state_dict(unet_stage["ema"][0])
+    tok = base.tokenizer()
     tied = tie_synonyms(student, tok)  # a resumed run loads its own weights over these below
-    unet.load_state_dict(base["ema"][1])
+    unet.load_state_dict(unet_stage["ema"][1])
     for frozen in (teacher, unet):
         frozen.to(device).eval().requires_grad_(False)
     student.to(device)
-    state = train.load_checkpoint(train.checkpoint_path(args.work_dir, "text"))
+    state = base.load_checkpoint(base.checkpoint_path(args.work_dir, "text"))
     optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=1e-2)
-    ema = train.Ema([student], decay=0.99)  # a short run: a long average would lag behind
+    ema = base.Ema([student], decay=0.99)  # a short run: a long average would lag behind
     if state:
         student.load_state_dict(state["modules"][0])
-        train._load_optimizer(optimizer, state)
+        base._load_optimizer(optimizer, state)
         ema.shadow = state["ema"]
-    vae = train._frozen_vae(args, device)
-    data = train.build_dataset(args.samples)
-    moments = train._latents(args, vae, device, "train", data)
+    vae = base._frozen_vae(args, device)
+    data = base.build_dataset(args.samples)
+    moments = base._latents(args, vae, device, "train", data)
     del vae
-    scaling = base["scaling_factor"]
-    scheduler, _ = train._noise_schedule()
+    scaling = unet_stage["scaling_factor"]
+    scheduler, _ = base._noise_schedule()
     print(f"text: {tied} synonym embeddings start at their world word's")
 
     def step_fn(generator: torch.Generator) -> torch.Tensor:
@@ -153,15 +153,15 @@ def train_text(args: argparse.Namespace) -> None:
         said, own = student_captions(
             rng, [data["facts"][i] for i in index], [data["captions"][i] for i in index]
         )
-        latents = train._sample_latents(moments[index], generator) * scaling
-        noise, _ = train._noise(latents, generator)
+        latents = base._sample_latents(moments[index], generator) * scaling
+        noise, _ = base._noise(latents, generator)
         timesteps = torch.randint(*TEXT_TIMESTEPS, (len(latents),), generator=generator)
         noisy = scheduler.add_noise(latents, noise, timesteps).to(device)
         timesteps = timesteps.to(device)
         with torch.no_grad():
-            target_hidden = teacher(train.tokenize(tok, own).to(device))[0]
+            target_hidden = teacher(base.tokenize(tok, own).to(device))[0]
             target = unet(noisy, timesteps, target_hidden).sample
-        hidden = student(train.tokenize(tok, said).to(device))[0]
+        hidden = student(base.tokenize(tok, said).to(device))[0]
         prediction = unet(noisy, timesteps, hidden).sample
         same = torch.tensor([a == b for a, b in zip(said, own)], device=device)
         # Where the caption is the world's own, its hidden states stay put: the ControlNets
@@ -170,7 +170,7 @@ def train_text(args: argparse.Namespace) -> None:
         return F.mse_loss(prediction.float(), target.float()) + anchor
 
     student.train()
-    train._loop(args, state, [student], optimizer, ema, step_fn, lambda: {})
+    base._loop(args, state, [student], optimizer, ema, step_fn, lambda: {})
 
 
 # ---- canny ControlNet data: outlines the caption does not describe ----------------------------
@@ -240,17 +240,17 @@ def _add_scenes(
     images, conds, colours = [], [], []
     for seed in tqdm(range(count), desc=f"{name} samples", leave=False):
         sample = make(seed)
-        images.append(train._to_tensor(sample.image))
-        conds.append(train._to_tensor(getattr(sample, kind)))
+        images.append(base._to_tensor(sample.image))
+        conds.append(base._to_tensor(getattr(sample, kind)))
         colours.append((sample.colour, sample.background))
     stacked = torch.stack(images)
-    vae_step = train.require(args.work_dir, "vae")["step"]
+    vae_step = base.require(args.work_dir, "vae")["step"]
     path = args.work_dir / f"latents-{name}-{count}-vae{vae_step}-{fingerprint}.pt"
     if path.exists():
         extra_moments = torch.load(path)
     else:
-        extra_moments = train.encode(vae, stacked, device)
-        train.save_checkpoint(path, extra_moments)
+        extra_moments = base.encode(vae, stacked, device)
+        base.save_checkpoint(path, extra_moments)
     world_count = len(data["captions"])
 
     def recaption(rng: random.Random, index: torch.Tensor) -> list[str]:

@@ -782,6 +782,8 @@ class MainWindow(QMainWindow):
         self.model_label.setToolTip(str(summary.path))
         self.prompt_panel.set_native_size(summary.native_size)
         self.sampler_panel.set_preview_note(summary.previews)
+        self.sampler_panel.set_family(summary.family)
+        self.prompt_panel.set_distilled_guidance(summary.family == "flux")
         if not self.session.busy:
             self.progress.setValue(100)
         elif self.session.comparing:  # the bar showed the loading: back to the comparison

@@ -78,3 +78,30 @@ def test_the_learning_rate_warms_up_then_cools_down_at_the_end():
     assert train._lr(90, 1.0, warmup=10, total=100, decay=20) == pytest.approx(0.55)
     assert train._lr(100, 1.0, warmup=10, total=100, decay=20) == pytest.approx(0.1)
     assert train._lr(90, 1.0, warmup=10, total=100) == 1.0  # no cool-down unless asked
+
+
+def test_fine_tuning_starts_from_the_shipped_weights_and_exports_them(tmp_path):
+    from pipelines.engine import Engine, default_model_path
+    from pipelines.types import GenerationRequest
+
+    if not (default_model_path() / "training.json").exists():
+        pytest.skip("the toy-world weights are not exported")
+    work, out = tmp_path / "work", tmp_path / "models"
+    shipped = json.loads((default_model_path() / "training.json").read_text())
+    run("import", work)  # reads resources/models, writes checkpoints into work
+    canny_from = train.load_checkpoint(train.checkpoint_path(work, "controlnet-canny"))["step"]
+    assert canny_from == shipped["controlnet-canny"]
+    run("text", work, "--steps", "1")
+    run("controlnet", work, "--kind", "canny", "--steps", str(canny_from + 1),
+        "--outline-samples", "4")  # fmt: skip
+    tuned = train.load_checkpoint(train.checkpoint_path(work, "controlnet-canny"))
+    assert tuned["step"] == canny_from + 1 and tuned["warm_from"] == canny_from
+    assert "fine-tuned from step" in train.status(work)
+    run("export", work, "--out", str(out))
+    trained = json.loads((out / "toy-world" / "training.json").read_text())
+    assert trained["text"] == 1 and trained["controlnet-canny"] == canny_from + 1
+    assert trained["unet"] == shipped["unet"]
+    result = Engine().run(
+        GenerationRequest(prompt="a big crimson disc", model=str(out / "toy-world"), steps=2)
+    )
+    assert result.image.size == (train.world.SIZE, train.world.SIZE)

@@ -28,3 +28,26 @@ def test_a_comparison_reopens_after_the_window_restarts(qtbot, make_window, stud
     for column, before in zip(shown.columns, original.columns):
         assert all(np.array_equal(a, b) for a, b in zip(column.previews, before.previews))
     assert len(window.compare_view.columns) == 2
+
+
+def test_the_history_limit_is_a_setting_the_window_applies(qtbot, make_window, studio_settings):
+    assert (studio_settings.history_limit, studio_settings.comparison_limit) == (0, 10)
+    studio_settings.history_limit = 2
+    window = make_window(studio_settings)
+    assert (window.history_store.limit, window.history_store.comparison_limit) == (2, 10)
+    for _ in range(3):
+        with wait_event(qtbot, window.session, EventKind.FINISHED):
+            window.generate_action.trigger()
+    kept = [entry.id for entry in window.history_store.entries()]
+    assert kept == [entry.stored_id for entry in window.session.history[:0:-1]]  # the newest two
+
+    dialog = window.open_settings()
+    assert dialog.history_limit.value() == 2
+    dialog.history_limit.setValue(1)
+    dialog.comparison_limit.setValue(3)
+    dialog.accept()
+    assert (studio_settings.history_limit, studio_settings.comparison_limit) == (1, 3)
+    assert window.history_store.limit == 1
+    with wait_event(qtbot, window.session, EventKind.FINISHED):
+        window.generate_action.trigger()  # the worker's store prunes with the new limit
+    assert [e.id for e in window.history_store.entries()] == [window.session.history[-1].stored_id]
