@@ -112,13 +112,14 @@ class ControlUnitModel(QObject):
             setattr(self, name, value)
 
 
-def pick_controlnet(controlnets: Iterable[ModelInfo], kind: ControlKind) -> ModelInfo | None:
-    """The ControlNet a unit of ``kind`` uses until the user chooses one: a bundled one first
-    (the demo model's own), else the first of that kind by name."""
-    bundled = resource_path("models")
-
-    def rank(info: ModelInfo) -> tuple[bool, str]:
-        return (not Path(info.path).is_relative_to(bundled), info.name.lower())
-
-    fitting = sorted((c for c in controlnets if c.control_kind is kind), key=rank)
-    return fitting[0] if fitting else None
+def pick_controlnet(
+    controlnets: Iterable[ModelInfo], kind: ControlKind, model: str = ""
+) -> ModelInfo | None:
+    """The ControlNet a unit of ``kind`` uses until the user chooses one: one that came with the
+    base ``model`` (beside it; for the bundled default, ``""``, the bundled ones), first by name.
+    None when no such one is there: a ControlNet from elsewhere may not fit the model's layers."""
+    folder = Path(model).expanduser().parent if model else resource_path("models")
+    fitting = [
+        c for c in controlnets if c.control_kind is kind and Path(c.path).is_relative_to(folder)
+    ]
+    return min(fitting, key=lambda info: info.name.lower(), default=None)

@@ -828,7 +828,7 @@ class MainWindow(QMainWindow):
             from pipelines.types import ModelFamily
 
             family = ModelFamily(loaded.family)
-        self.control_panel.set_controlnets(self._discovery.controlnets(family))
+        self.control_panel.set_controlnets(self._discovery.controlnets(family), chosen)
 
     # ---- history and export -------------------------------------------------------------------
     def _entry(self, key: Key) -> tuple[GenerationRequest, Image.Image] | None:
