@@ -262,7 +262,7 @@ class Engine:
         with self._lock:
             loaded = self._loaded
             if loaded and loaded.path == path and loaded.cpu_offload == cpu_offload:
-                if loaded.weights == weights:
+                if loaded.weights == weights or not loaded.family.is_flow:
                     return loaded
             self._unload()
             report = on_progress or (lambda fraction, message: None)
@@ -274,6 +274,8 @@ class Engine:
             report(0.7, f"Moving {path.name} to {self.device.type.upper()}…")
             # Offloading only helps where the model would otherwise sit in GPU memory.
             cpu_offload = cpu_offload and self.device.type == "cuda"
+            # fp8 and sequential offload are for the large flow transformers; a UNet breaks on them.
+            weights = weights if family.is_flow else flow.FULL_WEIGHTS
             flow.store_weights(pipe, weights, self.dtype)
             if weights.sequential_offload and self.device.type == "cuda":
                 pipe.enable_sequential_cpu_offload()

@@ -140,6 +140,15 @@ class StudioSettings:
         self._set_json("engine/annotator_folders", [str(f) for f in folders])
 
     @property
+    def embedding_folders(self) -> list[str]:
+        """Textual-inversion folders searched before the ``embeddings`` beside the models."""
+        return self._json("engine/embedding_folders", [], _folder_list)
+
+    @embedding_folders.setter
+    def embedding_folders(self, folders: list[str]) -> None:
+        self._set_json("engine/embedding_folders", [str(f) for f in folders])
+
+    @property
     def device(self) -> str:
         return self._checked("engine/device", "auto", _one_of(DEVICES))
 
@@ -184,6 +193,8 @@ class StudioSettings:
                 "attention_slicing": options.attention_slicing,
                 "vae_tiling": options.vae_tiling,
                 "cpu_offload": options.cpu_offload,
+                "sequential_offload": options.sequential_offload,
+                "fp8_weights": options.fp8_weights,
             },
         )
 
@@ -196,6 +207,7 @@ class StudioSettings:
             precision=self.precision,
             allow_pickle=self.allow_pickle,
             compile=self.compile,
+            embedding_folders=tuple(Path(p) for p in self.embedding_folders),
         )
 
     # ---- output -------------------------------------------------------------------------------
@@ -363,7 +375,7 @@ def _file_pattern(value: Any) -> str:
 
 
 def _memory(data: Any) -> MemoryOptions:
-    names = ("attention_slicing", "vae_tiling", "cpu_offload")
+    names = ("attention_slicing", "vae_tiling", "cpu_offload", "sequential_offload", "fp8_weights")
     if not isinstance(data, dict) or not all(isinstance(data.get(n, False), bool) for n in names):
         raise _Invalid("a table of memory options, each true or false")
     return MemoryOptions(**{n: data.get(n, False) for n in names})

@@ -1,4 +1,4 @@
-"""Settings: model folders, device and precision, memory options, output folder and file names."""
+"""Settings: model and embedding folders, device, precision and compiled mode, memory options, output folder and file names."""
 
 from __future__ import annotations
 
@@ -73,6 +73,10 @@ class SettingsDialog(QDialog):
         self.annotator_folders = FolderList(
             "Folders holding preprocessor weights (OpenPose, MiDaS) for pose and depth maps."
         )
+        self.embedding_folders = FolderList(
+            "Folders of textual-inversion embeddings (.safetensors, .pt, .bin), searched before "
+            "the embeddings folders beside the model folders; use one in a prompt by its file name."
+        )
         self.device = QComboBox()
         self.device.addItems(DEVICES)
         self.device.setToolTip("Where models run: auto picks CUDA, then Apple MPS, then the CPU.")
@@ -84,6 +88,9 @@ class SettingsDialog(QDialog):
         self.allow_pickle = QCheckBox("Allow .ckpt / .pt model files (they can run code)")
         self.allow_pickle.setToolTip("Pickled checkpoints execute code when loaded: only enable "
                                      "this for files you trust.")  # fmt: skip
+        self.compile = QCheckBox("Compiled mode (faster steps after a slow first run)")
+        self.compile.setToolTip("Compile the UNet with torch.compile: the first run at each image "
+                                "size compiles, which takes minutes; later runs are faster.")  # fmt: skip
         self.attention_slicing = QCheckBox("Attention slicing")
         self.attention_slicing.setToolTip("Less GPU memory, a little slower.")
         self.vae_tiling = QCheckBox("VAE tiling")
@@ -91,6 +98,15 @@ class SettingsDialog(QDialog):
         self.cpu_offload = QCheckBox("CPU offload")
         self.cpu_offload.setToolTip("Keep model parts in system memory until needed: much less "
                                     "GPU memory, slower (CUDA only).")  # fmt: skip
+        # Rectified-flow transformers (SD 3.x, Flux.1) are too large for most GPUs as they are.
+        self.sequential_offload = QCheckBox("Sequential offload")
+        self.sequential_offload.setToolTip("SD 3 / Flux models: move the transformer's weights to "
+                                           "the GPU one layer at a time: least GPU memory, much "
+                                           "slower (CUDA only).")  # fmt: skip
+        self.fp8_weights = QCheckBox("fp8 transformer weights")
+        self.fp8_weights.setToolTip("SD 3 / Flux models: keep the transformer's weights in fp8, "
+                                    "upcast layer by layer as it runs: about half the memory, "
+                                    "slightly different images.")  # fmt: skip
         self.output_folder = QLineEdit()
         self.output_folder.setToolTip("Where Ctrl+S and “Save all” write images.")
         browse = QPushButton("Browse…")
@@ -122,12 +138,15 @@ class SettingsDialog(QDialog):
         form = QFormLayout(models)
         form.addRow("Model folders", self.model_folders)
         form.addRow("Preprocessor folders", self.annotator_folders)
+        form.addRow("Embedding folders", self.embedding_folders)
         form.addRow("", self.allow_pickle)
         device = QGroupBox("Device and memory")
         form = QFormLayout(device)
         form.addRow("Device", self.device)
         form.addRow("Precision", self.precision)
+        form.addRow("", self.compile)
         form.addRow("Memory", row(self.attention_slicing, self.vae_tiling, self.cpu_offload))
+        form.addRow("SD 3 / Flux", row(self.sequential_offload, self.fp8_weights))
         output = QGroupBox("Output")
         form = QFormLayout(output)
         form.addRow("Folder", row(self.output_folder, browse))
@@ -137,7 +156,9 @@ class SettingsDialog(QDialog):
         form = QFormLayout(history)
         form.addRow("Images kept", self.history_limit)
         form.addRow("Comparisons kept", self.comparison_limit)
-        note = QLabel("Device, precision and model folders apply to the next run.")
+        note = QLabel(
+            "Device, precision, compiled mode, memory options and folders apply to the next run."
+        )
         note.setWordWrap(True)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
@@ -173,10 +194,14 @@ class SettingsDialog(QDialog):
         self.device.setCurrentText(s.device)
         self.precision.setCurrentText(s.precision)
         self.allow_pickle.setChecked(s.allow_pickle)
+        self.embedding_folders.set_folders(s.embedding_folders)
+        self.compile.setChecked(s.compile)
         memory = s.memory
         self.attention_slicing.setChecked(memory.attention_slicing)
         self.vae_tiling.setChecked(memory.vae_tiling)
         self.cpu_offload.setChecked(memory.cpu_offload)
+        self.sequential_offload.setChecked(memory.sequential_offload)
+        self.fp8_weights.setChecked(memory.fp8_weights)
         self.output_folder.setText(s.output_folder)
         self.file_pattern.setText(s.file_pattern)
         self.history_limit.setValue(s.history_limit)
@@ -189,10 +214,14 @@ class SettingsDialog(QDialog):
         s.device = self.device.currentText()
         s.precision = self.precision.currentText()
         s.allow_pickle = self.allow_pickle.isChecked()
+        s.embedding_folders = self.embedding_folders.folders()
+        s.compile = self.compile.isChecked()
         s.memory = MemoryOptions(
             attention_slicing=self.attention_slicing.isChecked(),
             vae_tiling=self.vae_tiling.isChecked(),
             cpu_offload=self.cpu_offload.isChecked(),
+            sequential_offload=self.sequential_offload.isChecked(),
+            fp8_weights=self.fp8_weights.isChecked(),
         )
         s.output_folder = self.output_folder.text().strip() or s.output_folder
         s.file_pattern = self.file_pattern.text().strip() or s.file_pattern
