@@ -1,4 +1,4 @@
-"""How the core uses the CPU: OpenMP waiting, how many threads a run gets, and native bf16.
+"""How the core uses the CPU: OpenMP waiting, how many threads a run gets, and when bf16 pays.
 
 Nothing here imports torch at module level: :func:`apply_environment` must run before torch loads,
 because the OpenMP runtime reads its environment once, when torch's library is loaded.
@@ -33,6 +33,13 @@ WORK_PER_THREAD = 2e9
 # and later: AMX; Cooper Lake, AMD Zen 4 and later: AVX512-BF16). Without them torch emulates bf16
 # through fp32 conversions, which is slower than fp32 itself.
 NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+# Even with bf16 units, a small denoiser's step is dominated by the conversions around each layer
+# and by small kernels, not by matrix products: one UNet evaluation (a CFG pair) on an AVX512-BF16
+# CPU took 10.0 ms in bf16 against 8.3 in fp32 for the bundled 3.3 M-parameter UNet, but 46 against
+# 56 ms for a 10.4 M one and 1.6x less for 38 M and up (benchmarks/bench_bf16_size.py,
+# BENCHMARKS.md). Below this many denoiser parameters "auto" keeps fp32.
+BF16_MIN_PARAMETERS = 6_000_000
 
 
 def apply_environment(environ: MutableMapping[str, str] | None = None) -> None:
@@ -112,3 +119,12 @@ def native_bf16(flags: frozenset[str] | set[str] | None = None) -> bool:
     """True when the CPU runs bf16 matrix products in hardware."""
     flags = cpu_flags() if flags is None else flags
     return bool(NATIVE_BF16_FLAGS & set(flags))
+
+
+def bf16_pays(
+    parameters: int | None = None, flags: frozenset[str] | set[str] | None = None
+) -> bool:
+    """True when bf16 runs faster than fp32 here for a denoiser of ``parameters`` weights (None:
+    not known yet, taken as large)."""
+    large = parameters is None or parameters >= BF16_MIN_PARAMETERS
+    return large and native_bf16(flags)

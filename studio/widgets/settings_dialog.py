@@ -83,7 +83,8 @@ class SettingsDialog(QDialog):
         self.precision = QComboBox()
         self.precision.addItems(PRECISIONS)
         self.precision.setToolTip(
-            "Number format: auto uses fp16 on GPUs, bf16 on CPUs with bf16 units and fp32 on other CPUs."
+            "Number format: auto uses fp16 on GPUs; on CPUs with bf16 units bf16 for all but very "
+            "small models, fp32 on other CPUs."
         )
         self.allow_pickle = QCheckBox("Allow .ckpt / .pt model files (they can run code)")
         self.allow_pickle.setToolTip("Pickled checkpoints execute code when loaded: only enable "
