@@ -44,7 +44,7 @@ from studio.qt_image import pil_to_qimage
 from studio.session import ENDINGS, Session
 from studio.settings import StudioSettings
 from studio.source_image import planned_steps
-from studio.widgets.canvas import Canvas
+from studio.widgets.canvas import Canvas, RunScrubBar
 from studio.widgets.compare_view import CompareView
 from studio.widgets.control_panel import ControlPanel, EditorContext
 from studio.widgets.gallery import Gallery, Key
@@ -142,6 +142,7 @@ class MainWindow(QMainWindow):
         self.control_panel = ControlPanel(settings.data_folder)
         self.sampler_panel = SamplerPanel()
         self.canvas = Canvas()
+        self.run_scrub = RunScrubBar(self.canvas)
         self.gallery = Gallery()
         self.queue_panel = QueuePanel(self.session)
         self.compare_view = CompareView(self.session, settings)
@@ -315,6 +316,7 @@ class MainWindow(QMainWindow):
         self.view_bar.addSeparator()
         for action in (self.pause_action, self.step_action, self.branch_action):
             self.view_bar.addAction(action)
+        self.view_bar.addWidget(self.run_scrub)
         help_menu = self.menuBar().addMenu("&Help")
         self.about_action = help_menu.addAction("About Diffusion Studio")
         self.about_action.triggered.connect(lambda: show_about(self))
@@ -387,6 +389,8 @@ class MainWindow(QMainWindow):
     def _on_generation_event(self, event: JobEvent) -> None:
         if event.kind in (EventKind.QUEUED, EventKind.REMOVED, *ENDINGS):
             self._on_busy(self.session.busy)
+        if event.kind in (EventKind.STARTED, *ENDINGS):
+            self.run_scrub.clear()  # its frames are the running generation's only
         if event.kind is EventKind.STARTED:
             self._on_started(event.job.request)
         elif event.kind is EventKind.PREVIEW:
@@ -694,7 +698,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Generating…")
 
     def _on_preview(self, frame: PreviewFrame) -> None:
-        self.canvas.set_image(frame.image)
+        self.run_scrub.add(frame.step, frame.image)  # shows it unless scrubbed back
         rate = frame.step / frame.elapsed if frame.elapsed > 0 else 0.0
         eta = (frame.total - frame.step) / rate if rate else 0.0
         self.canvas.set_status(f"Step {frame.step}/{frame.total} · {rate:.2f} it/s · "
