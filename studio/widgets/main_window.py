@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from pipelines.compare import CompareResult
     from pipelines.models import Discovery
     from pipelines.types import GenerationResult
+    from studio.history_export import ExportSource
 
 log = logging.getLogger(__name__)
 Action = tuple[str, Callable[[], object]]  # a message bar button: its title and what it does
@@ -359,6 +360,7 @@ class MainWindow(QMainWindow):
         self.gallery.files_dropped.connect(self.restore_from_files)
         self.gallery.delete_requested.connect(self.delete_entry)
         self.gallery.open_folder_requested.connect(self.open_entry_folder)
+        self.gallery.export_requested.connect(self.export_entries)
         self.gallery.skipped.connect(lambda note: self.statusBar().showMessage(note, 8000))
         self.sampler_panel.compare_clicked.connect(self.compare)
         self.compare_view.problem.connect(lambda text: self.show_error(text))
@@ -955,6 +957,43 @@ class MainWindow(QMainWindow):
         self.message_bar.show_message("Image deleted from the history.", error=False,
                                       actions=[("Undo", undo)])  # fmt: skip
         return True
+
+    def export_entries(self, keys: Sequence[Key], folder: Path | None = None) -> list[Path]:
+        """Copy history images, with their settings, into ``folder`` (asked for when None),
+        named as Save names them and never over an existing file."""
+        from studio.history_export import export_entries
+
+        if folder is None:
+            chosen = QFileDialog.getExistingDirectory(self, "Export to folder",
+                                                      self.settings.output_folder)  # fmt: skip
+            if not chosen:
+                return []
+            folder = Path(chosen)
+        sources = [self._export_source(key) for key in keys]
+        written, error = export_entries([s for s in sources if s is not None], folder,
+                                        self.settings.file_pattern)  # fmt: skip
+        if error:
+            self.show_error(f"Exported {len(written)} of {len(keys)} image(s); then: {error}")
+        else:
+            self.statusBar().showMessage(f"Exported {len(written)} image(s) to {folder}.", 8000)
+        return written
+
+    def _export_source(self, key: Key) -> ExportSource | None:
+        """What :func:`studio.history_export.export_entries` copies for one history item."""
+        from pipelines.export import run_details
+        from studio.history_export import ExportSource
+
+        if isinstance(key, int):
+            entry = self.session.history[key]
+            stored = self.history_store.find(entry.stored_id) if entry.stored_id else None
+            if stored is not None:
+                return ExportSource(entry.request, stored.image_path)
+            return ExportSource(entry.request, image=entry.result.image,
+                                extra=run_details(entry.result))  # fmt: skip
+        stored, request = self.gallery.stored_entry(key), self.gallery.stored_request(key)
+        if stored is None or request is None:
+            return None
+        return ExportSource(request, stored.image_path, None)
 
     def open_entry_folder(self, key: Key) -> None:
         self.open_url(QUrl.fromLocalFile(str(self.history_store.folder)))
