@@ -1,5 +1,6 @@
-"""The step scrubber of a sampler comparison, without Qt: which step each column shows for a
-slider position, in which alignment, as a picture, a difference or a final image.
+"""Step scrubbers without Qt: the one of a sampler comparison (which step each column shows for a
+slider position, in which alignment, as a picture, a difference or a final image), and the one of
+the running generation (the preview frames delivered so far, each with its step).
 
 :class:`studio.widgets.compare_view.CompareView` shows this model and forwards its controls to it;
 listeners subscribed with :meth:`StepScrubber.subscribe` hear what changed ("result", "range",
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -23,6 +24,8 @@ Alignment = Literal["step", "fraction", "evaluations"]
 ALIGNMENTS: tuple[Alignment, ...] = ("step", "fraction", "evaluations")
 OWN_FINAL = -1  # the difference reference "each column's own final image"
 Change = Literal["result", "range", "position", "view"]
+Frame = TypeVar("Frame")
+MAX_RUN_FRAMES = 120  # frames kept of a run; beyond, every second older one goes (see RunFrames)
 
 
 @dataclass(frozen=True)
@@ -35,17 +38,12 @@ class ShownColumn:
     picture: np.ndarray | None  # uint8 RGB; None: nothing to show yet
 
 
-class StepScrubber:
+class Scrubber:
+    """A slider position from 1 to :attr:`top` and the listeners told when things change."""
+
     def __init__(self) -> None:
         self._listeners: list[Callable[[Change], None]] = []
-        self.result: CompareResult | None = None
-        self.alignment: Alignment = "step"
         self.position = 1
-        self.final = False  # show each column's final image instead of the step preview
-        self.difference = False  # show distances from the reference instead of pictures
-        self.reference = OWN_FINAL  # a column index, or OWN_FINAL
-        self.scale_max = 0.0  # the difference view's scale (0 when it is off)
-        self._finals: dict[int, np.ndarray] = {}
 
     def subscribe(self, listener: Callable[[Change], None]) -> None:
         self._listeners.append(listener)
@@ -53,6 +51,89 @@ class StepScrubber:
     def _changed(self, what: Change) -> None:
         for listener in list(self._listeners):
             listener(what)
+
+    @property
+    def top(self) -> int:
+        return 1
+
+    def set_position(self, position: int) -> None:
+        position = min(max(1, int(position)), self.top)
+        if position != self.position:
+            self.position = position
+            self._changed("position")
+
+    def step(self, delta: int) -> None:
+        self.set_position(self.position + delta)
+
+    @property
+    def at_end(self) -> bool:
+        return self.position >= self.top
+
+
+class RunFrames(Scrubber, Generic[Frame]):
+    """The preview frames delivered for the running generation, oldest first, each with its step
+    number. Previews are throttled, so steps can be missing: only delivered frames are kept, and
+    the position is an index into them. While the position is at the newest frame it follows the
+    run; moved back, it stays on its frame as new ones arrive.
+
+    At most ``limit`` frames stay: past that, every second frame but the newest is dropped, so a
+    long run keeps frames spread over all its steps within a bounded memory.
+    """
+
+    def __init__(self, limit: int = MAX_RUN_FRAMES) -> None:
+        super().__init__()
+        self.limit = max(2, limit)
+        self.frames: list[tuple[int, Frame]] = []
+
+    @property
+    def top(self) -> int:
+        return max(1, len(self.frames))
+
+    @property
+    def shown(self) -> tuple[int, Frame] | None:
+        """(step, frame) at the position; None before the first frame."""
+        return self.frames[self.position - 1] if self.frames else None
+
+    def steps(self) -> list[int]:
+        return [step for step, _ in self.frames]
+
+    def clear(self) -> None:
+        self.frames = []
+        self.position = 1
+        self._changed("result")
+
+    def add(self, step: int, frame: Frame) -> None:
+        following = self.at_end
+        shown = self.shown
+        if self.frames and self.frames[-1][0] == step:
+            self.frames[-1] = (step, frame)  # the same step again: the newer picture of it
+        else:
+            self.frames.append((step, frame))
+        if len(self.frames) > self.limit:
+            self.frames = self.frames[:-1:2] + self.frames[-1:]
+        self._changed("range")
+        if following or shown is None:
+            self.position = len(self.frames)
+        else:  # stay on the frame shown, or the nearest earlier one kept
+            kept = [i for i, (s, _) in enumerate(self.frames) if s <= shown[0]]
+            self.position = 1 + (kept[-1] if kept else 0)
+        self._changed("position")
+
+    def position_text(self) -> str:
+        shown = self.shown
+        return "" if shown is None else f"step {shown[0]} ({self.position}/{self.top} previews)"
+
+
+class StepScrubber(Scrubber):
+    def __init__(self) -> None:
+        super().__init__()
+        self.result: CompareResult | None = None
+        self.alignment: Alignment = "step"
+        self.final = False  # show each column's final image instead of the step preview
+        self.difference = False  # show distances from the reference instead of pictures
+        self.reference = OWN_FINAL  # a column index, or OWN_FINAL
+        self.scale_max = 0.0  # the difference view's scale (0 when it is off)
+        self._finals: dict[int, np.ndarray] = {}
 
     # ---- state --------------------------------------------------------------------------------
     @property
@@ -87,19 +168,6 @@ class StepScrubber:
         self.alignment = alignment
         self.position = 1 + round(fraction * (self.top - 1))
         self._changed("range")
-
-    def set_position(self, position: int) -> None:
-        position = min(max(1, int(position)), self.top)
-        if position != self.position:
-            self.position = position
-            self._changed("position")
-
-    def step(self, delta: int) -> None:
-        self.set_position(self.position + delta)
-
-    @property
-    def at_end(self) -> bool:
-        return self.position >= self.top
 
     def set_view(self, *, final: bool | None = None, difference: bool | None = None,
                  reference: int | None = None) -> None:  # fmt: skip

@@ -1,4 +1,5 @@
-"""The canvas: shows the live denoised preview, then the final image; zoom, pan, condition overlay."""
+"""The canvas: shows the live denoised preview, then the final image; zoom, pan, condition overlay;
+and the bar that scrubs back through the previews the running generation delivered so far."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from PySide6.QtGui import (
     QPen,
     QWheelEvent,
 )
-from PySide6.QtWidgets import QMenu, QSizePolicy, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QMenu, QSizePolicy, QSlider, QWidget
 
 from studio.qt_image import paint_image
+from studio.scrubbing import Change, RunFrames
 
 MIN_ZOOM, MAX_ZOOM = 0.05, 32.0
 
@@ -160,3 +162,52 @@ class Canvas(QWidget):
         menu = QMenu(self)
         menu.addAction("Use as input", self.use_as_input_requested.emit)
         menu.popup(event.globalPos())
+
+
+class RunScrubBar(QWidget):
+    """A slider over the running generation's delivered previews (:class:`RunFrames`): moved
+    back, the canvas shows that step's frame while the run goes on or holds; at the right end it
+    follows the run again. Emptied when the next run starts."""
+
+    def __init__(self, canvas: Canvas, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.canvas = canvas
+        self.frames: RunFrames[QImage] = RunFrames()
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setObjectName("run-scrubber")
+        self.slider.setRange(1, 1)
+        self.slider.setPageStep(1)
+        self.slider.setMinimumWidth(120)
+        self.slider.setToolTip(
+            "The previews of the running generation so far, by step: drag "
+            "back to look at an earlier step (it keeps running, or holds "
+            "while paused); at the right end the canvas follows the run."
+        )
+        self.label = QLabel()
+        self.label.setMinimumWidth(150)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(6, 0, 6, 0)
+        layout.addWidget(QLabel("Steps:"))
+        layout.addWidget(self.slider, 1)
+        layout.addWidget(self.label)
+        self.slider.valueChanged.connect(self.frames.set_position)
+        self.frames.subscribe(self._on_change)
+        self.setEnabled(False)
+
+    def add(self, step: int, image: QImage) -> None:
+        self.setEnabled(True)
+        self.frames.add(step, image)
+
+    def clear(self) -> None:
+        self.frames.clear()
+        self.setEnabled(False)
+
+    def _on_change(self, what: Change) -> None:
+        self.slider.blockSignals(True)
+        self.slider.setRange(1, self.frames.top)
+        self.slider.setValue(self.frames.position)
+        self.slider.blockSignals(False)
+        self.label.setText(self.frames.position_text())
+        shown = self.frames.shown
+        if what == "position" and shown is not None and shown[1] is not self.canvas.image:
+            self.canvas.set_image(shown[1])

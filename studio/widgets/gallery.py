@@ -35,8 +35,18 @@ from PySide6.QtCore import (
     Signal,
     SignalInstance,
 )
-from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QIcon, QImage, QPixmap
+from PySide6.QtGui import (
+    QAction,
+    QDragEnterEvent,
+    QDragMoveEvent,
+    QDropEvent,
+    QIcon,
+    QImage,
+    QKeySequence,
+    QPixmap,
+)
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QHBoxLayout,
     QLineEdit,
     QListView,
@@ -272,10 +282,12 @@ class _Strip(QListView):
         self.setAcceptDrops(True)
         self.viewport().setAcceptDrops(True)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self._tile = _Tile(self)
         self.setItemDelegate(self._tile)
-        self.setToolTip("History, newest first: click an image to show it; right-click to delete "
-                        "it or open its folder. Drop a PNG from this app or AUTOMATIC1111 here to "
+        self.setToolTip("History, newest first: click an image to show it; Ctrl/Shift-click to "
+                        "select several and export them (Ctrl+Shift+E); right-click to delete "
+                        "one or open its folder. Drop a PNG from this app or AUTOMATIC1111 here to "
                         "restore its settings.")  # fmt: skip
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
@@ -301,6 +313,7 @@ class Gallery(QWidget):
     copy_requested = Signal(object)
     delete_requested = Signal(object)
     open_folder_requested = Signal(object)
+    export_requested = Signal(list)  # keys, in the order shown
     files_dropped = Signal(list)
     skipped = Signal(str)  # a note about a stored entry that cannot be read
 
@@ -312,6 +325,11 @@ class Gallery(QWidget):
         self.strip.selectionModel().currentChanged.connect(self._on_current)
         self.strip.files_dropped.connect(self.files_dropped)
         self.strip.customContextMenuRequested.connect(self._context_menu)
+        self.export_action = QAction("Export selected…", self)
+        self.export_action.setShortcut(QKeySequence("Ctrl+Shift+E"))
+        self.export_action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.export_action.triggered.connect(self._export_selected)
+        self.addAction(self.export_action)
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter: prompt, sampler, model")
         self.filter.setClearButtonEnabled(True)
@@ -507,6 +525,18 @@ class Gallery(QWidget):
         self.model.put_back(position, row)
         self.select(row.key)
 
+    def selected_keys(self) -> list[Key]:
+        """The selected rows' keys, in the order shown (newest first)."""
+        rows = sorted(index.row() for index in self.strip.selectionModel().selectedIndexes())
+        return [self.model.shown[row].key for row in rows if row < len(self.model.shown)]
+
+    def _export_selected(self, clicked: Key | None = None) -> None:
+        keys = self.selected_keys()
+        if clicked is not None and clicked not in keys:
+            keys = [clicked]  # right-clicked outside the selection: that image alone
+        if keys:
+            self.export_requested.emit(keys)
+
     def _emit_current(self, signal: SignalInstance) -> None:
         if self._current is not None:
             signal.emit(self._current)
@@ -537,4 +567,6 @@ class Gallery(QWidget):
         menu.addSeparator()
         menu.addAction("Delete from history", lambda: self.delete_requested.emit(key))
         menu.addAction("Open folder", lambda: self.open_folder_requested.emit(key))
+        count = len(self.selected_keys()) if key in self.selected_keys() else 1
+        menu.addAction(f"Export selected ({count})…", lambda: self._export_selected(key))
         menu.popup(self.strip.viewport().mapToGlobal(position))

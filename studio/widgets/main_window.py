@@ -44,7 +44,7 @@ from studio.qt_image import pil_to_qimage
 from studio.session import ENDINGS, Session
 from studio.settings import StudioSettings
 from studio.source_image import planned_steps
-from studio.widgets.canvas import Canvas
+from studio.widgets.canvas import Canvas, RunScrubBar
 from studio.widgets.compare_view import CompareView
 from studio.widgets.control_panel import ControlPanel, EditorContext
 from studio.widgets.gallery import Gallery, Key
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from pipelines.compare import CompareResult
     from pipelines.models import Discovery
     from pipelines.types import GenerationResult
+    from studio.history_export import ExportSource
 
 log = logging.getLogger(__name__)
 Action = tuple[str, Callable[[], object]]  # a message bar button: its title and what it does
@@ -142,6 +143,7 @@ class MainWindow(QMainWindow):
         self.control_panel = ControlPanel(settings.data_folder)
         self.sampler_panel = SamplerPanel()
         self.canvas = Canvas()
+        self.run_scrub = RunScrubBar(self.canvas)
         self.gallery = Gallery()
         self.queue_panel = QueuePanel(self.session)
         self.compare_view = CompareView(self.session, settings)
@@ -315,6 +317,7 @@ class MainWindow(QMainWindow):
         self.view_bar.addSeparator()
         for action in (self.pause_action, self.step_action, self.branch_action):
             self.view_bar.addAction(action)
+        self.view_bar.addWidget(self.run_scrub)
         help_menu = self.menuBar().addMenu("&Help")
         self.about_action = help_menu.addAction("About Diffusion Studio")
         self.about_action.triggered.connect(lambda: show_about(self))
@@ -357,6 +360,7 @@ class MainWindow(QMainWindow):
         self.gallery.files_dropped.connect(self.restore_from_files)
         self.gallery.delete_requested.connect(self.delete_entry)
         self.gallery.open_folder_requested.connect(self.open_entry_folder)
+        self.gallery.export_requested.connect(self.export_entries)
         self.gallery.skipped.connect(lambda note: self.statusBar().showMessage(note, 8000))
         self.sampler_panel.compare_clicked.connect(self.compare)
         self.compare_view.problem.connect(lambda text: self.show_error(text))
@@ -387,6 +391,8 @@ class MainWindow(QMainWindow):
     def _on_generation_event(self, event: JobEvent) -> None:
         if event.kind in (EventKind.QUEUED, EventKind.REMOVED, *ENDINGS):
             self._on_busy(self.session.busy)
+        if event.kind in (EventKind.STARTED, *ENDINGS):
+            self.run_scrub.clear()  # its frames are the running generation's only
         if event.kind is EventKind.STARTED:
             self._on_started(event.job.request)
         elif event.kind is EventKind.PREVIEW:
@@ -694,7 +700,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Generating…")
 
     def _on_preview(self, frame: PreviewFrame) -> None:
-        self.canvas.set_image(frame.image)
+        self.run_scrub.add(frame.step, frame.image)  # shows it unless scrubbed back
         rate = frame.step / frame.elapsed if frame.elapsed > 0 else 0.0
         eta = (frame.total - frame.step) / rate if rate else 0.0
         self.canvas.set_status(f"Step {frame.step}/{frame.total} · {rate:.2f} it/s · "
@@ -951,6 +957,43 @@ class MainWindow(QMainWindow):
         self.message_bar.show_message("Image deleted from the history.", error=False,
                                       actions=[("Undo", undo)])  # fmt: skip
         return True
+
+    def export_entries(self, keys: Sequence[Key], folder: Path | None = None) -> list[Path]:
+        """Copy history images, with their settings, into ``folder`` (asked for when None),
+        named as Save names them and never over an existing file."""
+        from studio.history_export import export_entries
+
+        if folder is None:
+            chosen = QFileDialog.getExistingDirectory(self, "Export to folder",
+                                                      self.settings.output_folder)  # fmt: skip
+            if not chosen:
+                return []
+            folder = Path(chosen)
+        sources = [self._export_source(key) for key in keys]
+        written, error = export_entries([s for s in sources if s is not None], folder,
+                                        self.settings.file_pattern)  # fmt: skip
+        if error:
+            self.show_error(f"Exported {len(written)} of {len(keys)} image(s); then: {error}")
+        else:
+            self.statusBar().showMessage(f"Exported {len(written)} image(s) to {folder}.", 8000)
+        return written
+
+    def _export_source(self, key: Key) -> ExportSource | None:
+        """What :func:`studio.history_export.export_entries` copies for one history item."""
+        from pipelines.export import run_details
+        from studio.history_export import ExportSource
+
+        if isinstance(key, int):
+            entry = self.session.history[key]
+            stored = self.history_store.find(entry.stored_id) if entry.stored_id else None
+            if stored is not None:
+                return ExportSource(entry.request, stored.image_path)
+            return ExportSource(entry.request, image=entry.result.image,
+                                extra=run_details(entry.result))  # fmt: skip
+        stored, request = self.gallery.stored_entry(key), self.gallery.stored_request(key)
+        if stored is None or request is None:
+            return None
+        return ExportSource(request, stored.image_path, None)
 
     def open_entry_folder(self, key: Key) -> None:
         self.open_url(QUrl.fromLocalFile(str(self.history_store.folder)))
