@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw
 from benchmarks.bench_engine import _sync, preset_arguments, preset_setup
 from pipelines.engine import Engine
 from pipelines.samplers import get_sampler
-from pipelines.types import GenerationRequest, ImageInput
+from pipelines.types import GenerationRequest, ImageInput, PreviewMode
 
 Timing = tuple[float, float]  # wall seconds, CPU seconds
 
@@ -87,10 +87,14 @@ def diffusers_inpainting(engine: Engine, request: GenerationRequest) -> Callable
 def main() -> None:
     parser = argparse.ArgumentParser()
     preset_arguments(parser, rounds=3)
+    parser.add_argument("--preview", default="approximate", choices=[m.value for m in PreviewMode])
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         engine, request, _ = preset_setup(args, Path(tmp))
+        # The approximate preview: what the reworking path adds, not which decoder "auto" picks
+        # for this model (benchmarks/bench_speed.py measures the decoders).
+        request = replace(request, preview=PreviewMode(args.preview))
         image, mask = pictures(Path(tmp), request.width or 256)
         img2img = replace(request, source=ImageInput(image=str(image), strength=0.5))
         inpaint = replace(request, source=ImageInput(image=str(image), strength=1.0,
@@ -115,7 +119,7 @@ def main() -> None:
     print(f"machine: {platform.machine()} {device or 'cpu'}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, dtype {engine.dtype}")  # fmt: skip
     print(f"preset {args.preset}, {request.width}x{request.height}, {args.steps} steps, Euler, "
-          f"{args.rounds} interleaved rounds (medians)")  # fmt: skip
+          f"{args.preview} previews, {args.rounds} interleaved rounds (medians)")  # fmt: skip
     for name in runs:
         print(f"{name:22s}: {wall[name]:7.2f} s wall {cpu[name]:7.2f} s CPU")
     print(f"img2img 0.5 / txt2img (wall) : {wall['image to image 0.5'] / wall['text to image']:.3f}"

@@ -73,7 +73,13 @@ class WindowLikeConsumer:
         self.thread.join()
 
 
-def measure_previews(rounds: int, steps: int) -> None:
+def measure_previews(
+    rounds: int,
+    steps: int,
+    preset: str = "bundled",
+    modes: tuple[str, ...] = MODES,
+    consumers: tuple[str, ...] = ("every step", "window-like"),
+) -> None:
     import torch
     from diffusers import AutoencoderTiny
 
@@ -84,18 +90,25 @@ def measure_previews(rounds: int, steps: int) -> None:
         torch.manual_seed(0)
         AutoencoderTiny().save_pretrained(Path(tmp) / "taesd")
         engine = Engine(EngineSettings(precision="fp32", tiny_vae={"sd1": Path(tmp) / "taesd"}))
-        loaded = engine.load()
-        print(f"bundled model, {steps} steps, fp32, {torch.get_num_threads()} torch threads; "
-              f"Auto: {loaded.previews.plan(PreviewMode.AUTO, 64)}")  # fmt: skip
+        model = ""
+        if preset == "small":  # a 40 M-parameter SD 1.x-shaped UNet at 256x256 (random weights)
+            from benchmarks.bench_engine import build_small
+
+            model = str(build_small(Path(tmp))[0])
+        loaded = engine.load(model)
+        pixels = loaded.native_size[0] * loaded.native_size[1] // loaded.scale_factor**2
+        print(f"\n{preset} model, {steps} steps, fp32, {torch.get_num_threads()} torch threads; "
+              f"Auto: {loaded.previews.plan(PreviewMode.AUTO, pixels)}")  # fmt: skip
         print(f"preview costs measured at load: {loaded.previews.costs}")
-        request = GenerationRequest(PROMPT, seed=1, steps=steps)
+        request = GenerationRequest(PROMPT, model=model, seed=1, steps=steps)
         wall: dict[tuple[str, str], list[float]] = {}
         cpu: dict[tuple[str, str], list[float]] = {}
-        for mode in MODES:  # warm-up
-            engine.run(GenerationRequest(PROMPT, seed=1, steps=2, preview=PreviewMode(mode)))
+        for mode in modes:  # warm-up
+            engine.run(GenerationRequest(PROMPT, model=model, seed=1, steps=2,
+                                         preview=PreviewMode(mode)))  # fmt: skip
         for index in range(rounds):
-            order = MODES[index % len(MODES) :] + MODES[: index % len(MODES)]
-            for consumer_kind in ("every step", "window-like"):
+            order = modes[index % len(modes) :] + modes[: index % len(modes)]
+            for consumer_kind in consumers:
                 for mode in order:
                     run = request.__class__(**{**request.__dict__, "preview": PreviewMode(mode)})
                     consumer = WindowLikeConsumer() if consumer_kind == "window-like" else None
@@ -109,15 +122,20 @@ def measure_previews(rounds: int, steps: int) -> None:
                     wall.setdefault(key, []).append(time.perf_counter() - started)
                     cpu.setdefault(key, []).append(time.process_time() - cpu_started)
         print(f"load average after: {load_average()}")
-        print("\n| consumer | previews | wall per image (median) | vs none | CPU per image |")
-        print("|---|---|---|---|---|")
-        for consumer_kind in ("every step", "window-like"):
-            base = statistics.median(wall[(consumer_kind, "none")])
-            for mode in MODES:
-                median = statistics.median(wall[(consumer_kind, mode)])
-                used = statistics.median(cpu[(consumer_kind, mode)])
-                print(f"| {consumer_kind} | {mode} | {median * 1000:.0f} ms | "
-                      f"{median / base:.2f}x | {used * 1000:.0f} ms |")  # fmt: skip
+        # Ratios per round (each against the same round's run without previews), then their
+        # median: the load of a shared machine changes from minute to minute.
+        print("\n| consumer | previews | wall per image (median) | vs none, wall | CPU per image "
+              "(median) | vs none, CPU |")  # fmt: skip
+        print("|---|---|---|---|---|---|")
+        for consumer_kind in consumers:
+            none_wall, none_cpu = wall[(consumer_kind, "none")], cpu[(consumer_kind, "none")]
+            for mode in modes:
+                walls, cpus = wall[(consumer_kind, mode)], cpu[(consumer_kind, mode)]
+                wall_ratio = statistics.median(w / n for w, n in zip(walls, none_wall))
+                cpu_ratio = statistics.median(c / n for c, n in zip(cpus, none_cpu))
+                print(f"| {consumer_kind} | {mode} | {statistics.median(walls) * 1000:.0f} ms | "
+                      f"{wall_ratio:.2f}x | {statistics.median(cpus) * 1000:.0f} ms | "
+                      f"{cpu_ratio:.2f}x |")  # fmt: skip
 
 
 # ---- start-up ------------------------------------------------------------------------------------
@@ -158,33 +176,39 @@ def child_run(arguments: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def measure_startup(rounds: int) -> None:
     root = Path(__file__).resolve().parents[1]
-    results: dict[str, list[tuple[float, float]]] = {"floor": [], "window": []}
+    results: dict[str, list[tuple[float, float]]] = {"floor": [], "window": [], "cli": []}
     with tempfile.TemporaryDirectory() as tmp:
         # The window keeps its history and settings in the user's folders: temporary ones here.
         folders = {name: str(Path(tmp) / name) for name in
                    ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME")}  # fmt: skip
         env = {**os.environ, **folders, "PYTHONPATH": str(root), "QT_QPA_PLATFORM": "offscreen"}
         child_run([sys.executable, "-c", FLOOR], env)  # warm the disk cache
+        names = list(results)
         for index in range(rounds):
-            for name in ("floor", "window") if index % 2 == 0 else ("window", "floor"):
+            for name in names[index % 3 :] + names[: index % 3]:
                 settings = Path(tmp) / f"settings-{index}.ini"  # a first start every time
                 arguments = [sys.executable, "-c", FLOOR]
                 if name == "window":
                     arguments = [sys.executable, "-c", WINDOW, str(settings)]
+                elif name == "cli":
+                    out = Path(tmp) / f"cli-{index}.png"
+                    arguments = [sys.executable, "-m", "studio.app", "generate", "--prompt", PROMPT,
+                                 "--out", str(out)]  # fmt: skip
                 results[name].append(child_run(arguments, env))
     print(f"load average after: {load_average()}")
     print("\n| process | wall (median, min–max) | CPU (median) |")
     print("|---|---|---|")
     for name, label in (("floor", f"`python -c \"{FLOOR}\"`"),
-                        ("window", "window opened, Generate at once, until the first image")):  # fmt: skip
+                        ("window", "window opened, Generate at once, until the first image"),
+                        ("cli", "`diffusion-studio generate` (default model, one image)")):  # fmt: skip
         walls = [w for w, _ in results[name]]
         cpus = [c for _, c in results[name]]
         print(f"| {label} | {statistics.median(walls):.2f} s ({min(walls):.2f}–{max(walls):.2f}) "
               f"| {statistics.median(cpus):.2f} s |")  # fmt: skip
-    ratio = statistics.median(w for w, _ in results["window"]) / statistics.median(
-        w for w, _ in results["floor"]
-    )
-    print(f"\nwindow / floor (medians): {ratio:.2f}x")
+    floor = statistics.median(w for w, _ in results["floor"])
+    for name in ("window", "cli"):
+        ratio = statistics.median(w for w, _ in results[name]) / floor
+        print(f"\n{name} / floor (medians): {ratio:.2f}x")
 
 
 # ---- syncs ---------------------------------------------------------------------------------------
@@ -213,10 +237,17 @@ def main() -> None:
     parser.add_argument("--part", choices=["all", "previews", "startup", "syncs"], default="all")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--preset", choices=["bundled", "small"], default="bundled",
+                        help="the previews part's model")  # fmt: skip
+    parser.add_argument("--modes", default=",".join(MODES), help="previews part: none first")
+    parser.add_argument("--window-like", action=argparse.BooleanOptionalAction, default=True,
+                        help="previews part: also the 60 Hz consumer")  # fmt: skip
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load_average()}")
     if args.part in ("all", "previews"):
-        measure_previews(args.rounds, args.steps)
+        consumers = ("every step", "window-like") if args.window_like else ("every step",)
+        modes = tuple(args.modes.split(","))
+        measure_previews(args.rounds, args.steps, args.preset, modes, consumers)
     if args.part in ("all", "startup"):
         measure_startup(args.rounds)
     if args.part in ("all", "syncs"):

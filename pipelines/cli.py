@@ -23,9 +23,11 @@ from pipelines.samplers import DEFAULT_SAMPLER, sampler_names
 from pipelines.types import (
     MAX_STEPS,
     MIN_STEPS,
+    Branch,
     ControlKind,
     ControlUnit,
     GenerationRequest,
+    MemoryOptions,
     StepPreview,
 )
 
@@ -85,6 +87,11 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overwrite", action="store_true", help="replace existing files")
     gen.add_argument("--batch-count", type=int, default=1, metavar="N",
                      help="N images, with seeds SEED, SEED+1, … (or N random seeds)")  # fmt: skip
+    gen.add_argument("--batch-size", type=int, default=1, metavar="B",
+                     help="B images per model call (for GPUs), seeds SEED … SEED+B-1")  # fmt: skip
+    gen.add_argument("--branch", action="append", default=[], metavar="STEP:KEY=VALUE",
+                     help="from STEP on, change KEY (prompt, negative, cfg, sampler, "
+                          "control-strength) to VALUE (repeatable)")  # fmt: skip
 
     comparison = sub.add_parser("compare", help="run several samplers on one request, side by side")
     _add_request_options(comparison)
@@ -96,6 +103,8 @@ def _build_parser() -> argparse.ArgumentParser:
     comparison.add_argument("--animation", type=Path, help="animated .webp or .gif of the steps")
     comparison.add_argument("--columns", type=Path, help="folder for each sampler's final image")
     comparison.add_argument("--overwrite", action="store_true", help="replace existing files")
+    comparison.add_argument("--batch-count", type=int, default=1, metavar="N",
+                            help="N comparisons, seeds SEED, SEED+1, …: OUT-0001.png, …")  # fmt: skip
 
     models = sub.add_parser("models", help="list the models found and where the studio looked")
     models.add_argument("--model-dir", action="append", type=Path, default=[])
@@ -137,6 +146,14 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotator-dir", action="append", type=Path, default=[])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--allow-pickle", action="store_true", help="allow .ckpt files (runs code)")
+    parser.add_argument("--cpu-offload", action="store_true", help="keep idle parts in RAM (CUDA)")
+    parser.add_argument(
+        "--sequential-offload",
+        action="store_true",
+        help="stream the weights to the GPU layer by layer: least VRAM, slowest",
+    )
+    parser.add_argument("--fp8-weights", action="store_true",
+                        help="keep the denoiser's weights in fp8, upcast per layer as it runs")  # fmt: skip
     _add_prompt_options(parser)
     parser.add_argument(
         "--compile", action="store_true",
@@ -261,9 +278,22 @@ def build_request(args: argparse.Namespace, engine: Engine) -> GenerationRequest
         height=height,
         sampler=args.sampler,
         controls=tuple(units),
+        branches=_branches(getattr(args, "branch", [])),
+        batch_size=getattr(args, "batch_size", 1),
         clip_skip=args.clip_skip,
         **rework_fields(args),
+        memory=MemoryOptions(
+            cpu_offload=args.cpu_offload,
+            fp8_weights=args.fp8_weights,
+            sequential_offload=args.sequential_offload,
+        ),  # fmt: skip
     )
+
+
+def _branches(items: list[str]) -> tuple[Branch, ...]:
+    from pipelines.branching import merge_by_step, parse_cli_branch
+
+    return merge_by_step([parse_cli_branch(item) for item in items])
 
 
 def keep_map_copies(
@@ -328,6 +358,9 @@ def _quiet_loading(args: argparse.Namespace) -> None:
         from diffusers.utils import logging as diffusers_logging
 
         diffusers_logging.disable_progress_bar()  # its loading bar would precede an error line
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # SD 3.x / Flux text encoders load with one
 
 
 def _refuse_existing(*paths: Path | None, overwrite: bool) -> None:
@@ -353,10 +386,19 @@ def _sweep(*folders: Path | None) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from pipelines.batches import batch_paths, batch_requests
+    from pipelines.batches import (
+        batch_paths,
+        batch_requests,
+        check_batch_count,
+        check_batch_size,
+        split_batch,
+    )
     from pipelines.export import check_target, run_details, write_png
 
-    outputs = batch_paths(args.out, args.batch_count)  # every name checked before any work
+    check_batch_count(args.batch_count)
+    check_batch_size(args.batch_size)
+    # every name checked before any work
+    outputs = batch_paths(args.out, args.batch_count * args.batch_size)
     _refuse_existing(*outputs, overwrite=args.overwrite)
     for path in outputs:
         check_target(path, args.overwrite, make_folder=False, create=False)
@@ -364,21 +406,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
     engine = _engine(args)
     request = build_request(args, engine)
     request.validate()
+    check_sampler_for_model(engine, request)
     _sweep(args.out.parent)
     request = keep_map_copies(request)
     _quiet_loading(args)
-    for path, image_request in zip(outputs, batch_requests(request, args.batch_count)):
+    paths = iter(outputs)
+    for job_request in batch_requests(request, args.batch_count):
         bar = _ProgressBar()
         try:
-            result = engine.run(image_request, on_step=bar.step, cancel=threading.Event(),
+            result = engine.run(job_request, on_step=bar.step, cancel=threading.Event(),
                                 on_progress=_progress_printer(args))  # fmt: skip
         finally:
             bar.close()
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        written = write_png(result.image, result.request, path, overwrite=args.overwrite,
-                            extra=run_details(result))  # fmt: skip
-        print(f"wrote {written} (seed {result.request.seed})", flush=True)
+        for image in split_batch(result):  # a batch size B gives B images, each with its seed
+            written = write_png(image.image, image.request, next(paths), overwrite=args.overwrite,
+                                extra=run_details(image))  # fmt: skip
+            print(f"wrote {written} (seed {image.request.seed})", flush=True)
     return 0
 
 
@@ -405,21 +450,56 @@ def parse_samplers(text: str) -> list[str | tuple[str, int]]:
     return entries
 
 
+def check_sampler_for_model(engine: Engine, request: GenerationRequest, *names: str) -> None:
+    """Refuse a sampler the model's family cannot run, from the model's header, before loading."""
+    from pipelines.flow_samplers import sampler_for
+    from pipelines.models import detect_family
+
+    try:
+        family = detect_family(engine.resolve_model_path(request.model))
+    except StudioError:
+        return  # the loader says what is wrong with the model, in its own words
+    for name in names or (request.sampler,):
+        sampler_for(name, family)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    from pipelines.compare import compare
-    from pipelines.grids import check_comparison_targets, save_animation, save_columns, save_grid
+    from pipelines.batches import batch_paths, batch_requests, check_batch_count
+    from pipelines.grids import check_comparison_targets
 
     samplers = parse_samplers(args.samplers)
     columns = [(e, args.steps) if isinstance(e, str) else e for e in samplers]
-    _refuse_existing(args.out, args.animation, overwrite=args.overwrite)
-    check_comparison_targets(args.out, args.animation, args.columns, columns, args.overwrite)
+    # --batch-count N: N comparisons, seeds SEED, SEED+1, …; OUT-0001.png, …, COLUMNS/0001/, …
+    count = args.batch_count
+    check_batch_count(count)
+    outs = batch_paths(args.out, count)
+    animations = batch_paths(args.animation, count) if args.animation else [None] * count
+    folders = [args.columns if count == 1 or not args.columns else args.columns / f"{n:04d}"
+               for n in range(1, count + 1)]  # fmt: skip
+    _refuse_existing(*outs, *animations, overwrite=args.overwrite)
+    for out, animation, folder in zip(outs, animations, folders):
+        check_comparison_targets(out, animation, folder, columns, args.overwrite)
     check_device(args.device)
     engine = _engine(args)
     request = build_request(args, engine)
     request.validate()
+    check_sampler_for_model(engine, request, *(c[0] for c in columns))
     _sweep(args.out.parent, args.animation and args.animation.parent, args.columns)
     request = keep_map_copies(request)
     _quiet_loading(args)
+    for each, out, animation, folder in zip(batch_requests(request, count), outs, animations,
+                                            folders):  # fmt: skip
+        _compare_one(engine, each, samplers, out, animation, folder, args.overwrite)
+    return 0
+
+
+def _compare_one(
+    engine: Engine, request: GenerationRequest, samplers: list[str | tuple[str, int]], out: Path,
+    animation: Path | None, folder: Path | None, overwrite: bool,
+) -> None:  # fmt: skip
+    from pipelines.compare import compare
+    from pipelines.grids import save_animation, save_columns, save_grid
+
     total = sum(entry[1] if isinstance(entry, tuple) else request.steps for entry in samplers)
     from tqdm import tqdm
 
@@ -427,17 +507,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         result = compare(engine, request, samplers, on_step=lambda column, preview: bar.update(1))
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    written = [save_grid(result, args.out, overwrite=args.overwrite)]
-    if args.animation:
-        written.append(save_animation(result, args.animation, overwrite=args.overwrite))
-    if args.columns:
-        written += save_columns(result, args.columns, overwrite=args.overwrite)
+    written = [save_grid(result, out, overwrite=overwrite)]
+    if animation:
+        written.append(save_animation(result, animation, overwrite=overwrite))
+    if folder:
+        written += save_columns(result, folder, overwrite=overwrite)
     for column in result.columns:
         mode = "batched" if column.lockstep else "alone"
         print(f"{column.sampler:22s} {column.steps:3d} steps {column.total_evaluations:4d} "
               f"evaluations {column.seconds:7.2f} s ({mode})")  # fmt: skip
     print("wrote " + ", ".join(str(p) for p in written) + f" (seed {result.request.seed})")
-    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -447,9 +526,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     found = discover_models([default_model_path().parent, *args.model_dir])
     for info in sorted(found.models, key=lambda m: (m.role, m.family or "", m.name)):
-        family = info.family.label if info.family else "?"
         kind = f" [{info.control_kind.value}]" if info.control_kind else ""
-        print(f"{info.role:10s} {family:7s} {info.name}{kind}\n           {info.path}")
+        print(f"{info.role:10s} {info.family_label:7s} {info.name}{kind}\n           {info.path}")
     if not found.models:
         print("no models found")
     for path in find_upscalers([default_model_path().parent, *args.model_dir]):

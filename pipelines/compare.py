@@ -35,9 +35,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipelines import flow_lockstep
 from pipelines.denoised import denoised_estimate
 from pipelines.device_tuning import VaeGuard
 from pipelines.errors import OutOfMemoryError, ValidationError
+from pipelines.flow_samplers import sampler_for
+from pipelines.lockstep_parts import column_predictions, column_preview
 from pipelines.previews import PendingFrame, final_preview
 from pipelines.samplers import SamplerSpec, get_sampler
 from pipelines.schedules import SyncFreeSchedule
@@ -123,6 +126,12 @@ def compare(
     ``cancelled`` set and keeps every preview made so far.
     """
     entries = _entries(samplers, request.steps)
+    if request.batch_size > 1:
+        raise ValidationError("A comparison makes one image per sampler: set the batch size to 1 "
+                              "(the batch count queues several comparisons).")  # fmt: skip
+    if request.branches:
+        raise ValidationError("A comparison runs each sampler from start to end: it takes no "
+                              "branches.")  # fmt: skip
     # Runs from other threads wait: they would change the shared pipeline between our passes.
     with engine.exclusive():
         prepared = engine.prepare(request, on_progress)
@@ -140,7 +149,8 @@ def compare(
             for column in columns
         ]
         for column, run in zip(columns, runs, strict=True):
-            spec = get_sampler(column.sampler)
+            model = prepared.model
+            spec = sampler_for(column.sampler, model.family, model.scheduler_config)
             # total_steps: a reworking run spends only its strength's share of the steps.
             column.planned_evaluations = spec.total_evaluations(
                 run.total_steps, prepared.model.scheduler_config
@@ -185,6 +195,8 @@ def lockstep_capable(spec: SamplerSpec, steps: int, base_config: Any) -> bool:
 
 
 def _batchable_model(model: LoadedModel) -> bool:
+    if model.family.is_flow:
+        return True  # pipelines/flow_lockstep.py batches SD 3.x and Flux.1 columns
     config = model.pipeline.unet.config
     # SDXL's added conditioning and guidance-embedding (LCM) UNets take inputs not replicated here.
     return (
@@ -221,11 +233,14 @@ class _Comparison:
         first = self.runs[0]
         if not _batchable_model(model) or first.rework is not None or first.request.hires:
             return [[i] for i in range(len(self.columns))]
+        if model.family.is_flow and first.request.active_controls:
+            return [[i] for i in range(len(self.columns))]  # the flow lockstep has no ControlNets
         groups: dict[int, list[int]] = {}
         jobs: list[list[int]] = []
         for index, column in enumerate(self.columns):
-            spec = get_sampler(column.sampler)
-            if lockstep_capable(spec, column.steps, model.scheduler_config):
+            spec = sampler_for(column.sampler, model.family, model.scheduler_config)
+            capable = flow_lockstep.capable if model.family.is_flow else lockstep_capable
+            if capable(spec, column.steps, model.scheduler_config):
                 if column.steps not in groups:
                     groups[column.steps] = []
                     jobs.append(groups[column.steps])
@@ -268,7 +283,8 @@ class _Comparison:
     # ---- several columns, one batched model call per step ---------------------------------------
     def _run_lockstep(self, job: list[int]) -> None:
         first = self.runs[job[0]]
-        lockstep = _Lockstep(
+        kind = flow_lockstep.FlowLockstep if first.model.family.is_flow else _Lockstep
+        lockstep = kind(
             [self.runs[i] for i in job],
             [self.columns[i] for i in job],
             self.cancel,
@@ -483,14 +499,7 @@ class _Lockstep:
         output = self.pipe.unet(
             model_input, timesteps, encoder_hidden_states=embeds, return_dict=False, **residuals
         )[0]
-        count = len(tracks)
-        if not self.guided:
-            return [output[k : k + 1] for k in range(count)]
-        uncond, text = output.chunk(2)
-        scale = self.request.cfg_scale
-        return [
-            uncond[k : k + 1] + scale * (text[k : k + 1] - uncond[k : k + 1]) for k in range(count)
-        ]
+        return column_predictions(output, len(tracks), self.guided, self.request.cfg_scale)
 
     def _step(self, track: _Track, i: int, prediction: torch.Tensor, elapsed: float) -> None:
         scheduler = track.scheduler
@@ -520,14 +529,7 @@ class _Lockstep:
             self.on_step(position, replace(preview, image=frame.array()))
 
     def _preview(self, track: _Track, step: int, image: np.ndarray) -> StepPreview:
-        return StepPreview(
-            step=step,
-            total=self.steps,
-            sampler=track.run.request.sampler,
-            image=image,
-            elapsed=track.elapsed,
-            evaluations=step,
-        )
+        return column_preview(track.run.request.sampler, step, self.steps, image, track.elapsed)
 
     def _finish(self, track: _Track) -> None:
         column = track.column

@@ -48,6 +48,11 @@ def denoised_estimate(
         predicted = output[1]
     if predicted is not None:
         return predicted
+    if _predicts_velocity(scheduler):
+        # Rectified flow: x_t = (1 - σ)·x0 + σ·noise and v = noise - x0, so x0 = x_t - σ·v. The
+        # step has just moved the scheduler on by one index, past the σ of this evaluation.
+        sigma = scheduler.sigmas[scheduler.step_index - 1].to(sample.device, torch.float32)
+        return sample.float() - sigma * model_output.float()
     alpha_t, sigma_t = noise_level(scheduler, timestep, step_index)
     sample, model_output = sample.float(), model_output.float()
     prediction = scheduler.config.prediction_type
@@ -56,3 +61,10 @@ def denoised_estimate(
     if prediction == "v_prediction":
         return alpha_t * sample - sigma_t * model_output
     return model_output  # "sample": the model predicts x0 itself
+
+
+def _predicts_velocity(scheduler: SchedulerMixin) -> bool:
+    name = type(scheduler).__name__
+    return (
+        name.startswith("FlowMatch") or scheduler.config.get("prediction_type") == "flow_prediction"
+    )

@@ -6,7 +6,8 @@
 - On CUDA (:func:`tune_for_device`): cuDNN's autotuner and TF32 matrix products, the UNet, VAE and
   ControlNets in ``channels_last`` (the layout the tensor cores' convolutions want), and the
   attention's query, key and value projections fused into one matrix product where every
-  processor is PyTorch's scaled-dot-product attention (kept as it is otherwise).
+  processor is PyTorch's scaled-dot-product attention (kept as it is otherwise); a module that
+  gets LoRAs goes back to separate projections, which is where the LoRAs' layers are.
 - An opt-in compiled mode (:func:`compile_unet`): ``torch.compile`` on the UNet with inductor's
   cache in the studio's cache folder, so a later start reuses the compiled kernels; the compiled
   UNet recompiles only for a new image size or another set of ControlNets (its guards), because
@@ -40,6 +41,7 @@ def _attention_modules(pipe: Any) -> Iterator[torch.nn.Module]:
 
 def apply_memory_options(pipe: Any, memory: MemoryOptions) -> None:
     """Attention slicing and VAE tiling as ``memory`` asks, touching only what differs."""
+    _unfuse_for_adapters(pipe)
     slicing = bool(memory.attention_slicing)
     # The state lives on the modules: a ControlNet pipeline shares the base pipeline's UNet.
     if any(getattr(m, "_studio_slicing", False) != slicing for m in _attention_modules(pipe)):
@@ -71,7 +73,18 @@ def fuse_qkv(module: torch.nn.Module) -> bool:
     if not sdpa_everywhere(module) or not hasattr(module, "fuse_qkv_projections"):
         return False
     module.fuse_qkv_projections()
+    module._studio_fused = True
     return True
+
+
+def _unfuse_for_adapters(pipe: Any) -> None:
+    # A LoRA's layers sit on the separate query, key and value projections, which a fused
+    # processor bypasses: once a module has adapters, it goes back to its own processors.
+    for module in _attention_modules(pipe):
+        if getattr(module, "_studio_fused", False) and getattr(module, "peft_config", None):
+            module.unfuse_qkv_projections()
+            module._studio_fused = False
+            log.info("%s: fused attention projections undone for its LoRAs", type(module).__name__)
 
 
 def tune_for_device(pipe: Any, device: torch.device, *, force: bool = False) -> list[str]:

@@ -21,17 +21,20 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pipelines import cpu, device_tuning, hires, models, rework
+from pipelines import cpu, device_tuning, flow, hires, models, rework
+from pipelines.batches import batch_frame, batch_noise, sampler_generators
+from pipelines.branching import apply_branch, branch_checker, check_sampler_switches
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
+from pipelines.flow_samplers import sampler_for
 from pipelines.preview_choice import describe
 from pipelines.preview_costs import measure_costs
 from pipelines.previews import PendingFrame, PreviewDecoder, final_preview
 from pipelines.prompt_encoding import Conditioning
 from pipelines.prompt_setup import PromptResources
 from pipelines.resources import resource_path
-from pipelines.samplers import get_sampler
+from pipelines.run_control import RunControl
 from pipelines.schedules import SyncFreeSchedule
 from pipelines.types import (  # EngineSettings is re-exported: callers import it from here
     ControlKind,
@@ -72,6 +75,7 @@ class LoadedModel:
     cpu_offload: bool
     scale_factor: int = 8  # image pixels per latent pixel, from the VAE's own layout
     unet_parameters: int = 0  # the work per latent pixel, for choosing CPU threads
+    weights: flow.WeightOptions = flow.FULL_WEIGHTS  # how the weights are stored and placed
     vae_fallback_said: bool = False  # a half-precision VAE overflow was reported already
 
 
@@ -106,21 +110,22 @@ class PreparedRun:
 
     @property
     def guided(self) -> bool:
-        return self.request.cfg_scale > 1.0  # the pipelines' do_classifier_free_guidance
+        # the pipelines' do_classifier_free_guidance; Flux's guidance is an input, not a pass
+        return flow.runs_two_passes(self.model.family, self.request.cfg_scale)
 
     @property
     def latent_pixels(self) -> int:
         return int(self.initial_noise.shape[-2] * self.initial_noise.shape[-1])
 
     def new_scheduler(self) -> Any:
-        spec = get_sampler(self.request.sampler)
+        spec = sampler_for(self.request.sampler, self.model.family, self.model.scheduler_config)
         return spec.make(self.model.scheduler_config, seed=self.request.seed)
 
-    def sampler_generator(self) -> torch.Generator:
+    def sampler_generator(self) -> torch.Generator | list[torch.Generator]:
         # A separate stream for the samplers' fresh noise, so ancestral runs are reproducible. On
         # the model's device: noise drawn on the CPU would be copied to the GPU at every step, and
-        # each copy makes the host wait for the GPU.
-        return torch.Generator(self.device).manual_seed(self.request.seed + 1)
+        # each copy makes the host wait for the GPU. A batch: one stream per image.
+        return sampler_generators(self.request.seed, self.request.batch_size, self.device)
 
     def with_changes(
         self,
@@ -251,12 +256,14 @@ class Engine:
         model: str = "",
         cpu_offload: bool = False,
         on_progress: ProgressCallback | None = None,
+        weights: flow.WeightOptions = flow.FULL_WEIGHTS,
     ) -> LoadedModel:
         path = self.resolve_model_path(model)
         with self._lock:
             loaded = self._loaded
             if loaded and loaded.path == path and loaded.cpu_offload == cpu_offload:
-                return loaded
+                if loaded.weights == weights:
+                    return loaded
             self._unload()
             report = on_progress or (lambda fraction, message: None)
             report(0.05, f"Loading {path.name}…")
@@ -267,7 +274,10 @@ class Engine:
             report(0.7, f"Moving {path.name} to {self.device.type.upper()}…")
             # Offloading only helps where the model would otherwise sit in GPU memory.
             cpu_offload = cpu_offload and self.device.type == "cuda"
-            if cpu_offload:
+            flow.store_weights(pipe, weights, self.dtype)
+            if weights.sequential_offload and self.device.type == "cuda":
+                pipe.enable_sequential_cpu_offload()
+            elif cpu_offload:
                 pipe.enable_model_cpu_offload()
             else:
                 pipe.to(self.device)
@@ -278,8 +288,9 @@ class Engine:
             )
             previews.linear  # noqa: B018 - fit now so the first step's preview costs nothing
             scale = pipe.vae_scale_factor
-            size = int(pipe.unet.config.sample_size) * scale
-            if not cpu_offload:  # offloaded weights would move for every timed call
+            size = flow.native_latent_side(pipe) * scale
+            # Offloaded weights would move for every timed call; the probe times a UNet's step.
+            if not cpu_offload and not family.is_flow:
                 report(0.9, "Measuring preview decoders…")
                 self._measure_previews(pipe, previews)
             self._loaded = LoadedModel(
@@ -291,7 +302,8 @@ class Engine:
                 native_size=(size, size),
                 cpu_offload=cpu_offload,
                 scale_factor=scale,
-                unet_parameters=sum(p.numel() for p in pipe.unet.parameters()),
+                unet_parameters=sum(p.numel() for p in flow.denoiser(pipe).parameters()),
+                weights=weights,
             )
             report(
                 1.0, f"{path.name} ready ({family.label}, {self.device.type}, {self.precision})."
@@ -300,7 +312,7 @@ class Engine:
 
     def _tune(self, pipe: DiffusionPipeline) -> None:
         done = device_tuning.tune_for_device(pipe, self.device)
-        if self.settings.compile:
+        if self.settings.compile and getattr(pipe, "unet", None) is not None:  # not a flow model
             device_tuning.compile_unet(pipe)
             done.append("compiled UNet")
         if done:
@@ -370,6 +382,9 @@ class Engine:
         if not controlnet_paths:
             return loaded.pipeline
         key = (loaded.path, controlnet_paths)
+        if key not in self._assembled and loaded.family.is_flow:
+            nets = [self._controlnet(p, loaded.family) for p in controlnet_paths]
+            self._assembled = {key: flow.controlnet_pipeline(loaded.pipeline, loaded.family, nets)}
         if key not in self._assembled:
             from diffusers import (
                 StableDiffusionControlNetPipeline,
@@ -417,7 +432,8 @@ class Engine:
         of the denoising pass: the pipeline with its ControlNets, control images, starting noise."""
         request.validate()
         with self._lock:
-            loaded = self.load(request.model, request.memory.cpu_offload, on_progress)
+            loaded = self.load(request.model, request.memory.cpu_offload, on_progress,
+                               flow.WeightOptions.of(request.memory))  # fmt: skip
             width, height = loaded.native_size
             request = replace(
                 request,
@@ -427,18 +443,32 @@ class Engine:
                 source=rework.absolute_source(request.source),
             ).resolve_seed()
             _check_size(request, loaded.scale_factor)
+            if loaded.family.is_flow:  # before the branches' checks, which build UNet samplers
+                flow.check_request(request, loaded.family)
+            check_sampler_switches(request, loaded.scheduler_config)
             request.check_grown_sizes()  # the native size is known only now
+            sampler_for(request.sampler, loaded.family, loaded.scheduler_config)  # runnable here
+            notes = []
+            if loaded.family.is_flow:
+                request, notes = flow.adjust_request(loaded.pipeline, loaded.family, request)
             units = request.active_controls
             controlnet_paths = tuple(self._check_controls(loaded, units))
             plan, rework_notes = rework.prepare_source(request)
             maps = self._condition_maps(rework.canvas_request(request))
             pipe = self._pipeline_for(loaded, controlnet_paths)
-            prompts = self._prompts.prepare(
-                loaded.pipeline, loaded.family, loaded.path, request, request.cfg_scale > 1.0
-            )
-            request = prompts.recorded(request)
-            notes = list(prompts.warnings) + rework_notes
-            channels = pipe.unet.config.in_channels
+            if loaded.family.is_flow:  # the pipeline reads the prompt as plain text
+                conditioning = None
+                notes += flow.prompt_notes(request) + rework_notes
+                flow.refuse_rework(plan, loaded.family)
+                channels = flow.latent_channels(pipe)
+            else:
+                prompts = self._prompts.prepare(
+                    loaded.pipeline, loaded.family, loaded.path, request, request.cfg_scale > 1.0
+                )
+                request = prompts.recorded(request)
+                conditioning = prompts.conditioning
+                notes += list(prompts.warnings) + rework_notes
+                channels = pipe.unet.config.in_channels
             if plan is None and channels == 9:  # an inpainting UNet runs in its own pipeline
                 plan = rework.text_to_image_plan(request)
             if plan is not None:
@@ -456,7 +486,7 @@ class Engine:
                 initial_noise=noise,
                 device=self.device,
                 dtype=self.dtype,
-                conditioning=prompts.conditioning,
+                conditioning=conditioning,
                 rework=plan,
             )
 
@@ -497,10 +527,11 @@ class Engine:
         cancel: threading.Event | None = None,
         on_progress: ProgressCallback | None = None,
         wants_preview: PreviewGate | None = None,
+        control: RunControl | None = None,
     ) -> GenerationResult:
         with self._lock:
             prepared = self.prepare(request, on_progress)
-            return self.execute(prepared, on_step, cancel, wants_preview)
+            return self.execute(prepared, on_step, cancel, wants_preview, control)
 
     def execute(
         self,
@@ -508,20 +539,25 @@ class Engine:
         on_step: StepCallback | None = None,
         cancel: threading.Event | None = None,
         wants_preview: PreviewGate | None = None,
+        control: RunControl | None = None,
     ) -> GenerationResult:
         """Denoise a prepared run with a scheduler of its own.
 
         ``on_step`` gets a decoded x0 preview after each completed step. ``wants_preview``, when
         given, is asked first: while it says False (the consumer has not taken the previous
-        frame yet) the step is neither decoded nor reported; the last step always is.
+        frame yet) the step is neither decoded nor reported; the last step always is, and so is
+        a step ``control`` holds the run after (pause, step, branch: see pipelines.run_control).
         """
         request = prepared.request
         if request.hires is not None:  # two passes, each one of these runs
             return hires.run_hires(self, prepared, on_step, cancel, wants_preview)
         pipe = prepared.pipeline
-        with self.exclusive(prepared, batch=2 if prepared.guided else 1):
+        with self.exclusive(prepared, batch=(2 if prepared.guided else 1) * request.batch_size):
             prepared.apply_memory_options()
             pipe.scheduler = prepared.new_scheduler()
+            control = control or RunControl()
+            control.begin(request, branch_checker(prepared.model.scheduler_config),
+                          prepared.total_steps)  # fmt: skip
             tracker = _StepTracker(
                 pipe.scheduler,
                 request,
@@ -529,6 +565,7 @@ class Engine:
                 on_step,
                 cancel or threading.Event(),
                 wants_preview,
+                control,
                 latent_pixels=prepared.latent_pixels,
                 total=prepared.total_steps,
                 compose=prepared.rework.compose_preview if prepared.rework else None,
@@ -539,7 +576,7 @@ class Engine:
             guard = device_tuning.VaeGuard(pipe.vae, self._vae_fell_back, armed=False)
             tracker.after_loop = guard  # armed at the last step: previews are never checked
             try:
-                with torch.inference_mode(), guard:
+                with torch.inference_mode(), guard, flow.seeded_sampling(prepared):
                     output = pipe(**kwargs, callback_on_step_end=tracker.on_step_end)
             except _Cancelled:
                 return GenerationResult(
@@ -564,8 +601,9 @@ class Engine:
             )
             tracker.deliver_final(image)
         return GenerationResult(
-            request=request,
+            request=replace(request, branches=control.branches()),  # with those made while held
             image=image,
+            images=tuple(output.images) if request.batch_size > 1 else (),
             timings={**tracker.timings, "total": time.perf_counter() - started},
             condition_maps=prepared.condition_maps,
             warnings=prepared.warnings + tuple(self._vae_notes),
@@ -600,9 +638,8 @@ class Engine:
             scale_factor = self._loaded.scale_factor if self._loaded else 8
         _check_size(request, scale_factor)
         # Drawn on the CPU so a seed gives the same picture on every device.
-        generator = torch.Generator("cpu").manual_seed(request.seed)
         shape = (1, channels, request.height // scale_factor, request.width // scale_factor)
-        return torch.randn(shape, generator=generator, dtype=torch.float32)
+        return batch_noise(request.seed, request.batch_size, shape)
 
     def _call_arguments(self, prepared: PreparedRun) -> dict[str, Any]:
         request, maps = prepared.request, prepared.condition_maps
@@ -614,6 +651,7 @@ class Engine:
         kwargs = dict(
             **prompts,
             num_inference_steps=request.steps,
+            num_images_per_prompt=request.batch_size,
             guidance_scale=request.cfg_scale,
             width=request.width,
             height=request.height,
@@ -633,6 +671,8 @@ class Engine:
             )
         if prepared.rework is not None:
             kwargs = prepared.rework.call_arguments(kwargs, controlnet=bool(units))
+        if prepared.model.family.is_flow:
+            kwargs = flow.call_arguments(prepared.model.family, kwargs, prepared.pipeline, units)
         return kwargs
 
 
@@ -660,13 +700,14 @@ class _StepTracker:
         on_step: StepCallback | None,
         cancel: threading.Event,
         wants_preview: PreviewGate | None = None,
+        control: RunControl | None = None,
         latent_pixels: int = 0,
         total: int | None = None,
         compose: Callable[[Any], Any] | None = None,  # the preview shown in the whole picture
     ) -> None:
+        self.control = control or RunControl()
         self.total = total or request.steps
         self.compose = compose
-        self.scheduler = scheduler
         self.request = request
         self.previews = previews
         self.plan = previews.plan(request.preview, latent_pixels)
@@ -684,8 +725,12 @@ class _StepTracker:
         self._final: torch.Tensor | None = None  # the last step's latents, on the device
         self._shown: Any | None = None  # the newest frame handed on
         self.after_loop: device_tuning.VaeGuard | None = None  # checks the final decode
-        self.schedule = SyncFreeSchedule(scheduler)
         self._calls = 0  # scheduler steps so far (an index into the schedule)
+        self._attach(scheduler)
+
+    def _attach(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self.schedule = SyncFreeSchedule(scheduler)
         self._original_step = scheduler.step
 
         # wraps() keeps the signature: pipelines only pass `generator` to schedulers that accept it.
@@ -695,8 +740,14 @@ class _StepTracker:
 
         scheduler.step = step
 
+    def swap_scheduler(self, scheduler: Any) -> None:
+        """Go on with another scheduler (a branch switched the sampler)."""
+        self.scheduler.step = self._original_step
+        self._attach(scheduler)
+
     def detach(self) -> None:
         self.scheduler.step = self._original_step
+        self.control.end()
 
     def _step(
         self,
@@ -775,24 +826,32 @@ class _StepTracker:
                 self.timings["first_step"] = elapsed
             # The last step is the final image, delivered once the pipeline has decoded it
             # (deliver_final). A consumer still holding the previous frame would drop this one:
-            # skip its decoding.
-            wanted = not is_last and (self.wants_preview is None or self.wants_preview())
-            self._hand_on_ready_frames()
+            # skip its decoding. A step the run holds after (pause) is always shown, at once.
+            holds = not is_last and self.control.decide()
+            wanted = not is_last and (holds or self.wants_preview is None or self.wants_preview())
+            self._hand_on_ready_frames(wait=holds)
             # At most one frame in flight: a consumer cannot take frames faster than that.
             ready = self.on_step is not None and self.denoised is not None and not self._pending
-            if wanted and ready and self.plan.decodes(self.completed):
-                frame = self.previews.decode_async(self.denoised, self.plan.mode)
+            if wanted and ready and (holds or self.plan.decodes(self.completed)):
+                latents = flow.spatial(self.denoised, self.request)
+                frame = batch_frame(self.previews, latents, self.plan.mode)
                 if frame is not None:
                     self._pending.append((frame, self._preview(None, elapsed)))
-                self._hand_on_ready_frames()
+                self._hand_on_ready_frames(wait=holds)
             elif wanted and ready and self._shown is not None:
                 # A step between two decodes of a strided plan: the newest frame again, so the
                 # step count and the time left still move on.
                 self.on_step(self._preview(self._shown, elapsed))
             self._last_elapsed = elapsed
+            if holds:
+                self.control.hold(self.completed, self.cancel)
+            if not is_last and self.control.branch_at(self.completed) and not self.cancel.is_set():
+                request = replace(self.request, branches=self.control.branches())
+                callback_kwargs = apply_branch(self, pipe, self.control, request, self.completed,
+                                               callback_kwargs)  # fmt: skip
         if step == pipe.num_timesteps - 1:
             # Copied to the host after the loop (deliver_final): a copy here would wait for the GPU.
-            self._final = callback_kwargs["latents"]
+            self._final = flow.spatial(callback_kwargs["latents"], self.request)
             if self.after_loop is not None:
                 self.after_loop.armed = True
             self.timings["denoise"] = time.perf_counter() - self.started

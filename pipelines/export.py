@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 
 from PIL import Image, PngImagePlugin
 
+from pipelines.branching import branch_pairs, branches_from_fields
 from pipelines.errors import ExportError, ImageReadError, StudioError, ValidationError
 from pipelines.images import open_image
 from pipelines.rework_metadata import rework_pairs, rework_values
@@ -206,13 +207,17 @@ def format_parameters(request: GenerationRequest) -> str:
     pairs: list[tuple[str, str]] = [
         ("Steps", str(request.steps)),
         ("Sampler", sampler),
-        ("CFG scale", _number(request.cfg_scale)),
+        ("CFG scale", _number(1.0 if request.distilled_guidance else request.cfg_scale)),
     ]
+    if request.distilled_guidance:  # Flux.1-dev's guidance, named as Forge writes it
+        pairs.append(("Distilled CFG Scale", _number(request.cfg_scale)))
     if request.seed is not None:
         pairs.append(("Seed", str(request.seed)))
     if request.width is not None and request.height is not None:
         pairs.append(("Size", f"{request.width}x{request.height}"))
     pairs.append(("Model", model_display_name(request.model)))
+    if request.batch_size > 1:  # as AUTOMATIC1111 writes it; the seed is each image's own
+        pairs.append(("Batch size", str(request.batch_size)))
     if request.clip_skip != 1:  # as A1111: written only when it differs from its default
         pairs.append(("Clip skip", str(request.clip_skip)))
     for key, hashes in (("Lora hashes", request.lora_hashes), ("TI hashes", request.ti_hashes)):
@@ -223,6 +228,7 @@ def format_parameters(request: GenerationRequest) -> str:
     for index, unit in enumerate(request.controls):
         if unit.enabled:
             pairs.append((f"ControlNet {index}", _unit_text(unit)))
+    pairs += branch_pairs(request.branches)  # the run's changes part way (pipelines/branching)
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in pairs)
     text = _unambiguous(request.prompt)
     if request.negative_prompt:
@@ -380,6 +386,9 @@ def parse_parameters(text: str) -> GenerationRequest:
         values["steps"] = _to_int("Steps", fields["Steps"])
     if "CFG scale" in fields:
         values["cfg_scale"] = _to_float("CFG scale", fields["CFG scale"])
+    if "Distilled CFG Scale" in fields:
+        values["cfg_scale"] = _to_float("Distilled CFG Scale", fields["Distilled CFG Scale"])
+        values["distilled_guidance"] = True
     if "Seed" in fields:
         values["seed"] = _to_int("Seed", fields["Seed"])
     if "Size" in fields:
@@ -393,6 +402,9 @@ def parse_parameters(text: str) -> GenerationRequest:
     if model and model != "default":  # "default" is what format_parameters writes for ""
         values["model"] = model
     values["controls"] = _controls(fields)
+    values["branches"] = branches_from_fields(fields)
+    if "Batch size" in fields:
+        values["batch_size"] = _to_int("Batch size", fields["Batch size"])
     if "Clip skip" in fields:
         values["clip_skip"] = _to_int("Clip skip", fields["Clip skip"])
     values["lora_hashes"] = fields.get("Lora hashes", "")

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from pipelines import rework
-from pipelines.previews import to_uint8
+from pipelines.previews import decode_full, to_uint8
 from pipelines.types import (
     HIRES_RESAMPLERS,
     EngineSettings,
@@ -26,6 +26,7 @@ from pipelines.types import (
     GenerationResult,
     HiresPass,
     ImageInput,
+    ModelFamily,
     StepPreview,
     hires_size,
 )
@@ -151,5 +152,5 @@ def _latent_enlarge(
     vae = prepared.pipeline.vae
     if prepared.request.memory.vae_tiling or size[0] * size[1] > TILED_VAE_PIXELS:
         vae.enable_tiling()
-    decoded = vae.decode(grown.to(prepared.device, vae.dtype) / vae.config.scaling_factor).sample
+    decoded = decode_full(vae, grown, upcast=prepared.model.family is ModelFamily.SDXL)
     return Image.fromarray(to_uint8(decoded)[0])

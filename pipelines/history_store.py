@@ -16,6 +16,10 @@ An entry that cannot be read (a damaged file, a request a newer version wrote) i
 note in :attr:`HistoryStore.notes`; it never stops a listing. Deleting moves an entry's files to
 ``deleted/`` so that it can be restored until :meth:`HistoryStore.purge_deleted` runs.
 
+Finished sampler comparisons are kept too, with their step histories, in ``comparisons/`` (see
+:mod:`pipelines.stored_comparisons`). The user sets how many images and comparisons are kept: past
+the limit the oldest go first, for good (:meth:`HistoryStore.prune`, after every addition).
+
 Qt-free: the window, scripts and tests share it.
 """
 
@@ -30,20 +34,33 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from pipelines.errors import StudioError
 from pipelines.export import read_request, write_atomically, write_png
 from pipelines.images import open_image
+from pipelines.stored_comparisons import (
+    COMPARISONS_SUBFOLDER,
+    StoredComparison,
+    list_comparisons,
+    read_comparison,
+    remove_comparison,
+    write_comparison,
+)
 from pipelines.types import GenerationRequest
+
+if TYPE_CHECKING:
+    from pipelines.compare import CompareResult
 
 log = logging.getLogger(__name__)
 
 HISTORY_SUBFOLDER = "history"
 DELETED_SUBFOLDER = "deleted"
 THUMBNAIL_SIZE = 128
+NO_LIMIT = 0
+DEFAULT_COMPARISON_LIMIT = 10  # each holds up to ~80 MB of step previews, as on disk
 _ID = r"\d{8}-\d{6}-\d{6}-[0-9a-f]{6}"
 _IMAGE_RE = re.compile(f"({_ID})\\.png")
 _ANY_FILE_RE = re.compile(f"({_ID})\\.(png|json|thumb\\.png)")
@@ -86,10 +103,21 @@ def _thumbnail(image: Image.Image) -> Image.Image:
 
 
 class HistoryStore:
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        limit: int = NO_LIMIT,
+        comparison_limit: int = DEFAULT_COMPARISON_LIMIT,
+    ) -> None:
         self.folder = Path(folder)
+        self.limit = limit  # images kept at most; NO_LIMIT: all
+        self.comparison_limit = comparison_limit  # comparisons kept at most; NO_LIMIT: all
         self.notes: list[str] = []  # entries skipped, and why; also in the log
         self._noted: set[str] = set()
+
+    @property
+    def comparisons_folder(self) -> Path:
+        return self.folder / COMPARISONS_SUBFOLDER
 
     def _note(self, entry: StoredEntry, problem: str) -> None:
         if entry.id not in self._noted:
@@ -147,7 +175,47 @@ class HistoryStore:
         write_atomically(entry.request_path, lambda handle: handle.write(text.encode("utf-8")),
                          suffixes=(".json",))  # fmt: skip
         write_png(image, request, entry.image_path, extra=extra)  # last: the entry now exists
+        self.prune()
         return entry
+
+    # ---- comparisons --------------------------------------------------------------------------
+    def add_comparison(self, result: CompareResult) -> StoredComparison:
+        """Keep a finished comparison with its step history; failures are
+        :class:`~pipelines.errors.ExportError` (or OSError for the folder)."""
+        entry_id = _new_id()
+        write_comparison(self.comparisons_folder / entry_id, result)
+        self.prune()
+        return StoredComparison(entry_id, self.comparisons_folder / entry_id, result.request,
+                                tuple(c.sampler for c in result.columns))  # fmt: skip
+
+    def comparisons(self) -> list[StoredComparison]:
+        """The comparisons kept, newest first; reads only their small records."""
+        found, notes = list_comparisons(self.comparisons_folder)
+        self.notes += [note for note in notes if note not in self.notes]
+        return found
+
+    def load_comparison(self, stored: StoredComparison) -> CompareResult:
+        return read_comparison(stored)
+
+    # ---- the size limit -----------------------------------------------------------------------
+    def prune(self) -> int:
+        """Remove the oldest images past :attr:`limit` and the oldest comparisons past
+        :attr:`comparison_limit`, for good; returns how many entries went."""
+        removed = 0
+        if self.limit > NO_LIMIT:
+            for entry in self.entries()[self.limit :]:
+                # The image first: once it is gone the entry is no longer listed.
+                for path in self._files(self.folder, entry.id):
+                    try:
+                        path.unlink(missing_ok=True)
+                    except OSError as error:
+                        log.warning("history entry %s not removed: %s", path.name, error)
+                removed += 1
+        if self.comparison_limit > NO_LIMIT:
+            for stored in self.comparisons()[self.comparison_limit :]:
+                remove_comparison(stored.folder)
+                removed += 1
+        return removed
 
     # ---- reading, lazily ----------------------------------------------------------------------
     def request(self, entry: StoredEntry) -> GenerationRequest | None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
-import struct
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +21,20 @@ from typing import Any, Literal
 import torch
 
 from pipelines.errors import FamilyMismatchError, ModelFormatError, ModelNotFoundError
+from pipelines.flow_files import (
+    COMPANION_FOLDERS,
+    FLOW_CONTROLNETS,
+    FLOW_PIPELINES,
+    folder_variant,
+    inspect_flow_header,
+    tiny_vae_family,
+)
+from pipelines.model_files import hf_cache_dir as _hf_cache_dir
+from pipelines.model_files import (
+    read_safetensors_header,  # noqa: F401 - re-exported
+    read_tensor_table,
+)
+from pipelines.model_files import snapshot_of as _snapshot_of
 from pipelines.offline import set_offline_environment  # noqa: F401 - re-exported
 from pipelines.resources import resource_path
 from pipelines.types import ControlKind, ModelFamily, guess_control_kind
@@ -32,7 +44,7 @@ log = logging.getLogger(__name__)
 Role = Literal["base", "controlnet", "tiny_vae"]
 Format = Literal["diffusers", "single_file", "hf_cache"]
 
-SAFE_SUFFIXES = (".safetensors",)
+SAFE_SUFFIXES = (".safetensors", ".gguf")  # GGUF: quantized SD 3.x / Flux.1 transformers
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 # Folders other UIs keep their models in, relative to the folder the user points at.
 UI_SUBFOLDERS = (
@@ -41,6 +53,8 @@ UI_SUBFOLDERS = (
     "models/checkpoints",  # ComfyUI
     "models/controlnet",
     "models/diffusers",
+    "models/unet",  # ComfyUI: SD 3.x / Flux.1 transformer-only files
+    "models/diffusion_models",
 )
 _MAX_DEPTH = 3
 _SKIP_DIRS = {
@@ -52,7 +66,6 @@ _SKIP_DIRS = {
     "site-packages",
     "repositories",
 }
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
 _CONTROL_DIR_NAMES = {"controlnet", "control"}
 # Folders of add-ons to a model (LoRAs, embeddings): listed by pipelines/loras.py and
 # pipelines/embeddings.py, not scanned for models.
@@ -69,6 +82,13 @@ class ModelInfo:
     format: Format
     source: Path
     control_kind: ControlKind | None = None
+    variant: str = ""  # Flux.1: "dev" or "schnell"
+
+    @property
+    def family_label(self) -> str:
+        if self.family is None:
+            return "?"
+        return f"{self.family.label}-{self.variant}" if self.variant else self.family.label
 
     @property
     def needs_pickle(self) -> bool:
@@ -109,31 +129,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """The tensor table of a .safetensors file: name -> {dtype, shape, data_offsets}."""
-    try:
-        with open(path, "rb") as handle:
-            prefix = handle.read(8)
-            if len(prefix) < 8:
-                raise ModelFormatError(f"{path} is too short to be a safetensors file.")
-            (length,) = struct.unpack("<Q", prefix)
-            if length <= 1 or length > _MAX_HEADER_BYTES:
-                raise ModelFormatError(f"{path} is not a valid safetensors file (corrupt header).")
-            raw = handle.read(length)
-    except OSError as exc:
-        raise ModelFormatError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
-    if len(raw) < length:
-        raise ModelFormatError(f"{path} is truncated (the safetensors header is incomplete).")
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ModelFormatError(f"{path} is not a valid safetensors file (corrupt header).") from exc
-    if not isinstance(header, dict):
-        raise ModelFormatError(f"{path} is not a valid safetensors file (corrupt header).")
-    header.pop("__metadata__", None)
-    return header
 
 
 def _shape(header: dict[str, Any], key: str) -> list[int] | None:
@@ -177,6 +172,9 @@ def unet_input_channels(header: dict[str, Any]) -> int:
 
 
 def _family_from_header(path: Path, header: dict[str, Any]) -> ModelFamily:
+    flow = inspect_flow_header(header)
+    if flow is not None:
+        return flow.family
     keys = list(header)
     if _is_controlnet_keys(keys):
         return _controlnet_family_from_header(path, header)
@@ -240,6 +238,8 @@ def _family_from_unet_config(path: Path, config: dict[str, Any]) -> ModelFamily:
 
 def _family_from_pipeline_folder(path: Path, index: dict[str, Any]) -> ModelFamily:
     name = str(index.get("_class_name", ""))
+    if name in FLOW_PIPELINES:
+        return FLOW_PIPELINES[name]
     if name and not name.startswith("StableDiffusion"):
         raise ModelFormatError(f"{path} holds a {name}, which the studio does not support.")
     unet = _read_json(path / "unet" / "config.json")
@@ -250,24 +250,6 @@ def _family_from_pipeline_folder(path: Path, index: dict[str, Any]) -> ModelFami
             raise ModelFormatError(f"{path} is an SDXL refiner, which cannot be used alone.")
         return ModelFamily.SDXL
     return _family_from_unet_config(path, unet)
-
-
-def _snapshot_of(repo: Path) -> Path | None:
-    """The snapshot folder of an HF cache repo (``models--org--name``): refs/main, else newest."""
-    snapshots = repo / "snapshots"
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        try:
-            candidate = snapshots / ref.read_text(encoding="utf-8").strip()
-        except OSError:
-            candidate = None
-        if candidate is not None and candidate.is_dir():
-            return candidate
-    try:
-        revisions = [p for p in snapshots.iterdir() if p.is_dir()]
-    except OSError:
-        return None
-    return max(revisions, key=lambda p: p.stat().st_mtime) if revisions else None
 
 
 def _resolve(path: Path) -> Path:
@@ -292,6 +274,8 @@ def detect_family(path: Path | str) -> ModelFamily:
         if index is not None:
             return _family_from_pipeline_folder(path, index)
         config = _read_json(path / "config.json")
+        if config is not None and config.get("_class_name") in FLOW_CONTROLNETS:
+            return FLOW_CONTROLNETS[config["_class_name"]]
         if config is not None and config.get("_class_name") in (
             "ControlNetModel",
             "UNet2DConditionModel",
@@ -312,7 +296,7 @@ def detect_family(path: Path | str) -> ModelFamily:
         return guessed
     if suffix not in SAFE_SUFFIXES:
         raise ModelFormatError(f"{path.name} is not a model file the studio can read.")
-    return _family_from_header(path, read_safetensors_header(path))
+    return _family_from_header(path, read_tensor_table(path))
 
 
 def _pickle_header(path: Path) -> dict[str, Any]:
@@ -337,7 +321,7 @@ def _family_for_loading(path: Path) -> tuple[ModelFamily, dict[str, Any] | None]
     if path.suffix.lower() in PICKLE_SUFFIXES:
         header = _pickle_header(path)
     else:
-        header = read_safetensors_header(path)
+        header = read_tensor_table(path)
     return _family_from_header(path, header), header
 
 
@@ -355,14 +339,6 @@ def check_family(
 
 # ---------------------------------------------------------------------------------------------
 # Discovery
-
-
-def _hf_cache_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return Path.home() / ".cache" / "huggingface" / "hub"
 
 
 def default_search_folders() -> list[Path]:
@@ -415,33 +391,38 @@ class _Scanner:
         """Record ``folder`` if it is a diffusers model; True when it was one (do not descend)."""
         index = _read_json(folder / "model_index.json")
         if index is not None:
-            if not _has_weights(folder / "unet"):
-                self.problem(f"{folder}: configs only, no UNet weights; skipped.")
+            flow = index.get("_class_name") in FLOW_PIPELINES
+            if not _has_weights(folder / ("transformer" if flow else "unet")):
+                what = "transformer" if flow else "UNet"
+                self.problem(f"{folder}: configs only, no {what} weights; skipped.")
                 return True
             try:
                 family = _family_from_pipeline_folder(folder, index)
             except ModelFormatError as exc:
                 self.problem(str(exc))
                 return True
-            self.add(ModelInfo(folder, name, "base", family, fmt, source))
+            variant = folder_variant(folder) if family is ModelFamily.FLUX else ""
+            self.add(ModelInfo(folder, name, "base", family, fmt, source, variant=variant))
             return True
         config = _read_json(folder / "config.json")
         if config is None:
             return False
         kind = config.get("_class_name")
-        if kind not in ("ControlNetModel", "AutoencoderTiny"):
+        if kind not in ("ControlNetModel", "AutoencoderTiny", *FLOW_CONTROLNETS):
             return False
         if not _has_weights(folder):
             self.problem(f"{folder}: config only, no weights; skipped.")
             return True
         if kind == "AutoencoderTiny":
-            family = _family_from_name(name) or (
-                ModelFamily.SD1 if "taesd" in name.lower() else None
+            family = (
+                tiny_vae_family(name, config)
+                or _family_from_name(name)
+                or (ModelFamily.SD1 if "taesd" in name.lower() else None)
             )
             self.add(ModelInfo(folder, name, "tiny_vae", family, fmt, source))
             return True
         try:
-            family = _family_from_unet_config(folder, config)
+            family = FLOW_CONTROLNETS.get(kind) or _family_from_unet_config(folder, config)
         except ModelFormatError as exc:
             self.problem(str(exc))
             return True
@@ -461,7 +442,7 @@ class _Scanner:
             self.add(ModelInfo(path, name, role, family, "single_file", source, kind))
             return
         try:
-            header = read_safetensors_header(path)
+            header = read_tensor_table(path)
             family = _family_from_header(path, header)
         except ModelFormatError as exc:
             self.problem(f"{path}: {exc}")
@@ -479,7 +460,9 @@ class _Scanner:
                 )
             )
         else:
-            self.add(ModelInfo(path, name, "base", family, "single_file", source))
+            flow = inspect_flow_header(header)
+            variant = flow.variant if flow is not None else ""
+            self.add(ModelInfo(path, name, "base", family, "single_file", source, variant=variant))
 
     def walk(self, folder: Path, source: Path, depth: int = 0) -> None:
         if self.folder_model(folder, source, folder.name, "diffusers"):
@@ -493,6 +476,8 @@ class _Scanner:
                     and entry.name.lower() not in _ADD_ON_DIR_NAMES):  # fmt: skip
                 self.walk(entry, source, depth + 1)
         elif entry.suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES:
+            if folder.name in COMPANION_FOLDERS:
+                return  # text encoders and VAEs: parts of models, not models
             # Pickle files beside a config.json are parts of a transformers/diffusers model.
             if entry.suffix.lower() in PICKLE_SUFFIXES and (folder / "config.json").exists():
                 return
@@ -597,7 +582,7 @@ def _check_loadable_file(path: Path, allow_pickle: bool) -> None:
         return
     if suffix not in SAFE_SUFFIXES:
         raise ModelFormatError(f"{path.name} is not a .safetensors model file.")
-    read_safetensors_header(path)  # a corrupt file fails here with a clear message
+    read_tensor_table(path)  # a corrupt file fails here with a clear message
 
 
 _LOAD_ERRORS = (
@@ -693,6 +678,12 @@ def load_base_pipeline(
 ) -> tuple[Any, ModelFamily]:
     """Load an SD 1.x or SDXL text-to-image pipeline from a diffusers folder or a single file."""
     path, family, header = _open_for_loading(path, allow_pickle)
+    if family.is_flow:
+        from pipelines.flow_loading import load_flow_pipeline
+
+        pipe = load_flow_pipeline(path, family, header, dtype, _load_errors(), _wrap_load_error)
+        pipe.to(device)
+        return pipe, family
     if (
         path.is_dir()
         and (path / "config.json").exists()
@@ -773,6 +764,15 @@ def load_controlnet(
     path, family, header = _open_for_loading(path, allow_pickle)
     if path.is_dir() and (path / "model_index.json").exists():
         raise ModelFormatError(f"{path} is a full pipeline, not a ControlNet.")
+    if family.is_flow:
+        from pipelines.flow_loading import load_flow_controlnet
+
+        try:
+            with _quiet_deprecations():
+                model = load_flow_controlnet(path, family, dtype)
+        except _load_errors() as exc:
+            raise _wrap_load_error(path, exc) from exc
+        return model.to(device), family
     if header is not None and not _is_controlnet_keys(header):
         raise ModelFormatError(f"{path.name} is a base checkpoint, not a ControlNet.")
     try:

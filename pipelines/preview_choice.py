@@ -1,13 +1,13 @@
 """Which preview decoder "Auto" uses for a model, from what the decoders cost and how true they are.
 
-When a model loads, :func:`pipelines.preview_costs.measure_costs` times one guided denoising step (a UNet call on a batch
-of two) and one decode by each decoder at a small latent size, and measures how far the
-approximate linear map's colours are from the model's own VAE. :func:`choose_plan` then picks, for
-the size of each run:
+When a model loads, :func:`pipelines.preview_costs.measure_costs` times one guided denoising step
+(a UNet call on a batch of two) and one decode by each decoder at a small latent size, and
+measures how far the approximate linear map's colours are from the model's own VAE.
+:func:`choose_plan` then picks, for the size of each run:
 
 1. the full VAE at every step when a decode costs at most :data:`PREVIEW_BUDGET` of a step;
 2. else the tiny decoder (TAESD) when the model has one, every step or every few steps so that it
-   stays within the budget;
+   stays within the budget (unless the full VAE fits as often: then the full VAE);
 3. else the full VAE every few steps, when that keeps previews within the budget and no further
    apart than :data:`MAX_PREVIEW_INTERVAL` seconds (a fast small model: its whole run takes less
    than a second, so a true preview every few steps is worth more than a wrong one every step);
@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pipelines.types import PreviewMode
 
 PREVIEW_BUDGET = 0.10  # previews may add this fraction to a run's denoising time
-MAX_PREVIEW_INTERVAL = 0.5  # seconds: a strided decoder still shows a step at least this often
+MAX_PREVIEW_INTERVAL = 1.0  # seconds: a strided decoder still shows a step at least this often
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,9 @@ def choose_plan(costs: PreviewCosts, every_step: bool = False) -> PreviewPlan:
     widest = max(1, widest)
     if costs.tiny is not None:
         tiny = _stride(costs.tiny, costs.step)
-        if tiny <= widest:
+        # The tiny decoder unless the exact one fits as often (a small model's VAE can cost
+        # less than TAESD's fixed-size decoder).
+        if tiny <= widest and tiny < full:
             return PreviewPlan(PreviewMode.TINY, tiny)
     if full <= widest:
         return PreviewPlan(PreviewMode.FULL, full)

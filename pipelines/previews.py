@@ -79,7 +79,8 @@ def fit_linear_decoder(vae: AutoencoderKL, seed: int = 0) -> torch.Tensor:
     images = _synthetic_images(_FIT_IMAGES, _FIT_SIZE, generator)
     param = next(vae.parameters())
     latents = vae.encode(images.to(param.device, param.dtype)).latent_dist.mean.float().cpu()
-    latents = latents * vae.config.scaling_factor
+    # The model's latent space: SD 3.x and Flux VAEs shift before scaling (shift_factor).
+    latents = (latents - _shift(vae)) * vae.config.scaling_factor
     factor = _FIT_SIZE // latents.shape[-1]
     targets = torch.nn.functional.avg_pool2d(images, factor)
     x = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
@@ -154,7 +155,8 @@ class PreviewDecoder:
         if mode is PreviewMode.TINY:
             param = next(self.tiny_vae.parameters())
             scale = getattr(self.tiny_vae.config, "scaling_factor", 1.0)
-            rgb = self.tiny_vae.decode(latents.to(param.device, param.dtype) / scale).sample
+            latents = latents.to(param.device, param.dtype) / scale + _shift(self.tiny_vae)
+            rgb = self.tiny_vae.decode(latents).sample
         else:
             rgb = decode_full(self.vae, latents, self.upcast)
         if tuple(rgb.shape[-2:]) != size:
@@ -195,7 +197,8 @@ def decode_full(vae: AutoencoderKL, latents: torch.Tensor, upcast: bool = False)
     if dtype != param.dtype:
         vae = vae.to(dtype)
     try:
-        return vae.decode(latents.to(param.device, dtype) / vae.config.scaling_factor).sample
+        unscaled = latents.to(param.device, dtype) / vae.config.scaling_factor + _shift(vae)
+        return vae.decode(unscaled).sample
     finally:
         if dtype != param.dtype:
             vae.to(param.dtype)
@@ -213,3 +216,7 @@ def final_preview(image: Image.Image) -> np.ndarray:
 
 def to_pil(rgb: np.ndarray) -> Image.Image:
     return Image.fromarray(rgb, "RGB")
+
+
+def _shift(vae: AutoencoderKL | AutoencoderTiny) -> float:
+    return float(getattr(vae.config, "shift_factor", None) or 0.0)

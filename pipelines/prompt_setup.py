@@ -35,6 +35,15 @@ def _hashes(pairs: list[tuple[str, str]]) -> str:
     return ", ".join(f"{name}: {digest}" for name, digest in pairs)
 
 
+def _added(use: LoraUse, weight: float, unet_weight: float | None) -> LoraUse:
+    unet = None
+    if use.unet_weight is not None or unet_weight is not None:
+        unet = (use.unet_weight if use.unet_weight is not None else use.weight) + (
+            unet_weight if unet_weight is not None else weight
+        )
+    return replace(use, weight=use.weight + weight, unet_weight=unet)
+
+
 class PromptResources:
     """The LoRA adapters on the engine's loaded pipeline, and the files prompts may call."""
 
@@ -108,6 +117,10 @@ class PromptResources:
                 problem = fits(info, family, context_dim)
                 if problem is not None:
                     warnings.append(f"LoRA “{tag.name}” is not applied: {problem}.")
+                    continue
+                twice = next((i for i, u in enumerate(uses) if u.info.path == info.path), None)
+                if twice is not None:  # named twice: its effects add up, as two tags' would
+                    uses[twice] = _added(uses[twice], tag.weight, tag.unet_weight)
                     continue
                 uses.append(LoraUse(info, tag.weight, tag.unet_weight))
                 pairs.append((tag.name, short_hash(info.path, skip_header=True)))

@@ -29,7 +29,14 @@ from PIL import Image, ImageFilter
 from pipelines.conditions import fit_to_size, load_image
 from pipelines.outpaint import extend_canvas
 from pipelines.previews import preview_size
-from pipelines.types import GenerationRequest, ImageInput, InpaintArea, MaskedContent, ModelFamily
+from pipelines.types import (  # run_steps is re-exported: the hires pass counts with it
+    GenerationRequest,
+    ImageInput,
+    InpaintArea,
+    MaskedContent,
+    ModelFamily,
+    run_steps,
+)
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -38,11 +45,6 @@ Box = tuple[int, int, int, int]  # left, top, right, bottom in canvas pixels
 
 # Radii (px) of the normalised blurs that fill a masked area from its surroundings, coarse to fine.
 _FILL_RADII = (128, 32, 8, 2)
-
-
-def run_steps(strength: float, steps: int) -> int:
-    """Steps a run at ``strength`` spends: ``round(strength * steps)``, at least one."""
-    return max(1, min(steps, round(strength * steps)))
 
 
 def pipeline_strength(strength: float, steps: int) -> float:

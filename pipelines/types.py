@@ -23,6 +23,7 @@ MIN_CFG, MAX_CFG = 0.0, 30.0
 MIN_SIZE, MAX_SIZE = 64, 4096
 MAX_SEED = 2**32 - 1
 MAX_CONTROL_UNITS = 3
+MAX_BATCH_SIZE = 16  # images in one model call; more fit no GPU at useful sizes
 MIN_CLIP_SKIP, MAX_CLIP_SKIP = 1, 12
 # Far beyond what anyone writes (a 75-token chunk is a few hundred characters): a longer text is
 # a paste gone wrong, and would only slow every step that handles it and bloat the metadata.
@@ -65,10 +66,17 @@ def _check_text(field_name: str, value: Any) -> None:
 class ModelFamily(str, enum.Enum):
     SD1 = "sd1"
     SDXL = "sdxl"
+    # Rectified-flow transformers: they predict a velocity, not noise (pipelines/flow.py).
+    SD3 = "sd3"
+    FLUX = "flux"
 
     @property
     def label(self) -> str:
-        return {"sd1": "SD 1.x", "sdxl": "SDXL"}[self.value]
+        return {"sd1": "SD 1.x", "sdxl": "SDXL", "sd3": "SD 3.x", "flux": "Flux.1"}[self.value]
+
+    @property
+    def is_flow(self) -> bool:
+        return self in (ModelFamily.SD3, ModelFamily.FLUX)
 
 
 class ControlKind(str, enum.Enum):
@@ -118,6 +126,11 @@ MAX_MASK_BLUR = 256
 MAX_PADDING = 1024
 MIN_HIRES_SCALE, MAX_HIRES_SCALE = 1.0, 4.0
 HIRES_RESAMPLERS = ("lanczos", "latent")  # an upscaler model file's path is the other choice
+
+
+def run_steps(strength: float, steps: int) -> int:
+    """Steps a reworking run at ``strength`` spends: ``round(strength * steps)``, at least one."""
+    return max(1, min(steps, round(strength * steps)))
 
 
 @dataclass(frozen=True)
@@ -241,6 +254,10 @@ class MemoryOptions:
     attention_slicing: bool = False
     vae_tiling: bool = False
     cpu_offload: bool = False
+    # Large transformers (SD 3.x, Flux.1): weights streamed to the GPU one layer at a time; weights
+    # kept in fp8 and upcast per layer as it runs.
+    sequential_offload: bool = False
+    fp8_weights: bool = False
 
 
 @dataclass(frozen=True)
@@ -312,6 +329,41 @@ class ControlUnit:
 
 
 @dataclass(frozen=True)
+class Branch:
+    """Settings that change after ``step`` completed sampler steps, for the rest of the run; a
+    field left None keeps what the run had (see :mod:`pipelines.branching`)."""
+
+    step: int
+    prompt: str | None = None
+    negative: str | None = None
+    cfg: float | None = None
+    sampler: str | None = None
+    control_strength: float | None = None  # every active ControlNet unit
+
+    def check_fields(self) -> None:
+        _require(_is_int(self.step), "A branch's step", "a whole number", self.step)
+        for name, label in (("prompt", "A branch's prompt"), ("negative", "A branch's negative")):
+            if getattr(self, name) is not None:
+                _check_text(label, getattr(self, name))
+        if self.sampler is not None:
+            _require(isinstance(self.sampler, str), "A branch's sampler", "a sampler name",
+                     self.sampler)  # fmt: skip
+        if self.cfg is not None:
+            _require(_is_number(self.cfg) and math.isfinite(self.cfg)
+                     and MIN_CFG <= self.cfg <= MAX_CFG, "A branch's CFG scale",
+                     f"a number from {MIN_CFG:g} to {MAX_CFG:g}", self.cfg)  # fmt: skip
+        if self.control_strength is not None:
+            value = self.control_strength
+            _require(_is_number(value) and math.isfinite(value) and 0.0 <= value <= 2.0,
+                     "A branch's ControlNet strength", "a number from 0 to 2", value)  # fmt: skip
+        if all(getattr(self, name) is None for name in BRANCH_KEYS):
+            raise ValidationError(f"The branch at step {self.step} changes nothing.")
+
+
+BRANCH_KEYS = ("prompt", "negative", "cfg", "sampler", "control_strength")
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
     model: str = ""  # empty: the bundled default model
@@ -333,6 +385,13 @@ class GenerationRequest:
     clip_skip: int = 1
     lora_hashes: str = ""
     ti_hashes: str = ""
+    # Pausing and branching: settings that change part way through the run (pipelines/branching)
+    branches: tuple[Branch, ...] = ()
+    # Batch size: images denoised together, seeds seed … seed + batch_size - 1 (pipelines/batches)
+    batch_size: int = 1
+    # Flux.1-dev (issue 18): cfg_scale is the distilled guidance the model takes as an input; the
+    # engine sets this from the model, the metadata writes it as "Distilled CFG Scale".
+    distilled_guidance: bool = False
 
     def check_fields(self) -> None:
         """Types and ranges of every field, without consulting the sampler registry or requiring
@@ -372,6 +431,22 @@ class GenerationRequest:
             value = getattr(self.memory, name)
             _require(isinstance(value, bool), f"The memory option {name}", "true or false", value)
         _require(isinstance(self.preview, PreviewMode), "Preview", "a preview mode", self.preview)
+        # Branches: each well formed, at a step inside the run, in order, one per step.
+        _require(isinstance(self.branches, tuple), "Branches", "a tuple of branches", self.branches)
+        for branch in self.branches:
+            _require(isinstance(branch, Branch), "Each branch", "a Branch", branch)
+            branch.check_fields()
+            if not 1 <= branch.step < self.steps:
+                raise ValidationError(f"A branch's step must be from 1 to {self.steps - 1} (one "
+                                      f"before the last of {self.steps} steps), not {branch.step}.")  # fmt: skip
+        steps = [branch.step for branch in self.branches]
+        if steps != sorted(set(steps)):
+            raise ValidationError("Branches must be in step order, at most one per step.")
+        # Batch size
+        _require(_is_int(self.batch_size), "Batch size", "a whole number", self.batch_size)
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ValidationError(f"Batch size must be from 1 to {MAX_BATCH_SIZE}; for more images "
+                                  "use the batch count.")  # fmt: skip
         # Reworking an image
         if self.source is not None:
             _require(isinstance(self.source, ImageInput), "The input", "an ImageInput", self.source)
@@ -384,6 +459,12 @@ class GenerationRequest:
             raise ValidationError(f"Clip skip must be from {MIN_CLIP_SKIP} to {MAX_CLIP_SKIP}.")
         for name, value in (("LoRA hashes", self.lora_hashes), ("TI hashes", self.ti_hashes)):
             _check_text(name, value)
+        # Rectified-flow models
+        _require(isinstance(self.distilled_guidance, bool), "Distilled guidance", "true or false",
+                 self.distilled_guidance)  # fmt: skip
+        for name in ("sequential_offload", "fp8_weights"):
+            value = getattr(self.memory, name)
+            _require(isinstance(value, bool), f"The memory option {name}", "true or false", value)
 
     def validate(self) -> None:
         from pipelines.samplers import get_sampler  # the registry owns sampler names
@@ -395,6 +476,16 @@ class GenerationRequest:
             raise ValidationError(f"At most {MAX_CONTROL_UNITS} ControlNets can be active at once.")
         for unit in active:
             unit.validate()
+        _check_branches(self)
+        reworked = self.source is not None or self.hires is not None
+        if reworked and (self.branches or self.batch_size > 1):
+            raise ValidationError("Branches and a batch size above 1 apply to text-to-image runs "
+                                  "without a hires pass; use the batch count for several "
+                                  "images.")  # fmt: skip
+        if self.batch_size > 1 and self.sampler == "DPM++ SDE":
+            raise ValidationError("DPM++ SDE draws one noise stream for the whole run, so its batch "
+                                  "images would not repeat alone: use batch size 1 and the batch "
+                                  "count.")  # fmt: skip
         if self.source is not None:
             self.source.validate()
         if self.hires is not None:
@@ -445,6 +536,10 @@ class GenerationRequest:
             memory = values["memory"] or {}
             _require(isinstance(memory, dict), "Memory", "a table of options", memory)
             values["memory"] = MemoryOptions(**_known(MemoryOptions, memory))
+        if "branches" in values:
+            branches = values["branches"] or ()
+            _require(isinstance(branches, list | tuple), "Branches", "a list", branches)
+            values["branches"] = tuple(_branch_from_dict(b) for b in branches)
         if values.get("preview") is None:
             values.pop("preview", None)
         else:
@@ -458,6 +553,27 @@ class GenerationRequest:
         request = cls(**values)
         request.check_fields()
         return request
+
+
+def _check_branches(request: GenerationRequest) -> None:
+    """A request's branches, as far as they can be checked without a model: known samplers,
+    CFG on the run's side of 1, a ControlNet to scale (see pipelines.branching)."""
+    from pipelines.samplers import get_sampler  # the registry owns sampler names
+
+    guided = request.cfg_scale > 1.0
+    for branch in request.branches:
+        if branch.sampler is not None:
+            get_sampler(branch.sampler)
+        if branch.cfg is not None and (branch.cfg > 1.0) != guided:
+            side = "above" if guided else "at or below"
+            raise ValidationError(
+                f"The branch at step {branch.step} sets CFG {branch.cfg:g}, but the run's CFG "
+                f"{request.cfg_scale:g} is {side} 1, and a branch's must stay {side} 1 too "
+                "(guidance on or off changes the whole run)."
+            )
+        if branch.control_strength is not None and not request.active_controls:
+            raise ValidationError(f"The branch at step {branch.step} sets a ControlNet strength, "
+                                  "but no ControlNet is active.")  # fmt: skip
 
 
 def _enum(kind: type[enum.Enum], value: Any, field_name: str) -> Any:
@@ -485,6 +601,14 @@ def _control_from_dict(data: Any) -> ControlUnit:
     if "resize_mode" in values:
         values["resize_mode"] = _enum(ResizeMode, values["resize_mode"], "A resize mode")
     return ControlUnit(**values)
+
+
+def _branch_from_dict(data: Any) -> Branch:
+    values = _known(Branch, data) if isinstance(data, dict) else {}
+    if "step" not in values:
+        raise ValidationError(f"A stored branch is not a table of fields with a step: "
+                              f"{_shown(data)}.")  # fmt: skip
+    return Branch(**values)
 
 
 def _source_from_dict(data: Any) -> ImageInput:
@@ -554,3 +678,4 @@ class GenerationResult:
     warnings: tuple[str, ...] = ()
     latents: Any | None = None  # final latents (torch tensor, CPU) for tests and re-decoding
     precision: str = ""  # the weights' number format of the run: "fp32", "bf16" or "fp16"
+    images: tuple[Any, ...] = ()  # every image of a batch (batch_size > 1), ``image`` first

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
-from pipelines.models import ModelInfo
 from pipelines.resources import resource_path
 from pipelines.types import ControlKind, ControlUnit, ResizeMode
+
+if TYPE_CHECKING:  # pipelines.models loads torch: the window opens before that
+    from pipelines.models import ModelInfo
 
 T = TypeVar("T")
 
@@ -48,6 +50,7 @@ class ControlUnitModel(QObject):
     start: _Field[float] = _Field()
     end: _Field[float] = _Field()
     resize_mode: _Field[ResizeMode] = _Field()
+    module: _Field[str] = _Field()  # another tool's preprocessor name, written back as it came
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -64,7 +67,7 @@ class ControlUnitModel(QObject):
     def _defaults() -> dict[str, Any]:
         return dict(enabled=False, kind=ControlKind.CANNY, model="", image=None, preprocess=False,
                     canny=(100, 200), strength=1.0, start=0.0, end=1.0,
-                    resize_mode=ResizeMode.FIT)  # fmt: skip
+                    resize_mode=ResizeMode.FIT, module="")  # fmt: skip
 
     @property
     def empty(self) -> bool:
@@ -91,6 +94,7 @@ class ControlUnitModel(QObject):
             canny_low=low,
             canny_high=high,
             enabled=self.enabled,
+            module=self.module,
         )
 
     def apply(self, unit: ControlUnit | None) -> None:
@@ -102,18 +106,20 @@ class ControlUnitModel(QObject):
                           image=unit.image or None, preprocess=unit.preprocess,
                           canny=(unit.canny_low, unit.canny_high), strength=unit.strength,
                           start=unit.start, end=unit.end,
-                          resize_mode=ResizeMode(unit.resize_mode))  # fmt: skip
+                          resize_mode=ResizeMode(unit.resize_mode),
+                          module=unit.module)  # fmt: skip
         for name, value in values.items():
             setattr(self, name, value)
 
 
-def pick_controlnet(controlnets: Iterable[ModelInfo], kind: ControlKind) -> ModelInfo | None:
-    """The ControlNet a unit of ``kind`` uses until the user chooses one: a bundled one first
-    (the demo model's own), else the first of that kind by name."""
-    bundled = resource_path("models")
-
-    def rank(info: ModelInfo) -> tuple[bool, str]:
-        return (not Path(info.path).is_relative_to(bundled), info.name.lower())
-
-    fitting = sorted((c for c in controlnets if c.control_kind is kind), key=rank)
-    return fitting[0] if fitting else None
+def pick_controlnet(
+    controlnets: Iterable[ModelInfo], kind: ControlKind, model: str = ""
+) -> ModelInfo | None:
+    """The ControlNet a unit of ``kind`` uses until the user chooses one: one that came with the
+    base ``model`` (beside it; for the bundled default, ``""``, the bundled ones), first by name.
+    None when no such one is there: a ControlNet from elsewhere may not fit the model's layers."""
+    folder = Path(model).expanduser().parent if model else resource_path("models")
+    fitting = [
+        c for c in controlnets if c.control_kind is kind and Path(c.path).is_relative_to(folder)
+    ]
+    return min(fitting, key=lambda info: info.name.lower(), default=None)

@@ -42,6 +42,9 @@ class EventKind(StrEnum):
     FINISHED = "finished"  # result: GenerationResult, CompareResult or DetectionResult
     CANCELLED = "cancelled"  # result: what was made before the cancel (may be empty)
     FAILED = "failed"  # error: a message a person can act on
+    PAUSED = "paused"  # a generation held between two steps; result: the steps completed
+    RESUMED = "resumed"  # a held generation goes on (resumed, or taking one step)
+    BRANCHED = "branched"  # a held generation's settings change; result: its request with them
     # Not tied to one job: the model, the catalog of samplers, the model folders, problems.
     LOADING = "loading"  # progress 0..1, message
     LOADED = "loaded"  # result: ModelSummary
@@ -148,6 +151,7 @@ class JobEvent:
     error: str = ""
     message: str = ""
     saved_as: str = ""  # finished generations: the id of the history entry written to disk
+    saved: tuple[str, ...] = ()  # every image's entry id, for a batch one per image
 
     @property
     def job_id(self) -> int:

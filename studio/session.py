@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, Qt, QThread, Signal
 from PySide6.QtGui import QImage
 
+from pipelines.run_control import RunControl
 from studio.jobs import (
     DetectionRequest,
     EventKind,
@@ -42,7 +43,9 @@ from studio.worker import GenerationWorker
 
 if TYPE_CHECKING:
     from pipelines.compare import CompareResult
-    from pipelines.types import EngineSettings, GenerationRequest, GenerationResult
+    from pipelines.history_store import HistoryStore
+    from pipelines.stored_comparisons import StoredComparison
+    from pipelines.types import Branch, EngineSettings, GenerationRequest, GenerationResult
 
 
 @dataclass
@@ -74,6 +77,28 @@ class ComparisonEntry:
         return f"#{self.number}: {names} · seed {self.request.seed}"
 
 
+class StoredComparisonEntry:
+    """A comparison an earlier session kept on disk; its step history loads when first shown."""
+
+    def __init__(self, store: HistoryStore, stored: StoredComparison, number: int) -> None:
+        self.store, self.stored, self.number = store, stored, number
+        self._result: CompareResult | None = None
+
+    @property
+    def result(self) -> CompareResult:
+        if self._result is None:
+            self._result = self.store.load_comparison(self.stored)
+        return self._result
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.stored.request
+
+    @property
+    def title(self) -> str:
+        return f"#{self.number}: {self.stored.title}"
+
+
 def compare_entries(samplers: Sequence[SamplerEntry], default_steps: int) -> list[tuple[str, int]]:
     """(name, steps) pairs from names or (name, steps) pairs; steps <= 0 means the request's."""
     return [sampler_entry(entry, default_steps) for entry in samplers]
@@ -92,8 +117,8 @@ class Session(QObject):
     _discover = Signal()
     _load = Signal(str, bool)
     _warm_up = Signal()
-    _submit = Signal(object, object)  # Job, threading.Event
-    _keep_history = Signal(object)  # Path or None
+    _submit = Signal(object, object, object)  # Job, threading.Event, RunControl or None
+    _keep_history = Signal(object, object)  # Path or None, (image limit, comparison limit)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -103,6 +128,8 @@ class Session(QObject):
         self.loaded_model: ModelSummary | None = None
         self._jobs: dict[int, tuple[Job, threading.Event]] = {}  # submitted, not ended yet
         self._waiting: list[Job] = []  # generations and comparisons not handed to the worker yet
+        self._controls: dict[int, RunControl] = {}  # the running generation's pause and branches
+        self.held_at: int | None = None  # steps done by the running generation while it is held
         self.thread = QThread()
         self.thread.setObjectName("generation-worker")
         self.worker = GenerationWorker()
@@ -154,9 +181,22 @@ class Session(QObject):
     def configure(self, config: EngineSettings) -> None:
         self._configure.emit(config)
 
-    def keep_history(self, folder: Path | None) -> None:
-        """Write every finished generation to the history store in ``folder`` (None: keep none)."""
-        self._keep_history.emit(folder)
+    def keep_history(self, folder: Path | None, limits: tuple[int, int] = (0, 0)) -> None:
+        """Write every finished generation and comparison to the history store in ``folder``
+        (None: keep none), at most ``limits`` (images, comparisons; 0: all) of them."""
+        self._keep_history.emit(folder, limits)
+
+    def restore_comparisons(self, store: HistoryStore) -> int:
+        """Put the comparisons kept on disk first in :attr:`comparisons` (their step histories
+        load when one is reopened); returns how many."""
+        kept = store.comparisons()[:MAX_COMPARISONS][::-1]  # oldest first, as they finished
+        restored = []
+        for stored in kept:
+            self._compared += 1
+            restored.append(StoredComparisonEntry(store, stored, self._compared))
+        self.comparisons[:0] = restored
+        del self.comparisons[:-MAX_COMPARISONS]
+        return len(restored)
 
     def start_up(self) -> None:
         self._start_up.emit()
@@ -182,6 +222,13 @@ class Session(QObject):
         entries = tuple(compare_entries(samplers, request.steps))
         return self._enqueue(Job(JobKind.COMPARE, request, samplers=entries))
 
+    def compare_branches(self, request: GenerationRequest) -> Job:
+        """Queue a branched request's run beside the same run without its branches."""
+        from pipelines.branching import branch_titles
+
+        entries = tuple((title, request.steps) for title in branch_titles(request))
+        return self._enqueue(Job(JobKind.COMPARE, request, samplers=entries))
+
     def detect(self, request: DetectionRequest) -> Job:
         """Queue a pose/depth/canny detection behind whatever the worker is doing."""
         job = Job(JobKind.DETECT, request)
@@ -202,7 +249,10 @@ class Session(QObject):
     def _hand_over(self, job: Job) -> None:
         cancel = threading.Event()
         self._jobs[job.id] = (job, cancel)
-        self._submit.emit(job, cancel)
+        control = RunControl() if job.kind is JobKind.GENERATE else None
+        if control is not None:
+            self._controls[job.id] = control
+        self._submit.emit(job, cancel, control)
 
     def cancel(self, job: Job | None = None) -> None:
         """Cancel ``job`` (a waiting one leaves the queue), or the running generation or
@@ -212,6 +262,62 @@ class Session(QObject):
         job = job or self._image_job()
         if job is not None and job.id in self._jobs:
             self._jobs[job.id][1].set()
+
+    # ---- pause, step, resume, branch the running generation -----------------------------------
+    def _control(self) -> RunControl | None:
+        job = self._image_job()
+        return None if job is None else self._controls.get(job.id)
+
+    @property
+    def can_pause(self) -> bool:
+        """A generation runs (comparisons and detections do not pause)."""
+        return self._control() is not None
+
+    @property
+    def pausing(self) -> bool:
+        """Pause was asked for: the running generation holds (or will at the next step)."""
+        control = self._control()
+        return control is not None and control.paused
+
+    @property
+    def running_request(self) -> GenerationRequest | None:
+        """The running generation's request as the engine runs it (seed and size resolved,
+        branches made so far); None before the engine started it."""
+        control = self._control()
+        return None if control is None else control.request()
+
+    def pause(self) -> bool:
+        """Hold the running generation at its next step boundary (reported as "paused")."""
+        control = self._control()
+        if control is not None:
+            control.pause()
+        return control is not None
+
+    def step(self) -> bool:
+        """Let a held generation take one more step, then hold again."""
+        control = self._control()
+        if control is not None:
+            control.step()
+        return control is not None
+
+    def resume(self) -> bool:
+        control = self._control()
+        if control is not None:
+            control.resume()
+        return control is not None
+
+    def branch(self, branch: Branch) -> GenerationRequest:
+        """Change the held generation's settings from the step it is held at; emits "branched"
+        with its request as it now stands. :class:`pipelines.errors.ValidationError` when there
+        is none held at ``branch.step``, or the change cannot be made."""
+        from pipelines.errors import ValidationError
+
+        control, job = self._control(), self._image_job()
+        if control is None or job is None:
+            raise ValidationError("No generation is running.")
+        request = control.branch(branch)
+        self.event.emit(JobEvent(EventKind.BRANCHED, job, result=request))
+        return request
 
     # ---- the waiting jobs ---------------------------------------------------------------------
     def _waiting_index(self, job_id: int) -> int | None:
@@ -282,11 +388,22 @@ class Session(QObject):
     def _on_worker_event(self, event: JobEvent) -> None:
         if event.kind is EventKind.LOADED:
             self.loaded_model = event.result
+        if event.kind is EventKind.PAUSED:
+            self.held_at = event.result
+        elif event.kind is EventKind.RESUMED:
+            self.held_at = None
         if event.job is not None and event.kind in ENDINGS:
             self._jobs.pop(event.job.id, None)
+            self._controls.pop(event.job.id, None)
+            self.held_at = None
             if event.kind is EventKind.FINISHED and event.job.kind is JobKind.GENERATE:
-                image = pil_to_qimage(event.result.image)
-                self.history.append(HistoryEntry(event.result, image, event.saved_as))
+                from pipelines.batches import split_batch
+
+                # A batch: each image its own entry, with its own seed.
+                members = split_batch(event.result)
+                saved = event.saved or (event.saved_as,)
+                for member, stored in zip(members, saved + ("",) * len(members)):
+                    self.history.append(HistoryEntry(member, pil_to_qimage(member.image), stored))
             elif event.kind is EventKind.FINISHED and event.job.kind is JobKind.COMPARE:
                 self._compared += 1
                 self.comparisons.append(ComparisonEntry(event.result, self._compared))

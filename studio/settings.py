@@ -260,6 +260,25 @@ class StudioSettings:
     def batch_count(self, count: int) -> None:
         self._store.setValue("session/batch_count", int(count))
 
+    # History kept on disk: how many images and comparisons (0: no limit), oldest first out.
+    @property
+    def history_limit(self) -> int:
+        return self._checked("history/limit", 0, _count_limit)
+
+    @history_limit.setter
+    def history_limit(self, count: int) -> None:
+        self._store.setValue("history/limit", int(count))
+
+    @property
+    def comparison_limit(self) -> int:
+        from pipelines.history_store import DEFAULT_COMPARISON_LIMIT
+
+        return self._checked("history/comparison_limit", DEFAULT_COMPARISON_LIMIT, _count_limit)
+
+    @comparison_limit.setter
+    def comparison_limit(self, count: int) -> None:
+        self._store.setValue("history/comparison_limit", int(count))
+
     @property
     def comparison(self) -> tuple[bool, list]:
         """(compare mode on, the ticked samplers as names or [name, steps])."""
@@ -301,14 +320,28 @@ def _one_of(choices: tuple[str, ...]):
 MAX_PANEL_BATCH = 100  # one press of Generate; the prompt panel's limit
 
 
+def _whole_number(value: Any, low: int, high: int, expected: str) -> int:
+    number = None
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            number = int(value)
+        except ValueError:
+            pass
+    if number is None or not low <= number <= high:
+        raise _Invalid(expected)
+    return number
+
+
 def _batch_count(value: Any) -> int:
-    try:
-        count = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else 0
-    except ValueError:
-        count = 0
-    if not 1 <= count <= MAX_PANEL_BATCH:
-        raise _Invalid(f"a batch count from 1 to {MAX_PANEL_BATCH}")
-    return count
+    return _whole_number(value, 1, MAX_PANEL_BATCH, f"a batch count from 1 to {MAX_PANEL_BATCH}")
+
+
+MAX_HISTORY_LIMIT = 1_000_000
+
+
+def _count_limit(value: Any) -> int:
+    return _whole_number(value, 0, MAX_HISTORY_LIMIT,
+                         f"a number of entries from 0 (no limit) to {MAX_HISTORY_LIMIT}")  # fmt: skip
 
 
 def _folder(value: Any) -> str:

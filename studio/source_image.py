@@ -20,16 +20,11 @@ from pipelines.types import (
     InpaintArea,
     MaskedContent,
     ResizeMode,
+    run_steps,
 )
 from studio.control_unit import _Field
 
 Border = tuple[int, int, int, int]  # left, top, right, bottom
-
-
-def spent_steps(strength: float, steps: int) -> int:
-    """The steps an image-to-image run really spends: ``round(strength × steps)``, at least one
-    (as the engine counts them)."""
-    return max(1, min(steps, round(strength * steps)))
 
 
 class _Model(QObject):
@@ -104,7 +99,7 @@ class SourceImageModel(_Model):
         self.outpaint = (0, 0, 0, 0)
 
     def spent_steps(self, steps: int) -> int:
-        return spent_steps(self.strength, steps) if self.image else steps
+        return run_steps(self.strength, steps) if self.image else steps
 
 
 class HiresModel(_Model):
@@ -136,7 +131,7 @@ class HiresModel(_Model):
 
     def spent_steps(self, steps: int) -> int:
         """The hires pass's own steps: its strength of its steps (the run's when 0)."""
-        return spent_steps(self.strength, self.steps or steps) if self.enabled else 0
+        return run_steps(self.strength, self.steps or steps) if self.enabled else 0
 
 
 def border_for_ratio(width: int, height: int, ratio: float) -> Border:
@@ -160,7 +155,7 @@ def planned_steps(request: GenerationRequest) -> int:
     the first preview says it."""
     steps = request.steps
     if request.source is not None:
-        steps = spent_steps(request.source.strength, steps)
+        steps = run_steps(request.source.strength, steps)
     if request.hires is not None:
-        steps += spent_steps(request.hires.strength, request.hires.steps or request.steps)
+        steps += run_steps(request.hires.strength, request.hires.steps or request.steps)
     return max(1, steps)

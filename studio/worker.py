@@ -37,8 +37,10 @@ from studio.jobs import (
 from studio.qt_image import array_to_qimage
 
 if TYPE_CHECKING:
+    from pipelines.compare import CompareResult
     from pipelines.engine import Engine, LoadedModel
     from pipelines.history_store import HistoryStore
+    from pipelines.run_control import HoldListener, RunControl
     from pipelines.types import GenerationResult, StepPreview
 
 __all__ = ["GenerationWorker", "SamplerInfo", "Catalog", "ModelSummary", "readable_error"]
@@ -48,9 +50,10 @@ log = logging.getLogger(__name__)
 
 def _summary(loaded: LoadedModel) -> ModelSummary:
     from pipelines.engine import precision_name
+    from pipelines.flow import compute_dtype
     from pipelines.preview_choice import describe
 
-    precision = precision_name(next(loaded.pipeline.unet.parameters()).dtype)
+    precision = precision_name(compute_dtype(loaded.pipeline))
     return ModelSummary(loaded.path, loaded.family.value, loaded.family.label, loaded.native_size,
                         describe(loaded.previews.costs), precision)  # fmt: skip
 
@@ -135,25 +138,45 @@ class GenerationWorker(QObject):
             self._config = config
             self._engine = None  # rebuilt on next use with the new device/folders
 
-    @Slot(object)
-    def keep_history(self, folder: Path | None) -> None:
+    @Slot(object, object)
+    def keep_history(self, folder: Path | None, limits: tuple[int, int] = (0, 0)) -> None:
+        """Keep finished images and comparisons in ``folder``, at most ``limits`` (images,
+        comparisons; 0: all) of them."""
         from pipelines.history_store import HistoryStore
 
-        self._history = None if folder is None else HistoryStore(folder)
+        self._history = None if folder is None else HistoryStore(folder, *limits)
 
-    def _keep(self, result: GenerationResult) -> str:
-        """Write a finished image to the history on disk as soon as it exists; its entry id."""
+    def _keep(self, result: GenerationResult) -> tuple[str, ...]:
+        """Write a finished image (each image of a batch) to the history on disk as soon as it
+        exists; the entry ids, "" for one that could not be written."""
+        from pipelines.batches import split_batch
+        from pipelines.export import run_details
+
         if self._history is None or result.image is None:
-            return ""
-        try:
-            from pipelines.export import run_details
+            return ()
+        kept = []
+        for member in split_batch(result):
+            try:
+                kept.append(self._history.add(member.image, member.request,
+                                              run_details(member)).id)  # fmt: skip
+            except Exception as error:  # the image is still shown; the user learns it was not kept
+                log.exception("image not kept in the history folder")
+                self.event.emit(JobEvent(EventKind.NOTICE, error="The image was not kept in the "
+                                         f"history folder: {readable_error(error)}"))  # fmt: skip
+                kept.append("")
+        return tuple(kept)
 
-            return self._history.add(result.image, result.request, run_details(result)).id
-        except Exception as error:  # the image is still shown; the user learns it was not kept
-            log.exception("image not kept in the history folder")
-            self.event.emit(JobEvent(EventKind.NOTICE, error="The image was not kept in the "
+    def _keep_comparison(self, result: CompareResult) -> tuple[str, ...]:
+        """Write a finished comparison with its step history, so it reopens after a restart."""
+        if self._history is None:
+            return ()
+        try:
+            return (self._history.add_comparison(result).id,)
+        except Exception as error:  # shown all the same; the user learns it was not kept
+            log.exception("comparison not kept in the history folder")
+            self.event.emit(JobEvent(EventKind.NOTICE, error="The comparison was not kept in the "
                                      f"history folder: {readable_error(error)}"))  # fmt: skip
-            return ""
+            return ()
 
     @Slot()
     def start_up(self) -> None:
@@ -201,8 +224,8 @@ class GenerationWorker(QObject):
 
     @Slot(str, bool)
     def load(self, model: str, cpu_offload: bool) -> None:
-        # The first load imports torch and diffusers, seconds before the engine can say anything.
-        self._loading(0.0, "Starting the generation engine…")
+        if self._engine is None:  # its import (torch, diffusers) takes seconds before any news
+            self._loading(0.0, "Starting the generation engine…")
         try:
             engine = self._get_engine()
             loaded = engine.load(model, cpu_offload, on_progress=self._loading)
@@ -223,9 +246,10 @@ class GenerationWorker(QObject):
             log.exception("pose renderer not prepared")
 
     # ---- jobs ---------------------------------------------------------------------------------
-    @Slot(object, object)
-    def run(self, job: Job, cancel: threading.Event) -> None:
-        """Run one job; it ends with exactly one finished, cancelled or failed event."""
+    @Slot(object, object, object)
+    def run(self, job: Job, cancel: threading.Event, control: RunControl | None = None) -> None:
+        """Run one job; it ends with exactly one finished, cancelled or failed event. A
+        generation's ``control`` pauses it between steps (reported as paused/resumed events)."""
         with self._lock:
             self._job_id = job.id
             self._latest = None
@@ -241,7 +265,7 @@ class GenerationWorker(QObject):
             else:
                 engine = self._get_engine()
                 already = engine.loaded
-                result = self._generate(engine, job, cancel)
+                result = self._generate(engine, job, cancel, self._reporting(job, control))
                 cancelled = result.cancelled
                 if engine.loaded is not already and engine.loaded is not None:
                     self.event.emit(JobEvent(EventKind.LOADED, result=_summary(engine.loaded)))
@@ -251,18 +275,38 @@ class GenerationWorker(QObject):
             self.event.emit(JobEvent(EventKind.FAILED, job, error=readable_error(error)))
             return
         kind = EventKind.CANCELLED if cancelled else EventKind.FINISHED
-        saved_as = self._keep(result) if not cancelled and job.kind is JobKind.GENERATE else ""
+        saved = () if cancelled else self._keep(result) if job.kind is JobKind.GENERATE else (
+            self._keep_comparison(result) if job.kind is JobKind.COMPARE else ()
+        )  # fmt: skip
         self.event.emit(JobEvent(kind, job, progress=0.0 if cancelled else 1.0, result=result,
-                                 saved_as=saved_as))  # fmt: skip
+                                 saved_as=saved[0] if saved else "", saved=saved))  # fmt: skip
 
-    def _generate(self, engine: Engine, job: Job, cancel: threading.Event):
+    def _reporting(self, job: Job, control: RunControl | None) -> RunControl | None:
+        def report(kind: EventKind) -> HoldListener:
+            return lambda done, total: self.event.emit(
+                JobEvent(kind, job, progress=done / total, result=done)
+            )
+
+        if control is not None:
+            control.on_hold = report(EventKind.PAUSED)
+            control.on_release = report(EventKind.RESUMED)
+        return control
+
+    def _generate(self, engine: Engine, job: Job, cancel: threading.Event,
+                  control: RunControl | None = None):  # fmt: skip
+        if job.kind is JobKind.COMPARE and job.request.branches:
+            from pipelines.branch_compare import compare_branches
+
+            return compare_branches(engine, job.request, on_step=self._on_compare_step,
+                                    cancel=cancel, on_progress=self._loading)  # fmt: skip
         if job.kind is JobKind.COMPARE:
             from pipelines.compare import compare
 
             return compare(engine, job.request, list(job.samplers), on_step=self._on_compare_step,
                            cancel=cancel, on_progress=self._loading)  # fmt: skip
         return engine.run(job.request, on_step=self._on_step, cancel=cancel,
-                          on_progress=self._loading, wants_preview=self._window_took_preview)  # fmt: skip
+                          on_progress=self._loading, wants_preview=self._window_took_preview,
+                          control=control)  # fmt: skip
 
     def _detect(self, request: DetectionRequest) -> DetectionResult:
         from pipelines.conditions import detect_map

@@ -11,6 +11,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from tests.flow_fixtures import (  # noqa: E402, F401 - fixtures of the tiny SD 3.x / Flux.1 models
+    flux_comfy_file,
+    flux_controlnet_folder,
+    flux_folder,
+    flux_union_controlnet_folder,
+    schnell_folder,
+    sd3_controlnet_folder,
+    sd3_folder,
+    sd3_single_file,
+    t5_tokenizer_folder,
+)
+
 
 @pytest.fixture(autouse=True)
 def own_user_folders(tmp_path_factory, monkeypatch):

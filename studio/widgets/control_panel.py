@@ -260,14 +260,15 @@ class ControlUnitWidget(QWidget):
             self.changed.emit()
 
     # ---- models -------------------------------------------------------------------------------
-    def set_controlnets(self, controlnets: Iterable[ModelInfo]) -> None:
-        """Fill the model picker (ModelInfo list already filtered to the family)."""
+    def set_controlnets(self, controlnets: Iterable[ModelInfo], base_model: str = "") -> None:
+        """Fill the model picker (ModelInfo list already filtered to the family); the automatic
+        choice comes from those beside ``base_model`` ("": the bundled default)."""
         controlnets = list(controlnets)
         current = self.control.model
         self.control.automatic = {
             kind: str(info.path)
             for kind in ControlKind
-            if (info := pick_controlnet(controlnets, kind)) is not None
+            if (info := pick_controlnet(controlnets, kind, base_model)) is not None
         }
         self.model.blockSignals(True)
         self.model.clear()
@@ -499,9 +500,10 @@ class ControlPanel(QWidget):
             mark = "● " if unit.enabled.isChecked() else ""
             self.tabs.setTabText(i, f"{mark}Unit {unit.number}")
 
-    def set_controlnets(self, controlnets: Iterable[ModelInfo]) -> None:
+    def set_controlnets(self, controlnets: Iterable[ModelInfo], base_model: str = "") -> None:
+        controlnets = list(controlnets)
         for unit in self.units:
-            unit.set_controlnets(controlnets)
+            unit.set_controlnets(controlnets, base_model)
 
     def current_unit(self) -> ControlUnitWidget:
         return self.units[self.tabs.currentIndex()]

@@ -17,8 +17,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pipelines.types import MAX_HIRES_SCALE, MAX_STEPS, MIN_HIRES_SCALE, HiresPass, hires_size
-from studio.source_image import HiresModel, spent_steps
+from pipelines.types import (
+    MAX_HIRES_SCALE,
+    MAX_STEPS,
+    MIN_HIRES_SCALE,
+    HiresPass,
+    hires_size,
+    run_steps,
+)
+from studio.source_image import HiresModel
 from studio.widgets.paint_bar import spin_box
 from studio.widgets.refreshing_combo import RefreshingComboBox
 
@@ -152,7 +159,7 @@ class HiresBox(QGroupBox):
         width, height = self.size()
         scale = self.model.scale
         steps = self.model.steps or self._steps
-        spent = spent_steps(self.model.strength, steps)
+        spent = run_steps(self.model.strength, steps)
         self.note.setText(f"{width}×{height} → {hires_size(width, scale)}×"
                           f"{hires_size(height, scale)}; the second pass spends {spent} of "
                           f"{steps} steps.")  # fmt: skip

@@ -37,11 +37,11 @@ from PySide6.QtWidgets import (
 
 from pipelines.errors import StudioError
 from pipelines.history_store import HistoryStore, history_folder
-from pipelines.types import GenerationRequest
+from pipelines.types import Branch, GenerationRequest
 from studio.about import show_about
 from studio.jobs import Catalog, EventKind, Job, JobEvent, JobKind, ModelSummary, PreviewFrame
 from studio.qt_image import pil_to_qimage
-from studio.session import ENDINGS, HistoryEntry, Session
+from studio.session import ENDINGS, Session
 from studio.settings import StudioSettings
 from studio.source_image import planned_steps
 from studio.widgets.canvas import Canvas
@@ -123,8 +123,10 @@ class MainWindow(QMainWindow):
         self.shown_index: Key | None = None  # int: this session's history; str: kept on disk
         self.saved: dict[Key, Path] = {}
         self._deleted: set[Key] = set()  # taken out of the strip (undo puts them back)
-        self.history_store = HistoryStore(history_folder(settings.data_folder))
-        self.session.keep_history(self.history_store.folder)
+        self.recipe_branches: tuple[Branch, ...] = ()  # of the settings last restored
+        self.history_store = HistoryStore(history_folder(settings.data_folder),
+                                          settings.history_limit, settings.comparison_limit)  # fmt: skip
+        self.session.keep_history(self.history_store.folder, self._history_limits())
         self.open_url: Callable[[QUrl], object] = QDesktopServices.openUrl
         self.last_error = ""
         self._discovery = None
@@ -236,6 +238,17 @@ class MainWindow(QMainWindow):
                                "Stop the running job; the waiting ones go on (Esc)")  # fmt: skip
         self.clear_queue_action = a("Clear queue", self.session.clear_queue, None,
                                     "Remove every waiting job; the running one goes on")  # fmt: skip
+        self.pause_action = a("Pause", self.pause_or_resume, "F8",
+                              "Hold the running generation after this step; again to resume "
+                              "(F8)")  # fmt: skip
+        self.step_action = a("Step", self.session.step, "F10",
+                             "Let a paused generation take one more step (F10)")  # fmt: skip
+        self.branch_action = a("Branch", self.branch, "F9",
+                               "Go on from the paused step with the panels' prompt, negative "
+                               "prompt, CFG, sampler and ControlNet strength (F9)")  # fmt: skip
+        self.compare_branch_action = a("Compare with the unbranched run", self.compare_branch,
+                                       None, "Show the branched image's run beside the same run "
+                                       "without its branches, step by step")  # fmt: skip
         self.show_queue_action = a("Show queue", self.show_queue, "Ctrl+J",
                                    "Show the queue of running and waiting jobs (Ctrl+J)")  # fmt: skip
         self.compare_action = a("Compare samplers", self.compare,
@@ -286,6 +299,10 @@ class MainWindow(QMainWindow):
         for action in (self.use_input_action, self.paste_input_action, self.mask_action):
             run_menu.addAction(action)
         run_menu.addSeparator()
+        for action in (self.pause_action, self.step_action, self.branch_action,
+                       self.compare_branch_action):  # fmt: skip
+            run_menu.addAction(action)
+        run_menu.addSeparator()
         run_menu.addAction(self.show_queue_action)
         run_menu.addAction(self.clear_queue_action)
         view_menu = self.menuBar().addMenu("&View")
@@ -295,9 +312,13 @@ class MainWindow(QMainWindow):
         self.view_bar.addSeparator()
         self.view_bar.addAction(self.save_action)
         self.view_bar.addAction(self.copy_action)
+        self.view_bar.addSeparator()
+        for action in (self.pause_action, self.step_action, self.branch_action):
+            self.view_bar.addAction(action)
         help_menu = self.menuBar().addMenu("&Help")
         self.about_action = help_menu.addAction("About Diffusion Studio")
         self.about_action.triggered.connect(lambda: show_about(self))
+        self._update_run_actions()
 
     def _build_status_bar(self) -> None:
         self.progress = QProgressBar()
@@ -370,8 +391,14 @@ class MainWindow(QMainWindow):
             self._on_started(event.job.request)
         elif event.kind is EventKind.PREVIEW:
             self._on_preview(event.frames[-1])
+        elif event.kind in (EventKind.PAUSED, EventKind.RESUMED, EventKind.BRANCHED):
+            self._on_held(event)
         elif event.kind is EventKind.FINISHED:
-            self._on_history_added(self.session.history[-1])
+            count = max(1, len(event.result.images))  # a batch adds one entry per image
+            for index in range(len(self.session.history) - count, len(self.session.history)):
+                self._on_history_added(index)
+            if count > 1:
+                self._show_batch(event.result)
             self._on_finished(event.result)
         elif event.kind is EventKind.CANCELLED:
             self._on_cancelled(event.result)
@@ -421,6 +448,9 @@ class MainWindow(QMainWindow):
         self.session.discover()
         self._load_model(self.prompt_panel.current_model())
         self.history_store.purge_deleted()  # deleted in an earlier session: no undo any more
+        self.history_store.prune()  # a limit lowered since, or entries another process added
+        if self.session.restore_comparisons(self.history_store):
+            self.compare_view._refresh_history()
         kept = {entry.stored_id for entry in self.session.history}
         self.gallery.show_store(self.history_store, skip=kept.__contains__)
 
@@ -474,6 +504,8 @@ class MainWindow(QMainWindow):
             preview=self.sampler_panel.preview_mode(),
             controls=self.control_panel.controls(),
             memory=self.settings.memory,
+            branches=self.recipe_branches,
+            batch_size=self.sampler_panel.batch_size.value(),
             source=self.rework_panel.source(),
             hires=self.hires_box.hires(),
         )
@@ -503,9 +535,11 @@ class MainWindow(QMainWindow):
             raise StudioError(f"These settings cannot be restored ({error}).") from error
 
     def _show_request(self, request: GenerationRequest) -> None:
+        self.recipe_branches = request.branches  # no panel shows them: Generate repeats them
         self.prompt_panel.apply(request)
         self.sampler_panel.set_sampler(request.sampler)
         self.sampler_panel.set_preview_mode(request.preview)
+        self.sampler_panel.batch_size.setValue(request.batch_size)
         self.control_panel.apply(request.controls)
         self.rework_panel.apply(request.source)
         self.hires_box.apply(request.hires)
@@ -542,7 +576,9 @@ class MainWindow(QMainWindow):
             return None
         if (request := self._request_to_run()) is None:
             return None
-        job = self.session.compare(request.resolve_seed(), self.sampler_panel.compare_entries())
+        # One image per sampler, each run whole: a batch size or a restored branch is no column.
+        request = replace(request, batch_size=1, branches=()).resolve_seed()
+        job = self.session.compare(request, self.sampler_panel.compare_entries())
         self._say_queued(job)
         return job
 
@@ -557,6 +593,83 @@ class MainWindow(QMainWindow):
             self.session.cancel()
             self.statusBar().showMessage("Cancelling after this step…")
 
+    # ---- pause, step, branch ------------------------------------------------------------------
+    def pause_or_resume(self) -> None:
+        if self.session.pausing:
+            self.session.resume()
+        elif self.session.pause():
+            self.statusBar().showMessage("Pausing after this step…")
+        self._update_run_actions()
+
+    def branch(self) -> bool:
+        """Branch the held generation with the panels' settings (see run_control.branch_between)."""
+        from pipelines.run_control import branch_between, effective_request
+
+        held, running = self.session.held_at, self.session.running_request
+        if held is None or running is None:
+            self.show_error("Pause the generation first (F8), then change the prompt, negative "
+                            "prompt, CFG, sampler or ControlNet strength and branch.")  # fmt: skip
+            return False
+        if (panels := self._request_to_run()) is None:
+            return False
+        change = branch_between(effective_request(running, held), panels, held)
+        if change is None:
+            self.statusBar().showMessage("Nothing to branch: the panels' prompt, negative prompt, "
+                                         "CFG, sampler and ControlNet strength are the run's.",
+                                         8000)  # fmt: skip
+            return False
+        try:
+            self.session.branch(change)
+        except StudioError as error:
+            self.show_error(str(error))
+            return False
+        return True
+
+    def compare_branch(self) -> Job | None:
+        """Queue the shown image's branched run beside its unbranched run (compare view)."""
+        found = None if self.shown_index is None else self._entry(self.shown_index)
+        if found is None or not found[0].branches:
+            self.show_error("Show an image made with a branch first (its history entry), then "
+                            "compare it with the unbranched run.")  # fmt: skip
+            return None
+        job = self.session.compare_branches(found[0])
+        self._say_queued(job)
+        return job
+
+    def _say_branches(self) -> None:
+        from pipelines.branching import branch_text
+
+        if self.recipe_branches:
+            changes = "; ".join(branch_text(b) for b in self.recipe_branches)
+            self.message_bar.show_message(
+                f"These settings change part way through the run ({changes}); Generate repeats "
+                "that.", error=False, actions=[("Drop the changes", self.drop_branches)])  # fmt: skip
+
+    def drop_branches(self) -> None:
+        self.recipe_branches = ()
+        self.message_bar.hide()
+
+    def _on_held(self, event: JobEvent) -> None:
+        if event.kind is EventKind.PAUSED:
+            total = planned_steps(event.job.request)
+            self.canvas.set_status(f"Paused at step {event.result}/{total} · F10 step, F8 resume, "
+                                   "F9 branch with the panels' settings")  # fmt: skip
+            self.statusBar().showMessage(f"Paused at step {event.result}.")
+        elif event.kind is EventKind.BRANCHED:
+            from pipelines.branching import branch_text
+
+            branch = event.result.branches[-1] if event.result.branches else None
+            if branch is not None:
+                self.statusBar().showMessage(f"Branch: {branch_text(branch)}", 8000)
+        self._update_run_actions()
+
+    def _update_run_actions(self) -> None:
+        pausing = self.session.pausing
+        self.pause_action.setEnabled(self.session.can_pause)
+        self.pause_action.setText("Resume" if pausing else "Pause")
+        self.step_action.setEnabled(self.session.can_pause)
+        self.branch_action.setEnabled(self.session.held_at is not None)
+
     def show_queue(self) -> None:
         self.bottom_tabs.setCurrentWidget(self.queue_panel)
         self.queue_panel.list.setFocus()
@@ -570,6 +683,7 @@ class MainWindow(QMainWindow):
         running = self.session.running_job is not None
         self.prompt_panel.set_running(running)
         self.cancel_action.setEnabled(running)
+        self._update_run_actions()
 
     def _on_started(self, request: GenerationRequest) -> None:
         self.progress.setRange(0, planned_steps(request))
@@ -598,10 +712,18 @@ class MainWindow(QMainWindow):
         if result.warnings:
             self.message_bar.show_message("\n".join(result.warnings), error=False)
 
-    def _on_history_added(self, entry: HistoryEntry) -> None:
-        index = len(self.session.history) - 1
-        self.gallery.add_entry(index, entry)  # selecting it shows it on the canvas
+    def _on_history_added(self, index: int) -> None:
+        self.gallery.add_entry(index, self.session.history[index])  # selecting it shows it
         self.show_entry(index)
+
+    def _show_batch(self, result: GenerationResult) -> None:
+        """The batch's images as one grid on the canvas; each is its own history entry."""
+        import numpy as np
+
+        from pipelines.batches import tile_grid
+
+        grid = tile_grid([np.asarray(image.convert("RGB")) for image in result.images])
+        self.canvas.set_image(pil_to_qimage(Image.fromarray(grid)))
 
     def _on_cancelled(self, result: GenerationResult) -> None:
         self.canvas.set_status("Cancelled")
@@ -660,6 +782,8 @@ class MainWindow(QMainWindow):
         self.model_label.setToolTip(str(summary.path))
         self.prompt_panel.set_native_size(summary.native_size)
         self.sampler_panel.set_preview_note(summary.previews)
+        self.sampler_panel.set_family(summary.family)
+        self.prompt_panel.set_distilled_guidance(summary.family == "flux")
         if not self.session.busy:
             self.progress.setValue(100)
         elif self.session.comparing:  # the bar showed the loading: back to the comparison
@@ -704,7 +828,7 @@ class MainWindow(QMainWindow):
             from pipelines.types import ModelFamily
 
             family = ModelFamily(loaded.family)
-        self.control_panel.set_controlnets(self._discovery.controlnets(family))
+        self.control_panel.set_controlnets(self._discovery.controlnets(family), chosen)
 
     # ---- history and export -------------------------------------------------------------------
     def _entry(self, key: Key) -> tuple[GenerationRequest, Image.Image] | None:
@@ -769,6 +893,7 @@ class MainWindow(QMainWindow):
             self.show_error(str(error))
             return False
         self.statusBar().showMessage("Settings restored from the history.", 5000)
+        self._say_branches()
         return True
 
     def _shown_entry(self) -> Key | None:
@@ -898,6 +1023,7 @@ class MainWindow(QMainWindow):
                 if t
             )
             self.message_bar.show_message(text, error=False)
+            self._say_branches()
             return True
         return False
 
@@ -918,7 +1044,12 @@ class MainWindow(QMainWindow):
         dialog.open()
         return dialog
 
+    def _history_limits(self) -> tuple[int, int]:
+        return self.settings.history_limit, self.settings.comparison_limit
+
     def _settings_changed(self) -> None:
+        self.history_store.limit, self.history_store.comparison_limit = self._history_limits()
+        self.session.keep_history(self.history_store.folder, self._history_limits())
         self.session.configure(self.settings.engine_config())
         self.session.discover()
         self._load_model(self.prompt_panel.current_model())

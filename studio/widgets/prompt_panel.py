@@ -223,7 +223,8 @@ class PromptPanel(QWidget):
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Model", row(self.model, self.browse_model, stretch_first=True))
         form.addRow("Seed", row(self.seed, self.random_seed, self.reuse_seed, stretch_first=True))
-        form.addRow("Steps", row(self.steps, QLabel("CFG"), self.cfg))
+        self.cfg_label = QLabel("CFG")
+        form.addRow("Steps", row(self.steps, self.cfg_label, self.cfg))
         form.addRow(
             "LoRA",
             row(self.lora_button, self.lora_weight, QLabel("Clip skip"), self.clip_skip,
@@ -300,6 +301,15 @@ class PromptPanel(QWidget):
         if path:
             self.set_model(path)
             self.model_chosen.emit(path)
+
+    def set_distilled_guidance(self, distilled: bool) -> None:
+        """Flux.1 takes its guidance value as an input of the model, not as CFG's second pass."""
+        self.cfg_label.setText("Guidance" if distilled else "CFG")
+        self.cfg.setToolTip(
+            "Guidance (Distilled CFG Scale): how closely Flux.1-dev follows the prompt; around 3.5."
+            if distilled
+            else "CFG scale: how strongly the prompt steers the image (1 = ignore it)."
+        )
 
     def set_native_size(self, size: tuple[int, int] | None) -> None:
         self._native = size

@@ -4,6 +4,8 @@ are rebuilt from the session on each queue event, so the two never disagree."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
@@ -19,9 +21,13 @@ from PySide6.QtWidgets import (
 from studio.jobs import EventKind, Job, JobEvent, JobKind
 from studio.session import ENDINGS, IMAGE_JOBS, Session
 
+if TYPE_CHECKING:
+    from pipelines.types import GenerationRequest
+
 ICON = 40
 JOB_ROLE = Qt.ItemDataRole.UserRole
 QUEUE_EVENTS = (EventKind.QUEUED, EventKind.STARTED, EventKind.REMOVED, *ENDINGS)
+HOLD_EVENTS = (EventKind.PAUSED, EventKind.RESUMED, EventKind.BRANCHED)
 
 
 def describe(job: Job) -> str:
@@ -33,7 +39,15 @@ def describe(job: Job) -> str:
     if job.kind is JobKind.COMPARE:
         samplers = ", ".join(f"{name} {steps}" for name, steps in job.samplers)
         return f"Compare: {prompt}\n{size} · {samplers} · seed {request.seed}"
-    return f"{prompt}\n{size} · {request.sampler} · {request.steps} steps · seed {request.seed}"
+    batch = f" · batch of {request.batch_size}" if request.batch_size > 1 else ""
+    return (f"{prompt}\n{size} · {request.sampler} · {request.steps} steps · seed {request.seed}"
+            f"{batch}")  # fmt: skip
+
+
+def _branch_note(request: GenerationRequest) -> str:
+    if not request.branches:
+        return ""
+    return "\n" + "; ".join(f"branch at step {b.step}" for b in request.branches)
 
 
 class QueuePanel(QWidget):
@@ -53,6 +67,10 @@ class QueuePanel(QWidget):
         self.status = QLabel("Nothing queued. Generate or Compare adds a job here.")
         self._buttons: dict[str, QPushButton] = {}
         actions = (
+            ("pause", "Pause", "Hold the running generation after its current step; press "
+             "again to resume (F8).", self.pause_or_resume),
+            ("step", "Step", "Let the paused generation take exactly one more step (F10).",
+             self.session.step),
             ("front", "To front", "Run the selected waiting job next.", self.move_to_front),
             ("up", "Up", "Move the selected waiting job one place earlier.", self.move_up),
             ("down", "Down", "Move the selected waiting job one place later.", self.move_down),
@@ -93,8 +111,22 @@ class QueuePanel(QWidget):
         elif event.job is not None and event.job.kind in IMAGE_JOBS:
             if event.kind in QUEUE_EVENTS:
                 self.refresh()
+            elif event.kind in HOLD_EVENTS:
+                self._show_hold(event)
             elif event.kind is EventKind.PREVIEW and event.frames:
                 self._show_preview(event.job, event.frames[-1].image)
+
+    def _show_hold(self, event: JobEvent) -> None:
+        item = self.list.item(0)
+        if item is not None and item.data(JOB_ROLE) == event.job.id:
+            item.setText(self._running_text(event.job))
+        self._update_buttons()
+
+    def _running_text(self, job: Job) -> str:
+        held = self.session.held_at
+        label = "Running" if held is None else f"Paused at step {held}"
+        request = self.session.running_request or job.request
+        return f"{label}  {describe(job)}" + _branch_note(request)
 
     def _show_preview(self, job: Job, image: QImage) -> None:
         item = self.list.item(0)
@@ -114,8 +146,8 @@ class QueuePanel(QWidget):
         jobs = ([running] if running is not None else []) + list(waiting)
         for position, job in enumerate(jobs):
             is_running = job is running
-            label = "Running" if is_running else f"{position + (0 if running else 1)}."
-            item = QListWidgetItem(f"{label}  {describe(job)}")
+            label = f"{position + (0 if running else 1)}.  {describe(job)}"
+            item = QListWidgetItem(self._running_text(job) if is_running else label)
             item.setData(JOB_ROLE, job.id)
             item.setToolTip(job.request.prompt[:500])
             if is_running and job.id == was_running and old_icon is not None:
@@ -157,6 +189,16 @@ class QueuePanel(QWidget):
         self._buttons["duplicate"].setEnabled(self.selected_job_id() is not None)
         self._buttons["remove"].setEnabled(self.selected_job_id() is not None)
         self._buttons["clear"].setEnabled(bool(waiting))
+        self._buttons["pause"].setEnabled(self.session.can_pause)
+        self._buttons["pause"].setText("Resume" if self.session.pausing else "Pause")
+        self._buttons["step"].setEnabled(self.session.can_pause)
+
+    def pause_or_resume(self) -> None:
+        if self.session.pausing:
+            self.session.resume()
+        else:
+            self.session.pause()
+        self._update_buttons()
 
     def _keep_selection(self, job_id: int | None) -> None:
         if job_id is not None:

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pipelines.types import MAX_STEPS, PreviewMode
+from pipelines.types import MAX_BATCH_SIZE, MAX_STEPS, PreviewMode
 from studio.jobs import SamplerEntry, SamplerInfo, sampler_entry
 
 PREVIEW_CHOICES = (
@@ -55,6 +55,7 @@ class SamplerPanel(QWidget):
         super().__init__(parent)
         self._wanted = "Euler"  # kept until the registry arrives from the worker
         self._wanted_comparison: list = list(DEFAULT_COMPARISON)  # likewise, for the table
+        self._family = ""  # the loaded model's family: which samplers are shown
         self.samplers = QListWidget()
         self.samplers.setToolTip("The sampler (scheduler) that walks from noise to the image.")
         self.samplers.currentItemChanged.connect(self._show_description)
@@ -68,6 +69,10 @@ class SamplerPanel(QWidget):
             self.preview.addItem(label, mode.value)
             self.preview.setItemData(self.preview.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.preview.setToolTip("How the live preview is decoded at every step.")
+        self.batch_size = QSpinBox(minimum=1, maximum=MAX_BATCH_SIZE, value=1)
+        self.batch_size.setToolTip("Images denoised together in one model call per step, with the "
+                                   "seeds seed, seed+1, …: faster per image on a GPU with memory "
+                                   "to spare. Each image is its own history entry.")  # fmt: skip
         self._build_compare()
 
         layout = QVBoxLayout(self)
@@ -81,6 +86,7 @@ class SamplerPanel(QWidget):
         form = QFormLayout()
         form.addRow("Steps", self.steps)
         form.addRow("Preview", self.preview)
+        form.addRow("Batch size", self.batch_size)
         layout.addLayout(form)
         self._set_compare_mode(False)
 
@@ -210,6 +216,29 @@ class SamplerPanel(QWidget):
             self.samplers.addItem(item)
         self.set_sampler(wanted if self._find(wanted) else default)
         self._fill_compare_table(samplers)
+        if self._family:  # the model loaded before the catalog came
+            self.set_family(self._family)
+
+    def set_family(self, family: str) -> None:
+        """Show only the samplers a model of ``family`` (a ModelFamily value) can run."""
+        from pipelines.flow_samplers import sampler_names_for
+        from pipelines.types import ModelFamily
+
+        self._family = family
+        valid = set(sampler_names_for(ModelFamily(family)))
+        for index in range(self.samplers.count()):
+            item = self.samplers.item(index)
+            item.setHidden(item.text() not in valid)
+        for row, (item, _spin) in enumerate(self._rows()):
+            self.compare_table.setRowHidden(row, item.text() not in valid)
+            if item.text() not in valid:
+                item.setCheckState(Qt.CheckState.Unchecked)  # a hidden tick would still count
+        current = self.samplers.currentItem()
+        if current is None or current.isHidden():
+            shown = [self.samplers.item(i) for i in range(self.samplers.count())]
+            first = next((item for item in shown if not item.isHidden()), None)
+            if first is not None:
+                self.samplers.setCurrentItem(first)
 
     def _find(self, name: str) -> QListWidgetItem | None:
         matches = self.samplers.findItems(name, Qt.MatchFlag.MatchExactly)

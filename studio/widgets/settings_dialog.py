@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -22,7 +23,7 @@ from PySide6.QtWidgets import (
 from pipelines.errors import StudioError, ValidationError
 from pipelines.export import check_file_pattern
 from pipelines.types import MemoryOptions
-from studio.settings import DEVICES, PRECISIONS, StudioSettings
+from studio.settings import DEVICES, MAX_HISTORY_LIMIT, PRECISIONS, StudioSettings
 from studio.widgets.layout import row
 
 
@@ -108,6 +109,15 @@ class SettingsDialog(QDialog):
         self.file_pattern.textChanged.connect(self._check_pattern)
         self.output_folder.textChanged.connect(self._check_pattern)
 
+        self.history_limit = QSpinBox(minimum=0, maximum=MAX_HISTORY_LIMIT, singleStep=100)
+        self.history_limit.setSpecialValueText("No limit")
+        self.history_limit.setToolTip("How many finished images the history folder keeps; past "
+                                      "it the oldest are removed for good.")  # fmt: skip
+        self.comparison_limit = QSpinBox(minimum=0, maximum=MAX_HISTORY_LIMIT)
+        self.comparison_limit.setSpecialValueText("No limit")
+        self.comparison_limit.setToolTip("How many finished sampler comparisons (with their step "
+                                         "histories) are kept to reopen; oldest first out.")  # fmt: skip
+
         models = QGroupBox("Models")
         form = QFormLayout(models)
         form.addRow("Model folders", self.model_folders)
@@ -123,6 +133,10 @@ class SettingsDialog(QDialog):
         form.addRow("Folder", row(self.output_folder, browse))
         form.addRow("File names", self.file_pattern)
         form.addRow("", self.pattern_problem)
+        history = QGroupBox("History")
+        form = QFormLayout(history)
+        form.addRow("Images kept", self.history_limit)
+        form.addRow("Comparisons kept", self.comparison_limit)
         note = QLabel("Device, precision and model folders apply to the next run.")
         note.setWordWrap(True)
         buttons = QDialogButtonBox(
@@ -131,7 +145,7 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
-        for widget in (models, device, output, note, buttons):
+        for widget in (models, device, output, history, note, buttons):
             layout.addWidget(widget)
         self.load()
 
@@ -165,6 +179,8 @@ class SettingsDialog(QDialog):
         self.cpu_offload.setChecked(memory.cpu_offload)
         self.output_folder.setText(s.output_folder)
         self.file_pattern.setText(s.file_pattern)
+        self.history_limit.setValue(s.history_limit)
+        self.comparison_limit.setValue(s.comparison_limit)
 
     def save(self) -> None:
         s = self.settings
@@ -180,6 +196,8 @@ class SettingsDialog(QDialog):
         )
         s.output_folder = self.output_folder.text().strip() or s.output_folder
         s.file_pattern = self.file_pattern.text().strip() or s.file_pattern
+        s.history_limit = self.history_limit.value()
+        s.comparison_limit = self.comparison_limit.value()
         s.sync()
 
     def accept(self) -> None:

@@ -62,20 +62,26 @@ def test_cuda_tuning_keeps_sdpa_fuses_qkv_and_changes_the_image_little(sd1_folde
     assert np.abs(after - before).max() <= 2
 
 
+def fake_compile(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Stands for torch.compile (minutes of inductor on this CPU): marks the module compiled and
+    records the options of each call."""
+    calls: list[dict] = []
+
+    def compile_(module: torch.nn.Module, **options: object) -> torch.nn.Module:
+        calls.append(options)
+        module._orig_mod = module
+        return module
+
+    monkeypatch.setattr(device_tuning.torch, "compile", compile_)
+    return calls
+
+
 def test_compiled_mode_compiles_the_unet_once_with_its_cache_in_the_studio_cache_folder(
     sd1_folder, request_for, own_user_folders, monkeypatch
 ):
     monkeypatch.delenv(device_tuning.CACHE_VARIABLE, raising=False)
     expected = np.asarray(Engine(EngineSettings(precision="fp32")).run(request_for()).image)
-    compiled = []
-
-    def compile_(module, **options):
-        # Stands for torch.compile (minutes of inductor on this CPU): marks the module compiled.
-        compiled.append(options)
-        module._orig_mod = module
-        return module
-
-    monkeypatch.setattr(device_tuning.torch, "compile", compile_)
+    compiled = fake_compile(monkeypatch)
     engine = Engine(EngineSettings(precision="fp32", compile=True))
     result = engine.run(request_for())
     engine.run(request_for(seed=8))
@@ -115,15 +121,27 @@ def test_a_half_precision_vae_that_overflows_is_decoded_again_in_fp32_and_said_o
 def test_the_cli_flag_turns_the_compiled_mode_on(sd1_folder, tmp_path, monkeypatch):
     from pipelines import cli
 
-    compiled = []
-
-    def compile_(module, **options):
-        compiled.append(options)
-        module._orig_mod = module
-        return module
-
-    monkeypatch.setattr(device_tuning.torch, "compile", compile_)
+    compiled = fake_compile(monkeypatch)
     out = tmp_path / "x.png"
     arguments = ["generate", "--prompt", "x", "--model", str(sd1_folder), "--steps", "2"]
     assert cli.main([*arguments, "--size", "64x64", "--out", str(out), "--compile"]) == 0
     assert out.exists() and len(compiled) == 1
+
+
+def test_a_lora_on_a_fused_unet_still_changes_the_image(sd1_folder, tmp_path):
+    from tests.lora_files import save_kohya_lora
+    from tests.tiny_models import build_sd1_pipeline
+
+    save_kohya_lora(tmp_path / "Lora" / "detail.safetensors", build_sd1_pipeline(), seed=1)
+    settings = EngineSettings(model_folders=(tmp_path,), precision="fp32")
+    request = GenerationRequest("a red car <lora:detail:1>", model=str(sd1_folder), seed=5,
+                                steps=2, preview=PreviewMode.APPROXIMATE)  # fmt: skip
+    plain = Engine(settings)
+    expected = np.asarray(plain.run(request).image, dtype=np.int16)
+    tuned = Engine(settings)
+    tuned.load(str(sd1_folder))
+    device_tuning.tune_for_device(tuned.loaded.pipeline, torch.device("cpu"), force=True)
+    result = np.asarray(tuned.run(request).image, dtype=np.int16)
+    kinds = {type(p).__name__ for p in tuned.loaded.pipeline.unet.attn_processors.values()}
+    assert "FusedAttnProcessor2_0" not in kinds
+    assert np.abs(result - expected).max() <= 2

@@ -179,3 +179,13 @@ def test_a_lora_that_does_not_load_is_reported_and_leaves_the_model_as_it_was(
     assert "size mismatch" in warning and "\n" not in warning
     assert result.request.lora_hashes == ""
     assert np.array_equal(after, plain)
+
+
+def test_a_lora_named_twice_adds_its_weights(lora_engine, sd1_folder):
+    once, _ = image(lora_engine, sd1_folder, "a red car <lora:detail_tweaker:0.8>")
+    twice, result = image(
+        lora_engine, sd1_folder, "a red car <lora:detail_tweaker:0.5> <lora:Detail_Tweaker:0.3>"
+    )
+    assert result.warnings == ()
+    assert result.request.lora_hashes.count("detail_tweaker") == 1
+    assert np.abs(once.astype(int) - twice.astype(int)).max() <= 1

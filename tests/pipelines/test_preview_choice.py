@@ -27,6 +27,8 @@ def costs(step: float, full: float, tiny: float | None = None) -> PreviewCosts:
         (costs(step=0.1, full=0.5, tiny=0.02), PreviewPlan(TINY, 2)),
         # A fast model: the full VAE every 7th step keeps to 10 %, a preview every 0.06 s.
         (costs(step=0.008, full=0.0055), PreviewPlan(FULL, 7)),
+        # ... and its VAE costs less than the tiny decoder: the exact one.
+        (costs(step=0.008, full=0.0055, tiny=0.007), PreviewPlan(FULL, 7)),
         # A slow model: the full VAE every 20th step is a preview every 60 s: approximate.
         (costs(step=3.0, full=6.0), PreviewPlan(APPROXIMATE)),
     ],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from PIL import Image
@@ -90,3 +92,23 @@ def test_an_upscaler_named_as_a1111_writes_it_is_found_and_a_missing_one_refused
     with pytest.raises(ModelNotFoundError, match="4x-UltraSharp"):
         engine.run(hires_request(sd1_folder, upscaler="4x-UltraSharp"), on_step=previews.append)
     assert previews == []  # refused before the first pass drew anything
+
+
+def test_sdxl_hires_from_the_latents(engine, sdxl_folder):
+    result = engine.run(hires_request(sdxl_folder, scale=1.5, steps=2, upscaler="latent"))
+    assert result.image.size == (96, 96)
+
+
+def test_cancel_in_the_second_pass_stops_within_its_step(engine, sd1_folder):
+    cancel = threading.Event()
+    seen = []
+
+    def on_step(preview):
+        seen.append(preview.step)
+        if preview.step == 3:  # the first step of the enlarged pass
+            cancel.set()
+
+    request = hires_request(sd1_folder, scale=2.0, steps=4, strength=1.0)
+    result = engine.run(request, on_step=on_step, cancel=cancel)
+    assert result.cancelled and result.image is None and seen == [1, 2, 3]
+    assert result.request.hires == request.hires

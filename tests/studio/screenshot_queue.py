@@ -1,4 +1,5 @@
-"""Regenerate docs/queue.png: the window with a job running and three waiting in the queue tab.
+"""Regenerate docs/queue.png: the window with a generation paused and branched at step 40, and
+three jobs waiting in the queue tab (one of them a batch of 4).
 
 QT_QPA_PLATFORM=offscreen python -m tests.studio.screenshot_queue [docs/queue.png]
 """
@@ -40,13 +41,19 @@ def main(target: str = "docs/queue.png") -> None:
     window.session.event.connect(lambda e: e.kind is EventKind.PREVIEW and previews.append(e))
     window.generate()
     wait(lambda: len(previews) >= 40)
-    for prompt, sampler, seed in (
-        ("a large green square in the middle on a white background", "DDIM", 21),
-        ("a small yellow triangle at the bottom right", "Euler a", 5),
-        ("a person standing with arms up", "DPM++ 2M Karras", 99),
+    window.session.pause()
+    wait(lambda: window.session.held_at is not None)
+    window.prompt_panel.prompt.setPlainText(
+        "a small blue circle at the top left on a red background"
+    )
+    window.branch()
+    for prompt, sampler, seed, batch in (
+        ("a large green square in the middle on a white background", "DDIM", 21, 4),
+        ("a small yellow triangle at the bottom right", "Euler a", 5, 1),
+        ("a person standing with arms up", "DPM++ 2M Karras", 99, 1),
     ):
         request = replace(window.current_request(), prompt=prompt, sampler=sampler, seed=seed,
-                          steps=25)  # fmt: skip
+                          steps=25, batch_size=batch)  # fmt: skip
         window.session.generate(request)
     window.show_queue()
     window.queue_panel.select_job(window.session.waiting[1].id)
@@ -54,6 +61,7 @@ def main(target: str = "docs/queue.png") -> None:
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     window.grab().save(target)
     window.session.clear_queue()
+    window.session.resume()
     window.close()
     print(f"wrote {target}")
 

@@ -73,3 +73,15 @@ def test_the_window_guides_with_the_bundled_model(make_window, studio_settings, 
     assert window.prompt_panel.prompt.placeholderText() == PLACEHOLDER
     unit = window.control_panel.units[0]
     assert unit.model.itemText(0) == "toy-world-controlnet-canny (automatic)"
+
+
+def test_a_unit_picks_no_controlnet_that_did_not_come_with_the_model(qtbot, tmp_path):
+    # The bundled ControlNets fit the bundled model's layers only: another model gets none
+    # automatically (the unit asks for a choice), one beside it is taken.
+    found = discover_models([resource_path("models")], include_hf_cache=False)
+    unit = ControlUnitWidget(1, tmp_path)
+    qtbot.addWidget(unit)
+    unit.set_controlnets(found.controlnets(), str(tmp_path / "other-model.safetensors"))
+    assert unit.model.itemText(0) == CHOOSE_CONTROLNET
+    unit.set_controlnets(found.controlnets(), str(resource_path("models", "toy-world")))
+    assert unit.model.itemText(0) == "toy-world-controlnet-canny (automatic)"

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from PIL import Image, PngImagePlugin
-
 from tests.lora_files import save_kohya_lora
+from tests.pipelines.test_prompt_metadata import a1111_png
 from tests.tiny_models import build_sd1_pipeline, build_sdxl_pipeline
 
 
@@ -52,11 +51,7 @@ def test_restoring_a_png_lists_what_is_not_applied(window, tmp_path):
         'Clip skip: 2, Denoising strength: 0.4, Lora hashes: "detail_tweaker: 0123456789ab", '
         "ADetailer model: face_yolov8n.pt"
     )
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", text)
-    png = tmp_path / "from-elsewhere.png"
-    Image.new("RGB", (8, 8)).save(png, pnginfo=info)
-    assert window.restore_from_files([str(png)])
+    assert window.restore_from_files([str(a1111_png(tmp_path / "from-elsewhere.png", text))])
     panel = window.prompt_panel
     assert panel.prompt.toPlainText() == "a castle, (fog:1.2) BREAK night <lora:detail_tweaker:0.5>"
     assert panel.clip_skip.value() == 2
@@ -92,3 +87,13 @@ def test_a_run_with_a_lora_and_clip_skip_is_recorded_and_reused(qtbot, make_wind
     window.reuse_settings(0)
     assert panel.prompt.toPlainText() == result.request.prompt
     assert panel.clip_skip.value() == 2
+
+
+def test_a_controlnet_module_name_survives_restore_and_reuse(window, tmp_path):
+    text = (
+        "a dancer\nSteps: 4, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64, "
+        'ControlNet 0: "Module: openpose_full, Model: control_v11p_sd15_openpose, Weight: 0.8"'
+    )
+    assert window.restore_from_files([str(a1111_png(tmp_path / "dancer.png", text))])
+    (unit,) = window.current_request().controls
+    assert (unit.kind.value, unit.preprocess, unit.module) == ("pose", True, "openpose_full")
