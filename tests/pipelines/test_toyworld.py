@@ -211,12 +211,8 @@ def test_the_prompt_places_and_shapes_the_shape(generate):
     assert sum(score.shape_colour for score in scores) >= 5
 
 
-@needs_weights
-def test_canny_control_draws_the_edges(generate):
-    # Solids and figures: their captions do not say where they are, their edge maps do.
-    samples = evaluate.held_out("solid", 2, start=500) + evaluate.held_out(
-        "person", 2, start=500, edges=True
-    )
+def _canny_f1(generate: evaluate.Generator, samples: list) -> tuple[float, float]:
+    """Mean edge F1 against each sample's canny map, with the map as control and without."""
     with_control, without = [], []
     for s in samples:
         target = np.asarray(s.canny)[..., 0] > 0
@@ -224,8 +220,18 @@ def test_canny_control_draws_the_edges(generate):
         steered = generate(s.caption, s.seed, ("canny", s.canny))
         without.append(evaluate.edge_f1(evaluate.canny_edges(plain), target))
         with_control.append(evaluate.edge_f1(evaluate.canny_edges(steered), target))
-    assert np.mean(with_control) >= 0.5
-    assert np.mean(with_control) > 1.3 * np.mean(without)
+    return float(np.mean(with_control)), float(np.mean(without))
+
+
+@needs_weights
+def test_canny_control_draws_the_edges(generate):
+    # Solids and figures: their captions do not say where they are, their edge maps do.
+    samples = evaluate.held_out("solid", 2, start=500) + evaluate.held_out(
+        "person", 2, start=500, edges=True
+    )
+    with_control, without = _canny_f1(generate, samples)
+    assert with_control >= 0.5
+    assert with_control > 1.3 * without
 
 
 @needs_weights
@@ -251,3 +257,36 @@ def test_depth_control_puts_the_solid_in_the_near_region(generate):
         for s in samples
     ]
     assert np.mean(overlaps) >= 0.5
+
+
+@needs_weights
+def test_a_drawn_outline_the_world_never_draws_steers_the_image(generate):
+    # Held-out outlines (a house, a heart, an arrow, a letter: never trained on) under a caption
+    # naming another shape: the map, not the words, decides the outline.
+    from pipelines.toyworld import outlines
+
+    samples = evaluate.held_out_outlines(1, outlines.HELD_OUT_FAMILIES)
+    with_control, without = _canny_f1(generate, samples)
+    assert with_control >= 0.7  # the shipped model: 0.88 (0.14 without the map)
+    assert with_control > 2 * without
+
+
+@needs_weights
+def test_a_synonym_caption_gets_its_colours(generate):
+    # The issue's own wording (the shipped model gets the red circle 8 times in 8 seeds and the
+    # blue backdrop 6 in 8), and the background named first.
+    found = []
+    for seed in range(4):
+        image = generate("a big crimson circle in the middle, blue backdrop", seed)
+        shape = evaluate.largest_component(evaluate.foreground(image))
+        found.append((evaluate.nearest_colour(evaluate.background_rgb(image)),
+                      evaluate.nearest_colour(np.median(image[shape], axis=0))))  # fmt: skip
+    assert all(shape == "red" for _, shape in found)
+    assert sum(background == "blue" for background, _ in found) >= 2
+    image = generate("on a blue background, a red circle", 0)
+    assert evaluate.nearest_colour(evaluate.background_rgb(image)) == "blue"
+    # Sentence frames the training never used ("there is ...", "picture of ...", "...; ...").
+    pairs = evaluate.held_out_wording(6)
+    right = [evaluate.score_prompt(generate(text, s.seed), s) for s, text in pairs]
+    assert sum(r.background_colour for r in right) >= 3
+    assert sum(r.shape_colour for r in right) >= 3
