@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QSplitter,
     QTabWidget,
     QToolBar,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -197,6 +198,7 @@ class MainWindow(QMainWindow):
         self.centre_tabs.addTab(self.mask_layer, "Input && mask")
         self.centre_tabs.setTabToolTip(2, "The input picture: paint in red what to redraw.")
         column.addWidget(self.centre_tabs, 1)
+        column.addWidget(self.run_scrub)  # its own row: in the toolbar it fell into the overflow
         self.bottom_tabs = QTabWidget()
         self.bottom_tabs.addTab(self.gallery, "History")
         self.bottom_tabs.addTab(self.queue_panel, "Queue")
@@ -317,7 +319,8 @@ class MainWindow(QMainWindow):
         self.view_bar.addSeparator()
         for action in (self.pause_action, self.step_action, self.branch_action):
             self.view_bar.addAction(action)
-        self.view_bar.addWidget(self.run_scrub)
+        for more in self.view_bar.findChildren(QToolButton, "qt_toolbar_ext_button"):
+            more.setToolTip("More of the toolbar's commands (the window is too narrow for all)")
         help_menu = self.menuBar().addMenu("&Help")
         self.about_action = help_menu.addAction("About Diffusion Studio")
         self.about_action.triggered.connect(lambda: show_about(self))
