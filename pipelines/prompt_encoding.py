@@ -25,20 +25,22 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from pipelines.prompt_syntax import Segment, parse_prompt, split_on_names
 from pipelines.types import ModelFamily
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedTokenizerBase
+
+# torch is imported where tensors are made: the window's token counter imports this module for
+# its chunking while the worker may still be importing torch, and waited for it (a frozen window).
 
 CHUNK_TOKENS = 75
 COMMA_BACKTRACK = 20  # a full chunk gives back the words after a comma this close to its end
 _PLACEHOLDER_ID = 0  # where an embedding's vectors go; replaced before the encoder reads it
 
 # name -> the embedding's vectors, one (vectors, width) tensor per text encoder of the model
-EmbeddingVectors = Mapping[str, Sequence[torch.Tensor]]
+EmbeddingVectors = Mapping[str, Sequence["torch.Tensor"]]
 
 
 @dataclass
@@ -147,6 +149,8 @@ def chunk_input_ids(tokenizer: PreTrainedTokenizerBase, chunk: TokenChunk) -> to
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = [tokenizer.bos_token_id, *chunk.ids, tokenizer.eos_token_id]
     ids += [pad] * (CHUNK_TOKENS + 2 - len(ids))
+    import torch
+
     return torch.tensor([ids], dtype=torch.long)
 
 
@@ -179,6 +183,8 @@ def _final_norm(text_encoder: Any) -> Any:
 def _weighted(hidden: torch.Tensor, chunk: TokenChunk) -> torch.Tensor:
     if all(w == 1.0 for w in chunk.weights):
         return hidden  # exactly the unweighted encoding
+    import torch
+
     weights = [1.0, *chunk.weights] + [1.0] * (hidden.shape[1] - 1 - len(chunk.weights))
     scale = torch.tensor(weights, dtype=hidden.dtype, device=hidden.device).reshape(1, -1, 1)
     original_mean = hidden.mean()
@@ -211,7 +217,7 @@ def encode_chunk(
     return hidden, output[0]
 
 
-_ChunkCache = dict[tuple[int, tuple[int, ...], tuple[float, ...]], tuple[torch.Tensor, Any]]
+_ChunkCache = dict[tuple[int, tuple[int, ...], tuple[float, ...]], tuple["torch.Tensor", Any]]
 
 
 def _encode_text(
@@ -224,6 +230,8 @@ def _encode_text(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """All chunks through every encoder: (1, 77 * chunks, total width), pooled of the first.
     ``cache`` keeps each chunk's encoding: the empty chunks that pad a prompt are encoded once."""
+    import torch
+
     per_chunk = []
     pooled = None
     for index in range(len(chunk_lists[0])):
@@ -300,6 +308,8 @@ def encode_prompts(
     ``embeddings`` holds the vectors of the embeddings the prompts may call, by name. Runs under
     ``torch.inference_mode`` on the text encoders' own device.
     """
+    import torch
+
     embeddings = embeddings or {}
     encoders = _encoders_of(pipe, family, clip_skip)
     positive = _chunks_for(encoders, prompt, embeddings)

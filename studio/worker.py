@@ -11,6 +11,7 @@ Only :class:`studio.session.Session` connects to this object: it reports everyth
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from pathlib import Path
@@ -56,6 +57,23 @@ def _summary(loaded: LoadedModel) -> ModelSummary:
     precision = precision_name(compute_dtype(loaded.pipeline))
     return ModelSummary(loaded.path, loaded.family.value, loaded.family.label, loaded.native_size,
                         describe(loaded.previews.costs), precision)  # fmt: skip
+
+
+_frozen_after: set[str] = set()
+
+
+def freeze_imports(stage: str) -> None:
+    """Once per process and stage (after the start-up's imports, the tokenizer's; after the
+    discovery's and the engine's, torch's and diffusers'), before any model exists: move the objects alive now (the modules' objects, over
+    a million with torch) out of the garbage collector's sight. A full collection walked them all,
+    holding the interpreter lock for about 150-200 ms, and the window stalled whenever one fell in
+    while it worked (BENCHMARKS.md). Modules live as long as the process, so this keeps nothing
+    that would have been freed (a frozen object still goes when nothing refers to it; only cycles
+    among frozen objects stay); models are created later and stay collectable."""
+    if stage not in _frozen_after:
+        _frozen_after.add(stage)
+        gc.collect()
+        gc.freeze()
 
 
 class GenerationWorker(QObject):
@@ -124,6 +142,7 @@ class GenerationWorker(QObject):
             from pipelines.engine import Engine
 
             self._engine = Engine(self._config)
+            freeze_imports("engine")
         return self._engine
 
     def _loading(self, fraction: float, message: str) -> None:
@@ -192,6 +211,7 @@ class GenerationWorker(QObject):
             self._notice(error)
             return
         catalog = Catalog(samplers, DEFAULT_SAMPLER, self._load_tokenizer())
+        freeze_imports("start-up")
         self.event.emit(JobEvent(EventKind.CATALOG, result=catalog))
 
     def _load_tokenizer(self) -> object | None:
@@ -220,6 +240,7 @@ class GenerationWorker(QObject):
             log.exception("model discovery failed")
             self._notice(error)
             return
+        freeze_imports("discovery")  # the engine's module, and with it torch and diffusers
         self.event.emit(JobEvent(EventKind.MODELS_FOUND, result=discovery))
 
     @Slot(str, bool)

@@ -409,6 +409,11 @@ class Gallery(QWidget):
         return self._requests.get(entry_id)
 
     @property
+    def listing(self) -> bool:
+        """Rows or their requests are still being read (thumbnails aside)."""
+        return self._scan is not None or bool(self._pending or self._unread)
+
+    @property
     def loading(self) -> bool:
         """Rows, requests or thumbnails are still being read."""
         return self._loader.isActive()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Action = tuple[str, Callable[[], object]]  # a message bar button: its title and what it does
 
+WORKER_WAITS_FOR_HISTORY_S = 1.0  # at most, for the history strip's rows before loading starts
 NO_MODEL_HELP = (
     " To choose a model, use the “…” button beside Model (a .safetensors file or a diffusers "
     "folder), or add the folder holding your models in File → Settings → Model folders."
@@ -451,17 +453,31 @@ class MainWindow(QMainWindow):
         self.sampler_panel.set_compare_mode(compare_mode)
 
     def _start_background(self) -> None:
-        # Runs after the window is shown: imports, discovery and loading happen in the worker.
-        self.session.configure(self.settings.engine_config())
-        self.session.start_up()
-        self.session.discover()
-        self._load_model(self.prompt_panel.current_model())
+        # Runs after the window is shown. The history is listed first, while the worker is idle:
+        # the worker's start-up (imports, the tokenizer) holds the interpreter lock for tens of
+        # milliseconds at a time, and the strip's reading in the same moments froze the window
+        # for up to 200 ms with 5,000 entries (BENCHMARKS.md). A long history delays the
+        # model's loading by at most WORKER_WAITS_FOR_HISTORY_S.
+        self.session.configure(self.settings.engine_config())  # a job queued meanwhile uses it
         self.history_store.purge_deleted()  # deleted in an earlier session: no undo any more
         self.history_store.prune()  # a limit lowered since, or entries another process added
         if self.session.restore_comparisons(self.history_store):
             self.compare_view._refresh_history()
         kept = {entry.stored_id for entry in self.session.history}
         self.gallery.show_store(self.history_store, skip=kept.__contains__)
+        deadline = time.monotonic() + WORKER_WAITS_FOR_HISTORY_S
+        self._start_worker_after_history(deadline)
+
+    def _start_worker_after_history(self, deadline: float) -> None:
+        if self._closed:
+            return
+        if self.gallery.listing and time.monotonic() < deadline:
+            QTimer.singleShot(10, lambda: self._start_worker_after_history(deadline))
+            return
+        # Imports, discovery and loading happen in the worker.
+        self.session.start_up()
+        self.session.discover()
+        self._load_model(self.prompt_panel.current_model())
 
     def generation_size(self) -> tuple[int, int]:
         # The boxes show the effective size, the model's native one included once it is known.
