@@ -161,3 +161,26 @@ def test_an_image_that_cannot_be_kept_is_still_shown_and_the_window_says_why(
     assert event.saved_as == "" and len(window.session.history) == 1
     assert notices and "not kept in the history folder" in notices[0]
     assert "not kept in the history folder" in window.message_bar.text()
+
+
+def test_the_history_is_listed_before_the_worker_starts_its_imports(
+    qtbot, make_window, studio_settings, monkeypatch
+):
+    # The worker's start-up holds the interpreter lock for long stretches (the tokenizer, torch);
+    # reading the history in the same moments froze the window (BENCHMARKS.md).
+    from studio.session import Session
+
+    store = HistoryStore(history_folder(studio_settings.data_folder))
+    for n in range(30):
+        store.add(Image.new("RGB", (64, 64), "red"), GenerationRequest(prompt=f"p{n}", seed=n))
+    windows, listed_at_start = [], []
+    start_up = Session.start_up
+
+    def recording(session: Session) -> None:
+        listed_at_start.append(windows[0].gallery.count())
+        start_up(session)
+
+    monkeypatch.setattr(Session, "start_up", recording)
+    windows.append(make_window(studio_settings, wait_for_model=False))
+    qtbot.waitUntil(lambda: windows[0].session.loaded_model is not None, timeout=60_000)
+    assert listed_at_start == [30]
