@@ -90,21 +90,28 @@ def measure_previews(
         torch.manual_seed(0)
         AutoencoderTiny().save_pretrained(Path(tmp) / "taesd")
         engine = Engine(EngineSettings(precision="fp32", tiny_vae={"sd1": Path(tmp) / "taesd"}))
-        model = ""
+        model, size = "", {}
         if preset == "small":  # a 40 M-parameter SD 1.x-shaped UNet at 256x256 (random weights)
             from benchmarks.bench_engine import build_small
 
             model = str(build_small(Path(tmp))[0])
+        elif preset == "sd15":  # SD 1.5's own shapes (random weights) at 256x256
+            from benchmarks.bench_engine import build_sd15
+
+            model, size = (
+                str(build_sd15(Path(tmp), controlnet=False)[0]),
+                {"width": 256, "height": 256},
+            )
         loaded = engine.load(model)
         pixels = loaded.native_size[0] * loaded.native_size[1] // loaded.scale_factor**2
         print(f"\n{preset} model, {steps} steps, fp32, {torch.get_num_threads()} torch threads; "
               f"Auto: {loaded.previews.plan(PreviewMode.AUTO, pixels)}")  # fmt: skip
         print(f"preview costs measured at load: {loaded.previews.costs}")
-        request = GenerationRequest(PROMPT, model=model, seed=1, steps=steps)
+        request = GenerationRequest(PROMPT, model=model, seed=1, steps=steps, **size)
         wall: dict[tuple[str, str], list[float]] = {}
         cpu: dict[tuple[str, str], list[float]] = {}
         for mode in modes:  # warm-up
-            engine.run(GenerationRequest(PROMPT, model=model, seed=1, steps=2,
+            engine.run(GenerationRequest(PROMPT, model=model, seed=1, steps=2, **size,
                                          preview=PreviewMode(mode)))  # fmt: skip
         for index in range(rounds):
             order = modes[index % len(modes) :] + modes[: index % len(modes)]
@@ -237,7 +244,7 @@ def main() -> None:
     parser.add_argument("--part", choices=["all", "previews", "startup", "syncs"], default="all")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--preset", choices=["bundled", "small"], default="bundled",
+    parser.add_argument("--preset", choices=["bundled", "small", "sd15"], default="bundled",
                         help="the previews part's model")  # fmt: skip
     parser.add_argument("--modes", default=",".join(MODES), help="previews part: none first")
     parser.add_argument("--window-like", action=argparse.BooleanOptionalAction, default=True,
