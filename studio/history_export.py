@@ -34,10 +34,10 @@ def export_entries(
     from pipelines.export import next_free_path, write_atomically, write_png
 
     written: list[Path] = []
+    if sources and not folder.is_dir():
+        return written, f"The folder {folder} does not exist."
     for source in sources:
         try:
-            if not folder.is_dir():
-                raise ExportError(f"The folder {folder} does not exist.")
             target = next_free_path(folder, pattern, source.request)
             if source.stored is not None:
                 data = source.stored.read_bytes()

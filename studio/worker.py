@@ -64,12 +64,13 @@ _frozen_after: set[str] = set()
 
 def freeze_imports(stage: str) -> None:
     """Once per process and stage (after the start-up's imports, the tokenizer's; after the
-    discovery's and the engine's, torch's and diffusers'), before any model exists: move the objects alive now (the modules' objects, over
-    a million with torch) out of the garbage collector's sight. A full collection walked them all,
-    holding the interpreter lock for about 150-200 ms, and the window stalled whenever one fell in
-    while it worked (BENCHMARKS.md). Modules live as long as the process, so this keeps nothing
-    that would have been freed (a frozen object still goes when nothing refers to it; only cycles
-    among frozen objects stay); models are created later and stay collectable."""
+    discovery's or the engine's, torch's and diffusers'), before any model exists: move the
+    objects alive now (the modules' objects, over a million with torch) out of the garbage
+    collector's sight. A full collection walked them all, holding the interpreter lock for about
+    150-200 ms, and the window stalled whenever one fell in while it worked (BENCHMARKS.md).
+    Modules live as long as the process, so this keeps nothing that would have been freed (a
+    frozen object still goes when nothing refers to it; only cycles among frozen objects stay);
+    models are created later and stay collectable."""
     if stage not in _frozen_after:
         _frozen_after.add(stage)
         gc.collect()
@@ -240,7 +241,8 @@ class GenerationWorker(QObject):
             log.exception("model discovery failed")
             self._notice(error)
             return
-        freeze_imports("discovery")  # the engine's module, and with it torch and diffusers
+        if self._engine is None:  # else a run came first: the engine froze them, a model may exist
+            freeze_imports("discovery")  # the engine's module, and with it torch and diffusers
         self.event.emit(JobEvent(EventKind.MODELS_FOUND, result=discovery))
 
     @Slot(str, bool)

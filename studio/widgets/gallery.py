@@ -572,6 +572,7 @@ class Gallery(QWidget):
         menu.addSeparator()
         menu.addAction("Delete from history", lambda: self.delete_requested.emit(key))
         menu.addAction("Open folder", lambda: self.open_folder_requested.emit(key))
-        count = len(self.selected_keys()) if key in self.selected_keys() else 1
+        selected = self.selected_keys()
+        count = len(selected) if key in selected else 1
         menu.addAction(f"Export selected ({count})…", lambda: self._export_selected(key))
         menu.popup(self.strip.viewport().mapToGlobal(position))

@@ -1012,7 +1012,7 @@ class MainWindow(QMainWindow):
         stored, request = self.gallery.stored_entry(key), self.gallery.stored_request(key)
         if stored is None or request is None:
             return None
-        return ExportSource(request, stored.image_path, None)
+        return ExportSource(request, stored.image_path)
 
     def open_entry_folder(self, key: Key) -> None:
         self.open_url(QUrl.fromLocalFile(str(self.history_store.folder)))
