@@ -13,6 +13,8 @@ in :data:`SYNONYMS`; what the evaluation holds out are the sentence frames in
 from __future__ import annotations
 
 import random
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -215,6 +217,47 @@ def scene_things(sample: Sample) -> list[Thing]:
 def say(sample: Sample, rng: random.Random, frames: tuple[str, ...] = TRAIN_FRAMES) -> str:
     """A free caption for a world sample."""
     return paraphrase(rng, scene_things(sample), sample.background, frames)
+
+
+# ---- words that say nothing about the scene ----------------------------------------------------
+
+# Words that would change what a caption asks for if they were ignored, or that name something
+# the world could draw: never used as fillers.
+_MEANINGFUL = {
+    "no", "not", "without", "never", "nothing", "none", "only", "except", "instead", "but",
+    "pink", "brown", "grey", "gray", "magenta", "cyan", "teal", "navy", "maroon", "beige", "gold",
+    "silver", "indigo", "turquoise", "olive", "rose", "peach", "cream", "tan", "colour", "color",
+    "colored", "coloured", "bright", "light", "pale", "oval", "rectangle", "hexagon", "pentagon",
+    "heart", "diamond", "cross", "line", "dot", "round", "corner", "side", "edge", "tall", "wide",
+    "short", "long", "many", "two", "three", "four", "several", "big", "person", "people",
+}  # fmt: skip
+# Marks people put between phrases; ";" is left to the evaluation's held-out frames.
+FILLER_MARKS = (".", "!", ":", "-", "...", "(", ")")
+FILLER_SHARE = 0.4  # of the paraphrases, those that get words the world does not know
+
+
+def filler_pool(vocabulary: Iterable[str]) -> list[str]:
+    """Whole words of a tokenizer's vocabulary (``"word</w>"`` entries) that name nothing the
+    world knows: inserted into captions, they teach a text encoder that an unknown word ("there
+    is …", "a photo of …") leaves the scene as it is. The held-out frames' words are left out,
+    so the evaluation still asks in words the training never used."""
+    held_out = {w.strip(",;") for f in HELD_OUT_FRAMES for w in f.split() if "{" not in w}
+    excluded = every_word() | held_out | _MEANINGFUL
+    excluded |= {w for phrase in excluded for w in phrase.split()}
+    words = (token[: -len("</w>")] for token in vocabulary if token.endswith("</w>"))
+    return sorted(w for w in words if re.fullmatch(r"[a-z]{2,10}", w) and w not in excluded)
+
+
+def add_fillers(rng: random.Random, caption: str, pool: list[str]) -> str:
+    """``caption`` with one to three filler words or marks before, inside or after it, at a
+    boundary between phrases (never inside a phrase, where a word could change what is said)."""
+    parts = caption.split(", ")
+    for _ in range(rng.randint(1, 3)):
+        filler = rng.choice(FILLER_MARKS) if rng.random() < 0.25 else rng.choice(pool)
+        if rng.random() < 0.3:
+            filler = f"{filler} {rng.choice(pool)}"
+        parts.insert(rng.randint(0, len(parts)), filler)
+    return " ".join(parts) if rng.random() < 0.5 else ", ".join(parts)
 
 
 # Words of positions whose synonyms are single words.

@@ -384,6 +384,11 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="depth: add this many painted depth scenes (paintings.py) to the world's",
     )
+    parser.add_argument(
+        "--fillers",
+        action="store_true",
+        help="text: put words the world does not know into some paraphrases (captions.py)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--minutes", type=float, help="stop (and save) after this long")

@@ -102,8 +102,12 @@ def tie_synonyms(encoder: torch.nn.Module, tok: object) -> int:
     return count
 
 
-def student_captions(rng: random.Random, facts: list, plain: list[str]) -> tuple[list, list]:
-    """(student caption, teacher caption) pairs: mostly free paraphrases of the same facts."""
+def student_captions(
+    rng: random.Random, facts: list, plain: list[str], fillers: list[str] | None = None
+) -> tuple[list, list]:
+    """(student caption, teacher caption) pairs: mostly free paraphrases of the same facts;
+    with ``fillers`` (:func:`captions.filler_pool`), some paraphrases also get words the world
+    does not know."""
     student, teacher = [], []
     for (things, background), own in zip(facts, plain):
         roll = rng.random()
@@ -112,7 +116,10 @@ def student_captions(rng: random.Random, facts: list, plain: list[str]) -> tuple
         elif roll < EMPTY_SHARE + PLAIN_SHARE:
             student.append(own), teacher.append(own)
         else:
-            student.append(captions.paraphrase(rng, things, background)), teacher.append(own)
+            said = captions.paraphrase(rng, things, background)
+            if fillers and rng.random() < captions.FILLER_SHARE:
+                said = captions.add_fillers(rng, said, fillers)
+            student.append(said), teacher.append(own)
     return student, teacher
 
 
@@ -146,12 +153,13 @@ def train_text(args: argparse.Namespace) -> None:
     scaling = unet_stage["scaling_factor"]
     scheduler, _ = base._noise_schedule()
     print(f"text: {tied} synonym embeddings start at their world word's")
+    fillers = captions.filler_pool(tok.get_vocab()) if args.fillers else None
 
     def step_fn(generator: torch.Generator) -> torch.Tensor:
         index = torch.randint(0, len(moments), (args.batch,), generator=generator)
         rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
         said, own = student_captions(
-            rng, [data["facts"][i] for i in index], [data["captions"][i] for i in index]
+            rng, [data["facts"][i] for i in index], [data["captions"][i] for i in index], fillers
         )
         latents = base._sample_latents(moments[index], generator) * scaling
         noise, _ = base._noise(latents, generator)

@@ -51,6 +51,32 @@ def test_the_issues_wording_can_be_drawn_and_held_out_orders_are_never_trained()
     assert not any(text.startswith("there is") or ";" in text for text in seen)
 
 
+def test_fillers_are_words_the_world_does_not_know_and_never_the_held_out_frames():
+    from pipelines.toyworld import tune
+
+    vocabulary = ["there</w>", "is</w>", "red</w>", "crimson</w>", "not</w>", "pink</w>",
+                  "picture</w>", "kettle</w>", "umbrella</w>", "tr", "x</w>", "42</w>"]  # fmt: skip
+    assert captions.filler_pool(vocabulary) == ["kettle", "umbrella"]
+    pool = ["kettle", "umbrella", "saxophone"]
+    rng = random.Random(5)
+    caption = "on a blue background, a red circle in the middle"
+    padded = {captions.add_fillers(rng, caption, pool) for _ in range(200)}
+    for text in padded:
+        words = text.replace(",", " ").split()
+        # The caption's own words stay, in their order; only fillers and marks are added.
+        kept = [w for w in words if w not in pool and w not in captions.FILLER_MARKS]
+        assert kept == caption.replace(",", "").split(), text
+        assert ";" not in text and not text.startswith("there is")
+    assert any(text.startswith(tuple(pool)) for text in padded)
+    assert any(text.endswith(tuple(pool)) for text in padded)
+    # The text stage pads about FILLER_SHARE of its paraphrases, never the world's own captions.
+    facts = [([captions.Thing("circle", "red")], "blue")] * 400
+    said, own = tune.student_captions(random.Random(0), facts, ["a red circle"] * 400, pool)
+    padded_share = np.mean([any(f in s for f in pool) for s in said])
+    assert 0.15 < padded_share < 0.45
+    assert all(not any(f in s for f in pool) for s, o in zip(said, own) if s == o)
+
+
 @pytest.mark.parametrize("family", [*outlines.TRAIN_FAMILIES, *outlines.HELD_OUT_FAMILIES])
 def test_outline_scenes_are_seeded_and_their_map_is_reachable(family):
     for style in outlines.STYLES:
