@@ -110,6 +110,15 @@ def measure_previews(
         request = GenerationRequest(PROMPT, model=model, seed=1, steps=steps, **size)
         wall: dict[tuple[str, str], list[float]] = {}
         cpu: dict[tuple[str, str], list[float]] = {}
+        decodes: dict[tuple[str, str], list[int]] = {}
+        decoded = [0]
+        decode = loaded.previews.decode_async
+
+        def counted(latents: torch.Tensor, mode: PreviewMode) -> object:
+            decoded[0] += 1
+            return decode(latents, mode)
+
+        loaded.previews.decode_async = counted
         for mode in modes:  # warm-up
             engine.run(GenerationRequest(PROMPT, model=model, seed=1, steps=2, **size,
                                          preview=PreviewMode(mode)))  # fmt: skip
@@ -119,6 +128,7 @@ def measure_previews(
                 for mode in order:
                     run = request.__class__(**{**request.__dict__, "preview": PreviewMode(mode)})
                     consumer = WindowLikeConsumer() if consumer_kind == "window-like" else None
+                    decoded[0] = 0
                     started, cpu_started = time.perf_counter(), time.process_time()
                     if consumer is None:
                         engine.run(run, on_step=lambda preview: None)
@@ -128,19 +138,22 @@ def measure_previews(
                     key = (consumer_kind, mode)
                     wall.setdefault(key, []).append(time.perf_counter() - started)
                     cpu.setdefault(key, []).append(time.process_time() - cpu_started)
+                    decodes.setdefault(key, []).append(decoded[0])
         print(f"load average after: {load_average()}")
         # Ratios per round (each against the same round's run without previews), then their
         # median: the load of a shared machine changes from minute to minute.
-        print("\n| consumer | previews | wall per image (median) | vs none, wall | CPU per image "
-              "(median) | vs none, CPU |")  # fmt: skip
-        print("|---|---|---|---|---|---|")
+        print("\n| consumer | previews | decodes per image | wall per image (median) | vs none, "
+              "wall | CPU per image (median) | vs none, CPU |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|")
         for consumer_kind in consumers:
             none_wall, none_cpu = wall[(consumer_kind, "none")], cpu[(consumer_kind, "none")]
             for mode in modes:
                 walls, cpus = wall[(consumer_kind, mode)], cpu[(consumer_kind, mode)]
                 wall_ratio = statistics.median(w / n for w, n in zip(walls, none_wall))
                 cpu_ratio = statistics.median(c / n for c, n in zip(cpus, none_cpu))
-                print(f"| {consumer_kind} | {mode} | {statistics.median(walls) * 1000:.0f} ms | "
+                count = statistics.mean(decodes[(consumer_kind, mode)])
+                print(f"| {consumer_kind} | {mode} | {count:.1f} | "
+                      f"{statistics.median(walls) * 1000:.0f} ms | "
                       f"{wall_ratio:.2f}x | {statistics.median(cpus) * 1000:.0f} ms | "
                       f"{cpu_ratio:.2f}x |")  # fmt: skip
 

@@ -28,7 +28,7 @@ from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
 from pipelines.flow_samplers import sampler_for
-from pipelines.preview_choice import describe
+from pipelines.preview_choice import describe, pacer_for
 from pipelines.preview_costs import measure_costs
 from pipelines.previews import PendingFrame, PreviewDecoder, final_preview
 from pipelines.prompt_encoding import Conditioning
@@ -727,6 +727,8 @@ class _StepTracker:
         self.request = request
         self.previews = previews
         self.plan = previews.plan(request.preview, latent_pixels)
+        costs = previews.costs.at(latent_pixels) if previews.costs and latent_pixels else None
+        self.pacer = pacer_for(self.plan, costs)
         self.on_step = on_step
         self.cancel = cancel
         self.wants_preview = wants_preview
@@ -848,12 +850,15 @@ class _StepTracker:
             self._hand_on_ready_frames(wait=holds)
             # At most one frame in flight: a consumer cannot take frames faster than that.
             ready = self.on_step is not None and self.denoised is not None and not self._pending
-            if wanted and ready and (holds or self.plan.decodes(self.completed)):
+            due = self.plan.decodes(self.completed) and self.pacer.allows(elapsed)
+            if wanted and ready and (holds or due):
+                decoding = time.perf_counter()
                 latents = flow.spatial(self.denoised, self.request)
                 frame = batch_frame(self.previews, latents, self.plan.mode)
                 if frame is not None:
                     self._pending.append((frame, self._preview(None, elapsed)))
                 self._hand_on_ready_frames(wait=holds)
+                self.pacer.record(time.perf_counter() - decoding)
             elif wanted and ready and self._shown is not None:
                 # A step between two decodes of a strided plan: the newest frame again, so the
                 # step count and the time left still move on.

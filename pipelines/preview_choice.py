@@ -24,6 +24,9 @@ from dataclasses import dataclass, replace
 from pipelines.types import PreviewMode
 
 PREVIEW_BUDGET = 0.10  # previews may add this fraction to a run's denoising time
+# The tiny decoder, picked for speed, may add at most this fraction, measured as the run goes: a
+# model whose step costs as little as a TAESD decode gets fewer previews, not a slower run.
+TINY_DECODER_BUDGET = 0.05
 MAX_PREVIEW_INTERVAL = 1.0  # seconds: a strided decoder still shows a step at least this often
 
 
@@ -100,3 +103,43 @@ def describe(costs: PreviewCosts | None) -> str:
         f"Approximate colours differ from this model's VAE by {costs.approximate_error:.0f}/255 "
         "on average (measured when the model loaded)."
     )
+
+
+class PreviewPacer:
+    """Keeps a run's preview decoding within a share of its time, measured while it runs.
+
+    Before each decode, :meth:`allows` checks that the time spent on previews so far plus the
+    expected cost of one more stays within ``budget`` of the time spent on everything else;
+    :meth:`record` adds a decode's measured time and makes it the next expectation. The first
+    expectation comes from the costs measured when the model loaded, so a decoder as slow as a
+    step is not run even once. ``budget`` None: every decode is allowed (the user asked for it).
+    """
+
+    def __init__(self, budget: float | None, expected: float = 0.0) -> None:
+        self.budget = budget
+        self.expected = expected
+        self.spent = 0.0
+
+    def allows(self, elapsed: float) -> bool:
+        if self.budget is None:
+            return True
+        working = max(0.0, elapsed - self.spent)
+        return self.spent + self.expected <= self.budget * working
+
+    def record(self, seconds: float) -> None:
+        self.spent += seconds
+        self.expected = seconds
+
+
+def pacer_for(plan: PreviewPlan, costs: PreviewCosts | None) -> PreviewPacer:
+    """The pacer of a run whose decoders cost ``costs`` (at the run's size): the tiny decoder
+    within :data:`TINY_DECODER_BUDGET`; the others as the plan says (the approximate map costs
+    next to nothing; Auto spaces the full VAE out by its costs; a user who picked the full VAE
+    sees every step)."""
+    if plan.mode is not PreviewMode.TINY:
+        return PreviewPacer(None)
+    if costs is None:  # not measured (a model without a UNet): the first decode measures it
+        return PreviewPacer(TINY_DECODER_BUDGET)
+    if costs.tiny is None:  # no tiny decoder: the approximate map stands in for it
+        return PreviewPacer(None)
+    return PreviewPacer(TINY_DECODER_BUDGET, costs.tiny)

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from pipelines.compare import compare, downscale
-from pipelines.preview_choice import PreviewCosts, PreviewPlan, choose_plan, describe
+from pipelines.preview_choice import (
+    TINY_DECODER_BUDGET,
+    PreviewCosts,
+    PreviewPacer,
+    PreviewPlan,
+    choose_plan,
+    describe,
+    pacer_for,
+)
 from pipelines.previews import final_preview
 from pipelines.types import GenerationRequest, PreviewMode
 
@@ -107,3 +115,59 @@ def test_the_cli_keeps_the_precision_in_the_png(sd1_folder, tmp_path):
     assert cli.main([*arguments, "--size", "64x64", "--out", str(out)]) == 0
     expected = precision_name(pick_dtype(pick_device(), parameters=1))  # a tiny UNet
     assert read_metadata(out).extra == {"precision": expected}
+
+
+def test_the_pacer_keeps_decoding_within_its_share_of_the_run():
+    pacer = PreviewPacer(0.05, expected=0.02)
+    elapsed, decoded = 0.0, []
+    for step in range(1, 41):
+        elapsed += 0.1  # a step
+        if pacer.allows(elapsed):
+            decoded.append(step)
+            pacer.record(0.02)
+            elapsed += 0.02
+    # 20 % of a step a decode, 5 % allowed: every fourth step, the first once it fits.
+    assert decoded == [4, 8, 12, 16, 20, 24, 28, 32, 36, 40]
+    assert pacer.spent <= 0.05 * (elapsed - pacer.spent) + 1e-9
+    # A decode as slow as a step is never run; without a budget, every one is.
+    assert not PreviewPacer(0.05, expected=0.1).allows(1.0)
+    assert PreviewPacer(None, expected=10.0).allows(0.0)
+
+
+def test_only_the_tiny_decoder_is_paced():
+    measured = costs(step=0.1, full=0.5, tiny=0.02)
+    assert pacer_for(PreviewPlan(TINY), measured).budget == TINY_DECODER_BUDGET
+    assert pacer_for(PreviewPlan(TINY), measured).expected == 0.02
+    assert pacer_for(PreviewPlan(FULL), measured).budget is None
+    assert pacer_for(PreviewPlan(APPROXIMATE), measured).budget is None
+    # Asked for, but the model has no tiny decoder: the approximate map runs, unpaced.
+    assert pacer_for(PreviewPlan(TINY), costs(step=0.1, full=0.5)).budget is None
+
+
+@pytest.mark.parametrize(("tiny_cost", "decodes"), [(0.0, 6), (1e3, 0)])
+def test_a_run_decodes_the_tiny_decoder_as_its_cost_allows(sd1_folder, tmp_path, tiny_cost,
+                                                          decodes):  # fmt: skip
+    from pipelines.engine import Engine, EngineSettings
+    from tests.tiny_models import save_tiny_autoencoder
+
+    save_tiny_autoencoder(tmp_path / "taesd")
+    engine = Engine(EngineSettings(model_folders=(tmp_path,)))
+    loaded = engine.load(str(sd1_folder))
+    assert loaded.previews.tiny_vae is not None
+    # The costs measured at load, with the tiny decoder said to cost nothing or 1,000 s.
+    loaded.previews.costs = replace(loaded.previews.costs, tiny=tiny_cost)
+    decoded, frames = [], []
+    decode = loaded.previews.decode_async
+
+    def counted(latents, mode):
+        decoded.append(mode)
+        return decode(latents, mode)
+
+    loaded.previews.decode_async = counted
+    request = GenerationRequest("x", model=str(sd1_folder), seed=1, steps=7, preview=TINY)
+    result = engine.run(request, on_step=frames.append)
+    if decodes:  # free: the first step is decoded at once (later ones as their time allows)
+        assert decoded[0] is TINY and 1 <= len(decoded) <= decodes and frames[0].step == 1
+    else:  # dearer than the whole run: never decoded, the final image is the only frame
+        assert decoded == [] and [f.step for f in frames] == [7]
+    assert np.array_equal(frames[-1].image, np.asarray(result.image))
