@@ -858,7 +858,10 @@ class _StepTracker:
                 if frame is not None:
                     self._pending.append((frame, self._preview(None, elapsed)))
                 self._hand_on_ready_frames(wait=holds)
-                self.pacer.record(time.perf_counter() - decoding)
+                spent = time.perf_counter() - decoding
+                if latents.device.type == "cuda":  # the host saw only the side stream's launch
+                    spent = max(spent, self.pacer.expected)
+                self.pacer.record(spent)
             elif wanted and ready and self._shown is not None:
                 # A step between two decodes of a strided plan: the newest frame again, so the
                 # step count and the time left still move on.

@@ -45,6 +45,7 @@ MIN_SNR_GAMMA = 5.0
 TRAIN_SAMPLES = 10000
 POSE_SAMPLES = 3000
 POSE_SEED_BASE = 5_000_000
+SHAPE_SEED_BASE = 2_000_000  # the UNet fine-tuning's extra shape scenes (--shape-samples)
 HELD_OUT_SEED_BASE = 10_000_000  # evaluate.py draws its samples from here on
 
 

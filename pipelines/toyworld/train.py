@@ -41,6 +41,7 @@ from pipelines.toyworld.base import (  # noqa: F401 (re-exported: the stages' an
     LR,
     POSE_SAMPLES,
     POSE_SEED_BASE,
+    SHAPE_SEED_BASE,
     TRAIN_SAMPLES,
     Ema,
     _device,
@@ -172,19 +173,33 @@ def train_unet(args: argparse.Namespace) -> None:
     tok = tokenizer()
     text_encoder, unet = build_text_encoder().to(device), build_unet().to(device)
     modules = [text_encoder, unet]
-    params = [p for m in modules for p in m.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
     state = load_checkpoint(checkpoint_path(args.work_dir, "unet"))
-    ema = Ema(modules, decay=0.999)
     if state:
         for m, s in zip(modules, state["modules"]):
             m.load_state_dict(s)
+    if args.freeze_text:
+        # Fine-tuning the UNet alone under the text encoder that ships (the text stage's when
+        # there is one): the ControlNets and the distilled wording stay matched to it.
+        text_encoder.load_state_dict(tune.text_encoder_for(args.work_dir).state_dict())
+        text_encoder.eval().requires_grad_(False)
+    trained = [unet] if args.freeze_text else modules
+    params = [p for m in trained for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
+    ema = Ema(modules, decay=0.999)
+    if state:
         _load_optimizer(optimizer, state)
         ema.shadow = state["ema"]
+        if args.freeze_text:
+            ema.shadow[0] = {k: v.clone() for k, v in text_encoder.state_dict().items()}
     data = build_dataset(args.samples)
     moments = _latents(args, vae, device, "train", data)
     scaling = state["scaling_factor"] if state else float(1.0 / moments[:, :4].std())
-    ids = tokenize(tok, data["captions"])
+    captions = data["captions"]
+    if args.shape_samples:  # more single and double shapes, for crisper outlines
+        shapes = build_dataset(args.shape_samples, seed_base=SHAPE_SEED_BASE, kind="shapes")
+        moments = torch.cat([moments, _latents(args, vae, device, "shapes", shapes)])
+        captions = captions + shapes["captions"]
+    ids = tokenize(tok, captions)
     empty = tokenize(tok, [""])[0]
     scheduler, alphas_cumprod = _noise_schedule()
 
@@ -200,7 +215,8 @@ def train_unet(args: argparse.Namespace) -> None:
         prediction = unet(noisy.to(device), timesteps.to(device), hidden).sample
         return _diffusion_loss(prediction, noise.to(device), timesteps, alphas_cumprod)
 
-    text_encoder.train()
+    if not args.freeze_text:
+        text_encoder.train()
     unet.train()
     _loop(args, state, modules, optimizer, ema, step_fn,
           lambda: {"scaling_factor": scaling})  # fmt: skip
@@ -383,6 +399,17 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=0,
         help="depth: add this many painted depth scenes (paintings.py) to the world's",
+    )
+    parser.add_argument(
+        "--shape-samples",
+        type=int,
+        default=0,
+        help="unet: add this many shape scenes (seeds from 2,000,000) to the world's",
+    )
+    parser.add_argument(
+        "--freeze-text",
+        action="store_true",
+        help="unet: train the UNet alone, under the shipped (distilled) text encoder",
     )
     parser.add_argument(
         "--fillers",
