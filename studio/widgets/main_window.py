@@ -989,10 +989,14 @@ class MainWindow(QMainWindow):
                 return []
             folder = Path(chosen)
         sources = [self._export_source(key) for key in keys]
-        written, error = export_entries([s for s in sources if s is not None], folder,
-                                        self.settings.file_pattern)  # fmt: skip
+        found = [s for s in sources if s is not None]
+        written, error = export_entries(found, folder, self.settings.file_pattern)
         if error:
             self.show_error(f"Exported {len(written)} of {len(keys)} image(s); then: {error}")
+        elif len(found) < len(keys):
+            self.show_error(f"Exported {len(written)} of {len(keys)} image(s) to {folder}; "
+                            f"{len(keys) - len(found)} could no longer be read from the history "
+                            "(deleted or moved outside the studio).")  # fmt: skip
         else:
             self.statusBar().showMessage(f"Exported {len(written)} image(s) to {folder}.", 8000)
         return written

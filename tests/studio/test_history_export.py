@@ -56,3 +56,14 @@ def test_an_export_to_a_missing_folder_says_so_and_writes_nothing(qtbot, window,
     written = window.export_entries([0], tmp_path / "gone")
     assert written == [] and "does not exist" in window.last_error
     assert not (tmp_path / "gone").exists()
+
+
+def test_an_entry_gone_from_the_history_is_named_not_skipped_in_silence(qtbot, window, tmp_path):
+    with wait_event(qtbot, window.session, EventKind.FINISHED):
+        window.generate_action.trigger()
+    out = tmp_path / "exported"
+    out.mkdir()
+    written = window.export_entries([0, "no-such-entry"], out)
+    assert len(written) == 1 and list(out.iterdir()) == written
+    assert "Exported 1 of 2 image(s)" in window.last_error
+    assert "1 could no longer be read from the history" in window.last_error
