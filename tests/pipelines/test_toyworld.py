@@ -273,8 +273,8 @@ def test_a_drawn_outline_the_world_never_draws_steers_the_image(generate):
 
 @needs_weights
 def test_a_synonym_caption_gets_its_colours(generate):
-    # The issue's own wording (the shipped model gets the red circle 8 times in 8 seeds and the
-    # blue backdrop 6 in 8), and the background named first.
+    # The issue's own wording (the shipped model gets the red circle and the blue backdrop 8
+    # times in 8 seeds), and the background named first.
     found = []
     for seed in range(4):
         image = generate("a big crimson circle in the middle, blue backdrop", seed)
@@ -282,11 +282,25 @@ def test_a_synonym_caption_gets_its_colours(generate):
         found.append((evaluate.nearest_colour(evaluate.background_rgb(image)),
                       evaluate.nearest_colour(np.median(image[shape], axis=0))))  # fmt: skip
     assert all(shape == "red" for _, shape in found)
-    assert sum(background == "blue" for background, _ in found) >= 2
+    assert sum(background == "blue" for background, _ in found) >= 3
     image = generate("on a blue background, a red circle", 0)
     assert evaluate.nearest_colour(evaluate.background_rgb(image)) == "blue"
-    # Sentence frames the training never used ("there is ...", "picture of ...", "...; ...").
+    # Sentence frames the training never used ("there is ...", "picture of ...", "...; ..."):
+    # the shipped model gets both colours in 6 of 6 here, 0.96 over 80 in the evaluation.
     pairs = evaluate.held_out_wording(6)
     right = [evaluate.score_prompt(generate(text, s.seed), s) for s, text in pairs]
-    assert sum(r.background_colour for r in right) >= 3
-    assert sum(r.shape_colour for r in right) >= 3
+    assert sum(r.background_colour and r.shape_colour for r in right) >= 5
+
+
+@needs_weights
+def test_straight_sided_shapes_keep_their_corners(generate):
+    # Large squares and triangles on held-out seeds read as what the caption names (the shipped
+    # model: 5 of these 6; squares 0.94 and triangles 0.80 over 100 held-out captions).
+    samples = [
+        s
+        for s in evaluate.held_out("shapes", 120, single_shape=True, start=300)
+        if s.shapes[0].shape in ("square", "triangle") and s.shapes[0].size == "large"
+    ][:6]
+    assert {s.shapes[0].shape for s in samples} == {"square", "triangle"}
+    right = [evaluate.score_prompt(generate(s.caption, s.seed), s).shape_class for s in samples]
+    assert sum(right) >= 4
