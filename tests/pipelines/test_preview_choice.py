@@ -23,6 +23,18 @@ from pipelines.types import GenerationRequest, PreviewMode
 FULL, TINY, APPROXIMATE = PreviewMode.FULL, PreviewMode.TINY, PreviewMode.APPROXIMATE
 
 
+def count_decodes(previews) -> list[PreviewMode]:
+    """The modes of the decodes ``previews`` makes from now on, in order."""
+    decoded, decode = [], previews.decode_async
+
+    def counted(latents, mode):
+        decoded.append(mode)
+        return decode(latents, mode)
+
+    previews.decode_async = counted
+    return decoded
+
+
 def costs(step: float, full: float, tiny: float | None = None) -> PreviewCosts:
     return PreviewCosts(64, step, full, tiny, approximate=1e-4, approximate_error=40.0)
 
@@ -72,14 +84,7 @@ def test_auto_picks_the_full_vae_on_the_bundled_model():
     # steps between show the newest frame again; the last step is the final image.
     request = GenerationRequest("a small red circle at the top left on a blue background", seed=3)
     assert request.preview is PreviewMode.AUTO
-    frames, decoded = [], []
-    decode = loaded.previews.decode_async
-
-    def counted(latents, mode):
-        decoded.append(mode)
-        return decode(latents, mode)
-
-    loaded.previews.decode_async = counted
+    frames, decoded = [], count_decodes(loaded.previews)
     steps = plan.stride + 2
     result = engine.run(replace(request, steps=steps), on_step=frames.append)
     assert [f.step for f in frames] == list(range(1, steps + 1))
@@ -156,14 +161,7 @@ def test_a_run_decodes_the_tiny_decoder_as_its_cost_allows(sd1_folder, tmp_path,
     assert loaded.previews.tiny_vae is not None
     # The costs measured at load, with the tiny decoder said to cost nothing or 1,000 s.
     loaded.previews.costs = replace(loaded.previews.costs, tiny=tiny_cost)
-    decoded, frames = [], []
-    decode = loaded.previews.decode_async
-
-    def counted(latents, mode):
-        decoded.append(mode)
-        return decode(latents, mode)
-
-    loaded.previews.decode_async = counted
+    decoded, frames = count_decodes(loaded.previews), []
     request = GenerationRequest("x", model=str(sd1_folder), seed=1, steps=7, preview=TINY)
     result = engine.run(request, on_step=frames.append)
     if decodes:  # free: the first step is decoded at once (later ones as their time allows)
