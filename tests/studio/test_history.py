@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from pipelines.export import read_request
+from pipelines.export import read_metadata, read_request
 from pipelines.history_store import HistoryStore, history_folder
 from pipelines.types import GenerationRequest
 from studio.jobs import EventKind
@@ -53,6 +53,8 @@ def test_the_history_survives_closing_and_reopening_the_window(qtbot, make_windo
     assert window.current_request().prompt == "two" and two.request.prompt == "two"
     saved = window.save_entry(keys[0])
     assert read_request(saved) == two.request
+    # The run details kept with the image (its precision) are saved too, as Export copies them.
+    assert read_metadata(saved).extra == {"precision": two.precision}
 
     window.gallery.filter.setText("ON")  # case does not matter
     assert window.gallery.shown_keys() == [keys[1]]
