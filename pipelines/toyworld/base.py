@@ -202,6 +202,8 @@ class Ema:
     def update(self, modules: list[torch.nn.Module], step: int) -> None:
         decay = min(self.decay, (1 + step) / (10 + step))
         for shadow, module in zip(self.shadow, modules):
+            if not any(p.requires_grad for p in module.parameters()):
+                continue  # frozen: its average is itself, and averaging would only add rounding
             for k, v in module.state_dict().items():
                 if v.dtype.is_floating_point:
                     shadow[k].mul_(decay).add_(v.detach(), alpha=1 - decay)

@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
         "--shape-samples",
         type=int,
         default=0,
-        help="unet: add this many shape scenes (seeds from 2,000,000) to the world's",
+        help=f"unet: add this many shape scenes (seeds from {SHAPE_SEED_BASE:,}) to the world's",
     )
     parser.add_argument(
         "--freeze-text",
