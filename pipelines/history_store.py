@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from pipelines.errors import StudioError
-from pipelines.export import read_request, write_atomically, write_png
+from pipelines.export import read_metadata, read_request, write_atomically, write_png
 from pipelines.images import open_image
 from pipelines.stored_comparisons import (
     COMPARISONS_SUBFOLDER,
@@ -231,6 +231,14 @@ class HistoryStore:
         except (OSError, StudioError) as error:
             self._note(entry, str(error))
             return None
+
+    def details(self, entry: StoredEntry) -> dict[str, Any]:
+        """The run details the entry's PNG keeps beside its request (``add``'s ``extra``); empty
+        when there are none or they cannot be read (the image's own reading notes why)."""
+        try:
+            return read_metadata(entry.image_path).extra
+        except (OSError, StudioError):
+            return {}
 
     def image(self, entry: StoredEntry) -> Image.Image | None:
         try:

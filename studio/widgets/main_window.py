@@ -933,8 +933,11 @@ class MainWindow(QMainWindow):
         if found is None:
             return None
         request, image = found
-        extra = (run_details(self.session.history[key].result) if isinstance(key, int)
-                 else self._stored_details(key))  # fmt: skip
+        if isinstance(key, int):
+            extra = run_details(self.session.history[key].result)
+        else:  # an earlier session's: what its PNG keeps, as Export copies it
+            stored = self.gallery.stored_entry(key)
+            extra = self.history_store.details(stored) if stored is not None else None
         try:
             if path is None:
                 folder = Path(self.settings.output_folder)
@@ -949,17 +952,6 @@ class MainWindow(QMainWindow):
         self.saved[key] = written
         self.statusBar().showMessage(f"Saved {written}", 8000)
         return written
-
-    def _stored_details(self, key: str) -> dict | None:
-        """The run details an image of an earlier session keeps in its PNG (as Export copies
-        them), so Save writes the same record; None when they cannot be read."""
-        from pipelines.export import read_metadata
-
-        stored = self.gallery.stored_entry(key)
-        try:
-            return read_metadata(stored.image_path).extra if stored is not None else None
-        except (StudioError, OSError):
-            return None
 
     def delete_entry(self, key: Key) -> bool:
         """Take an image out of the history (its files too); the message bar offers an undo."""

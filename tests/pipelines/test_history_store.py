@@ -42,6 +42,9 @@ def test_entries_are_listed_newest_first_and_read_back_whole(tmp_path):
     assert fresh.entries() == [second, first]
     assert fresh.request(first) == GenerationRequest(prompt="first", seed=10)
     assert read_request(first.image_path) == fresh.request(first)  # as exported PNGs carry it
+    assert fresh.details(first) == {}
+    bf16 = store.add(picture(30, (64, 48)), GenerationRequest(prompt="bf16"), {"precision": "bf16"})
+    assert HistoryStore(tmp_path / "history").details(bf16) == {"precision": "bf16"}
     assert np.array_equal(np.asarray(fresh.image(second)), np.asarray(picture(200, (512, 256))))
     thumb = fresh.thumbnail(second)
     assert thumb.size == (THUMBNAIL_SIZE, THUMBNAIL_SIZE // 2)
@@ -60,6 +63,7 @@ def test_a_damaged_entry_is_skipped_with_a_note_and_the_others_still_read(tmp_pa
     no_thumb.thumbnail_path.write_bytes(b"garbage")
 
     assert store.request(broken) is None and store.image(broken) is None
+    assert store.details(broken) == {}
     assert len(store.notes) == 1 and broken.image_path.name in store.notes[0]
     assert store.request(good).prompt == "good"
     assert store.request(no_json).prompt == "no json"
