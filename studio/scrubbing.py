@@ -111,12 +111,12 @@ class RunFrames(Scrubber, Generic[Frame]):
             self.frames.append((step, frame))
         if len(self.frames) > self.limit:
             self.frames = self.frames[:-1:2] + self.frames[-1:]
-        self._changed("range")
         if following or shown is None:
             self.position = len(self.frames)
         else:  # stay on the frame shown, or the nearest earlier one kept
             kept = [i for i, (s, _) in enumerate(self.frames) if s <= shown[0]]
             self.position = 1 + (kept[-1] if kept else 0)
+        # One notice for the new range and position: a preview redraws the bar once, not twice.
         self._changed("position")
 
     def position_text(self) -> str:
