@@ -316,6 +316,7 @@ class Gallery(QWidget):
     export_requested = Signal(list)  # keys, in the order shown
     files_dropped = Signal(list)
     skipped = Signal(str)  # a note about a stored entry that cannot be read
+    listed = Signal()  # the stored rows and their requests are all read (see listing)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -419,6 +420,12 @@ class Gallery(QWidget):
         return self._loader.isActive()
 
     def _load_some(self) -> None:
+        was_listing = self.listing
+        self._load_slice()
+        if was_listing and not self.listing:
+            self.listed.emit()
+
+    def _load_slice(self) -> None:
         deadline = time.perf_counter() + TURN_BUDGET_S
         if self._scan is not None:
             self._read_folder(deadline)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -135,6 +134,7 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         self._discovery = None
         self._closed = False
+        self._worker_started = False
         self.setAcceptDrops(True)
 
         self.prompt_panel = PromptPanel()
@@ -465,15 +465,16 @@ class MainWindow(QMainWindow):
             self.compare_view._refresh_history()
         kept = {entry.stored_id for entry in self.session.history}
         self.gallery.show_store(self.history_store, skip=kept.__contains__)
-        deadline = time.monotonic() + WORKER_WAITS_FOR_HISTORY_S
-        self._start_worker_after_history(deadline)
+        if self.gallery.listing:  # whichever comes first: the strip listed, or the deadline
+            self.gallery.listed.connect(self._start_worker)
+            QTimer.singleShot(round(WORKER_WAITS_FOR_HISTORY_S * 1000), self._start_worker)
+        else:
+            self._start_worker()
 
-    def _start_worker_after_history(self, deadline: float) -> None:
-        if self._closed:
+    def _start_worker(self) -> None:
+        if self._closed or self._worker_started:
             return
-        if self.gallery.listing and time.monotonic() < deadline:
-            QTimer.singleShot(10, lambda: self._start_worker_after_history(deadline))
-            return
+        self._worker_started = True
         # Imports, discovery and loading happen in the worker.
         self.session.start_up()
         self.session.discover()

@@ -124,7 +124,9 @@ def test_the_strip_loads_thumbnails_only_for_the_images_in_view(qtbot, tmp_path)
     qtbot.addWidget(gallery)
     gallery.resize(700, 140)
     gallery.show()
-    gallery.show_store(store)
+    with qtbot.waitSignal(gallery.listed, timeout=30_000):  # what the worker's start waits for
+        gallery.show_store(store)
+    assert gallery.count() == 60 and all(row.prompt for row in gallery.model.rows)
     qtbot.waitUntil(lambda: not gallery.loading and gallery.count() == 60, timeout=30_000)
     # The view asks for the icons of the rows it paints; they load in the next turns.
     qtbot.waitUntil(lambda: gallery.model.rows[0].icon is not None and not gallery.loading,
