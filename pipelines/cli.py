@@ -564,16 +564,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def log_folder() -> Path:
-    """The folder of the app's logs (the window's too): DIFFUSION_STUDIO_LOG_DIR when set."""
-    override = os.environ.get("DIFFUSION_STUDIO_LOG_DIR")
-    if override:
-        return Path(override)
-    from pipelines.export import APP_FOLDER_NAME, default_data_folder
+    """The folder of the app's logs, the window's too."""
+    from pipelines.export import default_log_folder
 
-    if sys.platform.startswith("linux"):
-        state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
-        return Path(state) / APP_FOLDER_NAME / APP_FOLDER_NAME / "logs"
-    return default_data_folder() / "logs"
+    return default_log_folder()
 
 
 def _start_logging(verbose: bool) -> tuple[list[logging.Handler], Path | None]:

@@ -745,6 +745,21 @@ def default_data_folder() -> Path:
     return base / APP_FOLDER_NAME / APP_FOLDER_NAME
 
 
+def default_log_folder() -> Path:
+    """Where the app's logs go, the window's and the command line's: DIFFUSION_STUDIO_LOG_DIR when
+    set, else Qt's StateLocation for the window's names (plus "logs"), found without Qt."""
+    override = os.environ.get("DIFFUSION_STUDIO_LOG_DIR")
+    if override:
+        return Path(override)
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Preferences"
+    else:
+        base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / APP_FOLDER_NAME / APP_FOLDER_NAME / "logs"
+
+
 def condition_maps_folder(data_folder: str | os.PathLike[str]) -> Path:
     return Path(data_folder) / MAPS_SUBFOLDER
 

@@ -1,11 +1,11 @@
-"""The log: a rotating file in the user's state folder (Qt's standard locations), the console when
-there is one, uncaught exceptions and Qt's own warnings included."""
+"""The log: a rotating file in the user's state folder (where Qt puts state, found without Qt so the
+command line writes to the same file), the console when there is one, uncaught exceptions and Qt's
+own warnings included."""
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
-import os
 import sys
 import threading
 from pathlib import Path
@@ -23,24 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def log_folder() -> Path:
-    """DIFFUSION_STUDIO_LOG_DIR when set, else the app's state folder (XDG_STATE_HOME on Linux)."""
-    override = os.environ.get("DIFFUSION_STUDIO_LOG_DIR")
-    if override:
-        return Path(override)
-    from PySide6.QtCore import QCoreApplication, QStandardPaths
+    """DIFFUSION_STUDIO_LOG_DIR when set, else the app's state folder (XDG_STATE_HOME on Linux);
+    the command line writes its log there too."""
+    from pipelines.export import default_log_folder
 
-    from studio.settings import APPLICATION, ORGANISATION
-
-    # The location depends on the names; set them when nothing has (e.g. diffusion-studio-debug
-    # --follow runs without an application object).
-    if not QCoreApplication.organizationName():
-        QCoreApplication.setOrganizationName(ORGANISATION)
-    if not QCoreApplication.applicationName() or QCoreApplication.instance() is None:
-        QCoreApplication.setApplicationName(APPLICATION)
-    location = getattr(QStandardPaths.StandardLocation, "StateLocation", None)
-    if location is None:  # Qt < 6.7
-        location = QStandardPaths.StandardLocation.AppLocalDataLocation
-    return Path(QStandardPaths.writableLocation(location)) / "logs"
+    return default_log_folder()
 
 
 def log_file() -> Path:

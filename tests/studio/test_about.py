@@ -153,13 +153,18 @@ def test_log_file_gets_messages_and_uncaught_exceptions(tmp_path, clean_logging)
     assert "now at DEBUG" in path.read_text("utf-8")
 
 
-def test_log_folder_is_a_standard_location(monkeypatch):
-    from PySide6.QtCore import QStandardPaths
+def test_log_folder_is_a_standard_location_shared_with_the_command_line(monkeypatch):
+    from PySide6.QtCore import QCoreApplication, QStandardPaths
+
+    from pipelines import cli
+    from studio.settings import APPLICATION, ORGANISATION
 
     monkeypatch.delenv("DIFFUSION_STUDIO_LOG_DIR", raising=False)
+    QCoreApplication.setOrganizationName(ORGANISATION)
+    QCoreApplication.setApplicationName(APPLICATION)
     folder = log_setup.log_folder()
     state = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.StateLocation)
-    assert folder == Path(state) / "logs"
+    assert folder == Path(state) / "logs" == cli.log_folder()
     monkeypatch.setenv("DIFFUSION_STUDIO_LOG_DIR", "/somewhere/else")
     assert log_setup.log_file() == Path("/somewhere/else") / log_setup.LOG_FILE_NAME
 
