@@ -74,13 +74,4 @@ def compare_branches(
             column.image, column.cancelled, column.latents = (
                 result.image, result.cancelled, result.latents
             )  # fmt: skip
-    return CompareResult(
-        request=request,
-        columns=columns,
-        initial_noise=prepared.initial_noise,
-        cancelled=any(c.cancelled for c in columns),
-        timings={"total": time.perf_counter() - started},
-        condition_maps=prepared.condition_maps,
-        warnings=prepared.warnings,
-        precision=prepared.precision,
-    )
+    return CompareResult.of_run(request, columns, prepared, started)

@@ -104,6 +104,23 @@ class CompareResult:
     def max_steps(self) -> int:
         return max((c.completed for c in self.columns), default=0)
 
+    @classmethod
+    def of_run(
+        cls, request: GenerationRequest, columns: list[CompareColumn], prepared: PreparedRun,
+        started: float,
+    ) -> CompareResult:  # fmt: skip
+        """The result of columns run from ``prepared`` since ``started`` (a perf_counter)."""
+        return cls(
+            request=request,
+            columns=columns,
+            initial_noise=prepared.initial_noise,
+            cancelled=any(c.cancelled for c in columns),
+            timings={"total": time.perf_counter() - started},
+            condition_maps=prepared.condition_maps,
+            warnings=prepared.warnings,
+            precision=prepared.precision,
+        )
+
 
 # ---------------------------------------------------------------------------------------------
 # Running a comparison
@@ -160,16 +177,7 @@ def compare(
         )
         started = time.perf_counter()
         comparison.execute()
-    return CompareResult(
-        request=request,
-        columns=columns,
-        initial_noise=prepared.initial_noise,
-        cancelled=any(c.cancelled for c in columns),
-        timings={"total": time.perf_counter() - started},
-        condition_maps=prepared.condition_maps,
-        warnings=prepared.warnings,
-        precision=prepared.precision,
-    )
+    return CompareResult.of_run(request, columns, prepared, started)
 
 
 def _entries(samplers: Sequence[SamplerEntry], default_steps: int) -> list[tuple[str, int]]:
