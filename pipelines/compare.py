@@ -40,7 +40,7 @@ from pipelines.denoised import denoised_estimate
 from pipelines.device_tuning import VaeGuard
 from pipelines.errors import OutOfMemoryError, ValidationError
 from pipelines.flow_samplers import sampler_for
-from pipelines.lockstep_parts import column_predictions, column_preview
+from pipelines.lockstep_parts import LockstepLoop, column_predictions, column_preview
 from pipelines.previews import PendingFrame, final_preview
 from pipelines.samplers import SamplerSpec, get_sampler
 from pipelines.schedules import SyncFreeSchedule
@@ -330,7 +330,7 @@ class _Track:
     elapsed: float = 0.0  # seconds from the job's start to this track's latest step
 
 
-class _Lockstep:
+class _Lockstep(LockstepLoop):
     """Replicates the diffusers SD 1.x (ControlNet) denoising loop for a batch of schedulers.
 
     Each track does exactly what the pipeline does for one image: latents scaled by its scheduler's
@@ -340,23 +340,8 @@ class _Lockstep:
     one step count; they differ in their sampler only.
     """
 
-    def __init__(
-        self,
-        runs: list[PreparedRun],
-        columns: list[CompareColumn],
-        cancel: threading.Event,
-        on_step: Callable[[int, StepPreview], None],
-    ) -> None:
-        self.runs = runs
-        self.columns = columns
-        self.cancel = cancel
-        self.on_step = on_step  # (position in the job, preview) after every completed step
-        self.shared = runs[0]
-        self.pipe = self.shared.pipeline
-        self.request = self.shared.request
-        self.steps = self.request.steps
-        self.device = self.pipe._execution_device
-        self.guided = self.shared.guided
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         # Decoded previews on their way to the host: (position, step, frame), in step order.
         self._pending: list[tuple[int, StepPreview, PendingFrame]] = []
 
@@ -379,13 +364,6 @@ class _Lockstep:
         self._hand_on(wait=True)
         for track in tracks:
             self._finish(track)
-
-    def _cancelled(self) -> bool:
-        if not self.cancel.is_set():
-            return False
-        for column in self.columns:
-            column.cancelled = True
-        return True
 
     def _track(self, position: int) -> _Track:
         run = self.runs[position]

@@ -9,9 +9,7 @@ own scheduler step. The transformer sees ``[uncond x n, cond x n]`` for SD 3.x w
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +18,7 @@ import torch
 
 from pipelines import flow
 from pipelines.denoised import denoised_estimate
-from pipelines.lockstep_parts import column_predictions, column_preview
+from pipelines.lockstep_parts import LockstepLoop, column_predictions, column_preview
 from pipelines.previews import final_preview
 from pipelines.types import ModelFamily, StepPreview
 
@@ -40,25 +38,10 @@ class _Track:
     elapsed: float = 0.0
 
 
-class FlowLockstep:
-    def __init__(
-        self,
-        runs: list[Any],
-        columns: list[Any],
-        cancel: threading.Event,
-        on_step: Callable[[int, StepPreview], None],
-    ) -> None:
-        self.runs = runs
-        self.columns = columns
-        self.cancel = cancel
-        self.on_step = on_step
-        self.shared = runs[0]
-        self.pipe = self.shared.pipeline
-        self.request = self.shared.request
-        self.steps = self.request.steps
-        self.device = self.pipe._execution_device
+class FlowLockstep(LockstepLoop):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.flux = self.shared.model.family is ModelFamily.FLUX
-        self.guided = self.shared.guided
 
     def run(self) -> None:
         inputs = self._encode(len(self.runs))
@@ -76,13 +59,6 @@ class FlowLockstep:
             return
         for track in tracks:
             self._finish(track)
-
-    def _cancelled(self) -> bool:
-        if not self.cancel.is_set():
-            return False
-        for column in self.columns:
-            column.cancelled = True
-        return True
 
     # ---- as the pipelines prepare their inputs -------------------------------------------------
     def _encode(self, count: int) -> dict[str, Any]:

@@ -1,12 +1,47 @@
-"""What the UNet and flow lockstep comparisons share: splitting a batched model output into the
-columns' guided predictions, and a column's step preview."""
+"""What the UNet and flow lockstep comparisons share: the runs and columns they step together and
+their cancelling, splitting a batched model output into the columns' guided predictions, and a
+column's step preview."""
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from pipelines.types import StepPreview
+
+
+class LockstepLoop:
+    """Several prepared runs of one request (one per sampler) stepped together, their columns
+    filled as they go. ``on_step`` gets (position in the job, preview) after every step."""
+
+    def __init__(
+        self,
+        runs: list[Any],  # PreparedRun
+        columns: list[Any],  # CompareColumn
+        cancel: threading.Event,
+        on_step: Callable[[int, StepPreview], None],
+    ) -> None:
+        self.runs = runs
+        self.columns = columns
+        self.cancel = cancel
+        self.on_step = on_step
+        self.shared = runs[0]
+        self.pipe = self.shared.pipeline
+        self.request = self.shared.request
+        self.steps = self.request.steps
+        self.device = self.pipe._execution_device
+        self.guided = self.shared.guided
+
+    def _cancelled(self) -> bool:
+        if not self.cancel.is_set():
+            return False
+        for column in self.columns:
+            column.cancelled = True
+        return True
 
 
 def column_predictions(
