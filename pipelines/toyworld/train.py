@@ -62,6 +62,7 @@ from pipelines.toyworld.base import (  # noqa: F401 (re-exported: the stages' an
     build_vae,
     checkpoint_path,
     encode,
+    foreground_cells,
     load_checkpoint,
     psnr,
     require,
@@ -153,6 +154,10 @@ def train_decoder(args: argparse.Namespace) -> None:
     data = build_dataset(args.samples)
     moments = _latents(args, vae, device, "train", data)
     images = data["images"]
+    if args.shape_samples:  # more small single shapes, whose corners a blurry decoder loses
+        shapes = build_dataset(args.shape_samples, seed_base=SHAPE_SEED_BASE, kind="shapes")
+        moments = torch.cat([moments, _latents(args, vae, device, "shapes", shapes)])
+        images = torch.cat([images, shapes["images"]])
 
     def step_fn(generator: torch.Generator) -> torch.Tensor:
         index = torch.randint(0, len(images), (args.batch,), generator=generator)
@@ -195,10 +200,13 @@ def train_unet(args: argparse.Namespace) -> None:
     moments = _latents(args, vae, device, "train", data)
     scaling = state["scaling_factor"] if state else float(1.0 / moments[:, :4].std())
     captions = data["captions"]
+    images = data["images"]
     if args.shape_samples:  # more single and double shapes, for crisper outlines
         shapes = build_dataset(args.shape_samples, seed_base=SHAPE_SEED_BASE, kind="shapes")
         moments = torch.cat([moments, _latents(args, vae, device, "shapes", shapes)])
         captions = captions + shapes["captions"]
+        images = torch.cat([images, shapes["images"]])
+    cells = foreground_cells(images, moments.shape[-1], args.focus) if args.focus else None
     ids = tokenize(tok, captions)
     empty = tokenize(tok, [""])[0]
     scheduler, alphas_cumprod = _noise_schedule()
@@ -213,7 +221,8 @@ def train_unet(args: argparse.Namespace) -> None:
         noisy = scheduler.add_noise(latents, noise, timesteps)
         hidden = text_encoder(tokens.to(device))[0]
         prediction = unet(noisy.to(device), timesteps.to(device), hidden).sample
-        return _diffusion_loss(prediction, noise.to(device), timesteps, alphas_cumprod)
+        weights = None if cells is None else cells[index]
+        return _diffusion_loss(prediction, noise.to(device), timesteps, alphas_cumprod, weights)
 
     if not args.freeze_text:
         text_encoder.train()
@@ -404,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
         "--shape-samples",
         type=int,
         default=0,
-        help=f"unet: add this many shape scenes (seeds from {SHAPE_SEED_BASE:,}) to the world's",
+        help=f"unet, decoder: add this many shape scenes (seeds from {SHAPE_SEED_BASE:,}) to the world's",
     )
     parser.add_argument(
         "--freeze-text",
@@ -415,6 +424,12 @@ def main(argv: list[str] | None = None) -> None:
         "--fillers",
         action="store_true",
         help="text: put words the world does not know into some paraphrases (captions.py)",
+    )
+    parser.add_argument(
+        "--focus",
+        type=float,
+        default=0.0,
+        help="unet: weigh the latent cells a shape covers 1 + this much in the loss",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=200)

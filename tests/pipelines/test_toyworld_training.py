@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,6 +56,8 @@ def test_every_stage_then_export_gives_a_model_the_engine_runs(tmp_path):
         assert train.load_checkpoint(train.checkpoint_path(work, stage))["step"] == 1, stage
     report = train.status(work)
     assert "controlnet-depth" in report and "not started" not in report
+    run("decoder", work, "--steps", "2", "--shape-samples", "4")  # more small shapes
+    assert train.load_checkpoint(train.checkpoint_path(work, "decoder"))["step"] == 2
     assert "not started" in train.status(tmp_path / "elsewhere")
     trained = json.loads((out / "toy-world" / "training.json").read_text())
     assert trained["decoder"] == 1 and trained["controlnet-pose"] == 1
@@ -80,6 +83,27 @@ def test_the_learning_rate_warms_up_then_cools_down_at_the_end():
     assert train._lr(90, 1.0, warmup=10, total=100) == 1.0  # no cool-down unless asked
 
 
+def test_the_focus_weighs_the_latent_cells_a_small_shape_covers():
+    from pipelines.toyworld.base import _diffusion_loss, _noise_schedule, foreground_cells
+    from pipelines.toyworld.evaluate import foreground
+
+    sample = train.world.make_sample(4, kind="shapes")  # a small orange star, top right
+    image = train._to_tensor(sample.image)[None]
+    cells = foreground_cells(image, 8, focus=4.0)
+    covered = cells[0, 0] > 1
+    assert set(cells.unique().tolist()) == {1.0, 5.0} and 0 < covered.sum() < 40
+    ys, xs = np.nonzero(foreground(np.asarray(sample.image.convert("RGB"))))
+    assert len(ys) and covered[ys // 8, xs // 8].all()  # every shape pixel's cell, and few others
+
+    _, alphas = _noise_schedule()
+    timesteps = torch.tensor([500])
+    noise = torch.zeros(1, 4, 8, 8)
+    off_shape = (~covered).float().expand(1, 4, 8, 8)  # errs on the background only
+    plain = _diffusion_loss(off_shape, noise, timesteps, alphas)
+    assert _diffusion_loss(off_shape, noise, timesteps, alphas, torch.ones(1, 1, 8, 8)) == plain
+    assert _diffusion_loss(off_shape, noise, timesteps, alphas, cells) < plain
+
+
 def test_fine_tuning_starts_from_the_shipped_weights_and_exports_them(tmp_path):
     from pipelines.engine import Engine, default_model_path
     from pipelines.types import GenerationRequest
@@ -96,7 +120,8 @@ def test_fine_tuning_starts_from_the_shipped_weights_and_exports_them(tmp_path):
     # The UNet fine-tuned alone keeps the text encoder the text stage made, bit for bit.
     unet_to = shipped["unet"] + 1
     before = train.load_checkpoint(train.checkpoint_path(work, "unet"))["ema"][1]
-    run("unet", work, "--steps", str(unet_to), "--freeze-text")
+    run("unet", work, "--steps", str(unet_to), "--freeze-text", "--shape-samples", "4",
+        "--focus", "4")  # fmt: skip
     unet_stage = train.load_checkpoint(train.checkpoint_path(work, "unet"))
     text_stage = train.load_checkpoint(train.checkpoint_path(work, "text"))["ema"][0]
     for name, value in text_stage.items():
