@@ -733,31 +733,40 @@ APP_FOLDER_NAME = "Diffusion Studio"  # the organisation and application names t
 MAPS_SUBFOLDER = "condition-maps"
 
 
+# Qt's standard locations, found without Qt: per platform, the environment variable that moves
+# the base folder and the base's place in the home folder when it is unset.
+_QT_LOCATIONS = {
+    "data": {  # AppDataLocation
+        "win32": ("APPDATA", "AppData/Roaming"),
+        "darwin": ("", "Library/Application Support"),
+        "other": ("XDG_DATA_HOME", ".local/share"),
+    },
+    "state": {  # StateLocation
+        "win32": ("LOCALAPPDATA", "AppData/Local"),
+        "darwin": ("", "Library/Preferences"),
+        "other": ("XDG_STATE_HOME", ".local/state"),
+    },
+}
+
+
+def _app_location(kind: str) -> Path:
+    table = _QT_LOCATIONS[kind]
+    variable, in_home = table.get(sys.platform, table["other"])
+    base = (variable and os.environ.get(variable)) or Path.home() / in_home
+    return Path(base) / APP_FOLDER_NAME / APP_FOLDER_NAME
+
+
 def default_data_folder() -> Path:
     """Where the window keeps its own files (Qt's AppDataLocation for its names), found without Qt
     so that the command line keeps its map copies in the same place."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / APP_FOLDER_NAME / APP_FOLDER_NAME
+    return _app_location("data")
 
 
 def default_log_folder() -> Path:
     """Where the app's logs go, the window's and the command line's: DIFFUSION_STUDIO_LOG_DIR when
     set, else Qt's StateLocation for the window's names (plus "logs"), found without Qt."""
     override = os.environ.get("DIFFUSION_STUDIO_LOG_DIR")
-    if override:
-        return Path(override)
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Preferences"
-    else:
-        base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    return base / APP_FOLDER_NAME / APP_FOLDER_NAME / "logs"
+    return Path(override) if override else _app_location("state") / "logs"
 
 
 def condition_maps_folder(data_folder: str | os.PathLike[str]) -> Path:

@@ -160,13 +160,43 @@ def test_log_folder_is_a_standard_location_shared_with_the_command_line(monkeypa
     from studio.settings import APPLICATION, ORGANISATION
 
     monkeypatch.delenv("DIFFUSION_STUDIO_LOG_DIR", raising=False)
+    names = QCoreApplication.organizationName(), QCoreApplication.applicationName()
     QCoreApplication.setOrganizationName(ORGANISATION)
     QCoreApplication.setApplicationName(APPLICATION)
-    folder = log_setup.log_folder()
-    state = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.StateLocation)
-    assert folder == Path(state) / "logs" == cli.log_folder()
+    try:
+        state = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.StateLocation)
+    finally:
+        QCoreApplication.setOrganizationName(names[0])
+        QCoreApplication.setApplicationName(names[1])
+    assert log_setup.log_folder() == Path(state) / "logs" == cli.log_folder()
     monkeypatch.setenv("DIFFUSION_STUDIO_LOG_DIR", "/somewhere/else")
     assert log_setup.log_file() == Path("/somewhere/else") / log_setup.LOG_FILE_NAME
+
+
+@pytest.mark.parametrize(
+    ("platform", "data", "logs"),
+    [
+        ("win32", "roaming/Diffusion Studio/Diffusion Studio",
+         "local/Diffusion Studio/Diffusion Studio/logs"),
+        ("darwin", "home/Library/Application Support/Diffusion Studio/Diffusion Studio",
+         "home/Library/Preferences/Diffusion Studio/Diffusion Studio/logs"),
+        ("linux", "xdg-data/Diffusion Studio/Diffusion Studio",
+         "xdg-state/Diffusion Studio/Diffusion Studio/logs"),
+    ],
+)  # fmt: skip
+def test_the_data_and_log_folders_follow_each_platforms_rules(
+    monkeypatch, tmp_path, platform, data, logs
+):
+    from pipelines.export import default_data_folder, default_log_folder
+
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: tmp_path / "home"))
+    monkeypatch.delenv("DIFFUSION_STUDIO_LOG_DIR", raising=False)
+    for variable, folder in (("APPDATA", "roaming"), ("LOCALAPPDATA", "local"),
+                             ("XDG_DATA_HOME", "xdg-data"), ("XDG_STATE_HOME", "xdg-state")):  # fmt: skip
+        monkeypatch.setenv(variable, str(tmp_path / folder))
+    assert default_data_folder() == tmp_path / data
+    assert default_log_folder() == tmp_path / logs
 
 
 def test_follow_shows_the_log_live_across_rotation(tmp_path):
