@@ -417,7 +417,7 @@ def _diffusion_loss(
 
 def foreground_cells(images: torch.Tensor, side: int, focus: float) -> torch.Tensor:
     """(N, 1, side, side) loss weights: 1 + ``focus`` on the latent cells that hold any pixel
-    far from the image's border colour. A small star covers 9 of 64 cells; unweighted, the easy
+    far from the image's border colour (as ``evaluate.foreground`` tells a shape). A small star covers 9 of 64 cells; unweighted, the easy
     background outweighs its points, and the UNet learns to draw it as a blob."""
     x = images.float()
     border = torch.cat(
@@ -425,7 +425,7 @@ def foreground_cells(images: torch.Tensor, side: int, focus: float) -> torch.Ten
          x[:, :, :, :2].flatten(2), x[:, :, :, -2:].flatten(2)], dim=2,
     )  # fmt: skip
     background = border.median(dim=2).values[..., None, None]
-    mask = ((x - background).norm(dim=1, keepdim=True) > 60).float()
+    mask = ((x - background).norm(dim=1, keepdim=True) > world.FOREGROUND_DISTANCE).float()
     return 1.0 + focus * F.adaptive_max_pool2d(mask, side)
 
 

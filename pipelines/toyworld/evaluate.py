@@ -85,7 +85,7 @@ def background_rgb(image: np.ndarray) -> np.ndarray:
     return np.median(border, axis=0)
 
 
-def foreground(image: np.ndarray, threshold: float = 60.0) -> np.ndarray:
+def foreground(image: np.ndarray, threshold: float = world.FOREGROUND_DISTANCE) -> np.ndarray:
     """Pixels far enough from the background colour, cleaned of single-pixel noise."""
     image = np.asarray(image, dtype=np.float32)
     distance = np.linalg.norm(image - background_rgb(image)[None, None], axis=2)

@@ -74,6 +74,22 @@ from pipelines.toyworld.base import (  # noqa: F401 (re-exported: the stages' an
 )
 
 
+def _world_and_shapes(
+    args: argparse.Namespace, vae: torch.nn.Module, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The latents' moments, the images and the captions of the world's ``--samples`` training
+    scenes, followed by ``--shape-samples`` shape scenes (one or two shapes each) when asked."""
+    data = build_dataset(args.samples)
+    moments = _latents(args, vae, device, "train", data)
+    images, captions = data["images"], data["captions"]
+    if args.shape_samples:
+        shapes = build_dataset(args.shape_samples, seed_base=SHAPE_SEED_BASE, kind="shapes")
+        moments = torch.cat([moments, _latents(args, vae, device, "shapes", shapes)])
+        images = torch.cat([images, shapes["images"]])
+        captions = captions + shapes["captions"]
+    return moments, images, captions
+
+
 def train_vae(args: argparse.Namespace) -> None:
     device = _device(args.device)
     vae = build_vae().to(device)
@@ -151,13 +167,8 @@ def train_decoder(args: argparse.Namespace) -> None:
         decoder.load_state_dict(state["modules"][0])
         _load_optimizer(optimizer, state)
         ema.shadow = state["ema"]
-    data = build_dataset(args.samples)
-    moments = _latents(args, vae, device, "train", data)
-    images = data["images"]
-    if args.shape_samples:  # more small single shapes, whose corners a blurry decoder loses
-        shapes = build_dataset(args.shape_samples, seed_base=SHAPE_SEED_BASE, kind="shapes")
-        moments = torch.cat([moments, _latents(args, vae, device, "shapes", shapes)])
-        images = torch.cat([images, shapes["images"]])
+    # With --shape-samples, more small single shapes, whose corners a blurry decoder loses.
+    moments, images, _ = _world_and_shapes(args, vae, device)
 
     def step_fn(generator: torch.Generator) -> torch.Tensor:
         index = torch.randint(0, len(images), (args.batch,), generator=generator)
@@ -196,16 +207,10 @@ def train_unet(args: argparse.Namespace) -> None:
         ema.shadow = state["ema"]
         if args.freeze_text:
             ema.shadow[0] = {k: v.clone() for k, v in text_encoder.state_dict().items()}
-    data = build_dataset(args.samples)
-    moments = _latents(args, vae, device, "train", data)
-    scaling = state["scaling_factor"] if state else float(1.0 / moments[:, :4].std())
-    captions = data["captions"]
-    images = data["images"]
-    if args.shape_samples:  # more single and double shapes, for crisper outlines
-        shapes = build_dataset(args.shape_samples, seed_base=SHAPE_SEED_BASE, kind="shapes")
-        moments = torch.cat([moments, _latents(args, vae, device, "shapes", shapes)])
-        captions = captions + shapes["captions"]
-        images = torch.cat([images, shapes["images"]])
+    # With --shape-samples, more single and double shapes, for crisper outlines.
+    moments, images, captions = _world_and_shapes(args, vae, device)
+    world_moments = moments[: args.samples, :4]  # the latents' scale: the world's scenes alone
+    scaling = state["scaling_factor"] if state else float(1.0 / world_moments.std())
     cells = foreground_cells(images, moments.shape[-1], args.focus) if args.focus else None
     ids = tokenize(tok, captions)
     empty = tokenize(tok, [""])[0]

@@ -40,6 +40,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES = ("circle", "square", "triangle", "star", "ring")
 SOLIDS = ("sphere", "box")
+# How far (RGB distance) a pixel is from the background colour to count as part of a shape: what
+# the evaluation scores and what the UNet's focused loss weighs.
+FOREGROUND_DISTANCE = 60.0
 STAR_INNER = 0.45  # inner radius of a star, as a share of its outer radius
 # Radius as a fraction of the image side. At 64 px a small star must still span three latent
 # cells, or the 8x-downscaling VAE rounds it into a blob (measured: at 0.13 no small star and
