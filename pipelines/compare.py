@@ -340,12 +340,9 @@ class _Lockstep(LockstepLoop):
     one step count; they differ in their sampler only.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def run(self) -> None:
         # Decoded previews on their way to the host: (position, step, frame), in step order.
         self._pending: list[tuple[int, StepPreview, PendingFrame]] = []
-
-    def run(self) -> None:
         tracks = [self._track(position) for position in range(len(self.runs))]
         embeds = self._prompt_embeds(len(tracks))
         control = self._control_images(len(tracks))

@@ -39,9 +39,9 @@ class _Track:
 
 
 class FlowLockstep(LockstepLoop):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.flux = self.shared.model.family is ModelFamily.FLUX
+    @property
+    def flux(self) -> bool:
+        return self.shared.model.family is ModelFamily.FLUX
 
     def run(self) -> None:
         inputs = self._encode(len(self.runs))
