@@ -201,7 +201,7 @@ def train_unet(args: argparse.Namespace) -> None:
     trained = [unet] if args.freeze_text else modules
     params = [p for m in trained for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
-    ema = Ema(modules, decay=0.999)
+    ema = Ema(modules, decay=args.ema_decay)
     if state:
         _load_optimizer(optimizer, state)
         ema.shadow = state["ema"]
@@ -435,6 +435,13 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=0.0,
         help="unet: weigh the latent cells a shape covers 1 + this much in the loss",
+    )
+    parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.999,
+        help="unet: how slowly the exported weight average follows training (0.999 averages "
+        "over about 1,000 steps, 0.9999 over 10,000)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=200)

@@ -58,6 +58,15 @@ def test_every_stage_then_export_gives_a_model_the_engine_runs(tmp_path):
     assert "controlnet-depth" in report and "not started" not in report
     run("decoder", work, "--steps", "2", "--shape-samples", "4")  # more small shapes
     assert train.load_checkpoint(train.checkpoint_path(work, "decoder"))["step"] == 2
+    # --ema-decay sets how far the exported average lags: at 0 it is the weights themselves.
+    run("unet", work, "--steps", "2", "--ema-decay", "0")
+    unet_stage = train.load_checkpoint(train.checkpoint_path(work, "unet"))
+    trained, average = unet_stage["modules"][1], unet_stage["ema"][1]
+    assert all(torch.equal(average[k], v) for k, v in trained.items())
+    run("unet", work, "--steps", "3")  # the default average lags behind the weights
+    unet_stage = train.load_checkpoint(train.checkpoint_path(work, "unet"))
+    trained, average = unet_stage["modules"][1], unet_stage["ema"][1]
+    assert any(not torch.equal(average[k], v) for k, v in trained.items())
     assert "not started" in train.status(tmp_path / "elsewhere")
     trained = json.loads((out / "toy-world" / "training.json").read_text())
     assert trained["decoder"] == 1 and trained["controlnet-pose"] == 1
