@@ -417,8 +417,9 @@ def _diffusion_loss(
 
 def foreground_cells(images: torch.Tensor, side: int, focus: float) -> torch.Tensor:
     """(N, 1, side, side) loss weights: 1 + ``focus`` on the latent cells that hold any pixel
-    far from the image's border colour (as ``evaluate.foreground`` tells a shape). A small star covers 9 of 64 cells; unweighted, the easy
-    background outweighs its points, and the UNet learns to draw it as a blob."""
+    far from the image's border colour (as ``evaluate.foreground`` tells a shape). A small star
+    covers 9 of 64 cells; unweighted, the easy background outweighs its points, and the UNet
+    learns to draw it as a blob."""
     x = images.float()
     border = torch.cat(
         [x[:, :, :2].flatten(2), x[:, :, -2:].flatten(2),
