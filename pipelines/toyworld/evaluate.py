@@ -14,6 +14,8 @@ measured against what was asked:
   and for the same prompt and seed without it, over held-out scenes of every kind (shapes,
   figures, solids in the world's proportions, as the ControlNet is trained), also kind by kind;
 - depth: IoU between the output's foreground and the near region of the depth map;
+- painted: the same IoU on depth maps as a user paints them (paintings.py: soft blobs and
+  painted gradients, held-out seeds), with the control and for the same prompt without it;
 - pose: share of the skeleton's pixels that lie on the figure (3 px tolerance), and the share of
   the figure's pixels near the skeleton (a picture that is all foreground would cover any
   skeleton).
@@ -66,7 +68,8 @@ GOALS = {
 }
 
 
-PARTS = ("prompt", "canny", "depth", "pose", "outlines", "wording")
+PARTS = ("prompt", "canny", "depth", "painted", "pose", "outlines", "wording")
+PAINTED_SEED_BASE = HELD_OUT_SEED_BASE + 900_000  # paintings train on seeds from 0
 
 
 # ---- measuring an image -----------------------------------------------------------------------
@@ -349,6 +352,8 @@ def evaluate(
             if save:
                 Image.fromarray(image).save(save / f"depth-{sample.seed}.png")
         results["depth_iou"] = float(np.mean(values))
+    if "painted" in parts:
+        results.update(evaluate_painted(generate, count, save))
     if "pose" in parts:
         values, precision = [], []
         for sample in tqdm(held_out("person", count), desc="pose"):
@@ -392,6 +397,30 @@ def held_out_outlines(count: int, families: Sequence[str]) -> list:
             found.append(sample)
             kept += 1
     return found
+
+
+def held_out_paintings(count: int) -> list:
+    """``count`` painted depth scenes (paintings.py) from seeds its training never used."""
+    from pipelines.toyworld import paintings
+
+    return [paintings.make_depth_sample(PAINTED_SEED_BASE + i) for i in range(count)]
+
+
+def evaluate_painted(generate: Generator, count: int, save: Path | None = None) -> dict:
+    # The caption names a colour and a shape or solid but no place: without the map the subject
+    # lands anywhere, so the IoU without control says how much of the overlap the map made.
+    with_control, without = [], []
+    for sample in tqdm(held_out_paintings(count), desc="painted depth"):
+        near = near_region(sample.depth)
+        controlled = generate(sample.caption, sample.seed, ("depth", sample.depth))
+        with_control.append(iou(foreground(controlled), near))
+        without.append(iou(foreground(generate(sample.caption, sample.seed)), near))
+        if save:
+            Image.fromarray(controlled).save(save / f"painted-{sample.seed}.png")
+    return {
+        "depth_iou_painted": float(np.mean(with_control)),
+        "depth_iou_painted_without_control": float(np.mean(without)),
+    }
 
 
 def held_out_wording(count: int) -> list[tuple[world.Sample, str]]:
