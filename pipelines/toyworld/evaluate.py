@@ -407,8 +407,8 @@ def held_out_paintings(count: int) -> list:
 
 
 def evaluate_painted(generate: Generator, count: int, save: Path | None = None) -> dict:
-    # The caption names a colour and a shape or solid but no place: without the map the subject
-    # lands anywhere, so the IoU without control says how much of the overlap the map made.
+    # The caption names at most a colour and a shape or solid, never a place: without the map the
+    # subject lands anywhere, so the IoU without control says how much of the overlap the map made.
     with_control, without = [], []
     for sample in tqdm(held_out_paintings(count), desc="painted depth"):
         near = near_region(sample.depth)
