@@ -441,7 +441,8 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=0.999,
         help="unet: how slowly the exported weight average follows training (0.999 averages "
-        "over about 1,000 steps, 0.9999 over 10,000)",
+        "over about 1,000 steps; the decay is capped at (1 + step) / (10 + step), so 0.9999 "
+        "gives about 0.9998, 5,000 steps, at step 45,000)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=200)

@@ -283,15 +283,10 @@ def test_depth_control_puts_the_solid_in_the_near_region(generate):
 def test_a_painted_depth_map_places_the_subject(generate):
     # Soft blobs and painted gradients as the condition editor paints them, under a caption that
     # names no place: the map decides where the subject stands (shipped: 0.73 vs 0.15 here).
-    with_map, without = [], []
-    for s in evaluate.held_out_paintings(4):
-        near = evaluate.near_region(s.depth)
-        with_map.append(
-            evaluate.iou(evaluate.foreground(generate(s.caption, s.seed, ("depth", s.depth))), near)
-        )
-        without.append(evaluate.iou(evaluate.foreground(generate(s.caption, s.seed)), near))
-    assert np.mean(with_map) >= 0.55
-    assert np.mean(with_map) >= np.mean(without) + 0.3
+    results = evaluate.evaluate_painted(generate, 4)
+    with_map, without = results["depth_iou_painted"], results["depth_iou_painted_without_control"]
+    assert with_map >= 0.55
+    assert with_map >= without + 0.3
 
 
 @needs_weights
