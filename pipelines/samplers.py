@@ -21,6 +21,8 @@ class SamplerSpec:
     name: str
     scheduler: str  # class name in diffusers
     overrides: dict[str, Any] = field(default_factory=dict)
+    # Used where the model's scheduler config does not set them (its own choice wins).
+    defaults: dict[str, Any] = field(default_factory=dict)
     evaluations_per_step: int = 1  # model evaluations (UNet calls) per step, per sample
     stochastic: bool = False  # adds fresh noise each step: needs a seeded generator
     description: str = ""
@@ -29,7 +31,8 @@ class SamplerSpec:
         import diffusers
 
         cls = getattr(diffusers, self.scheduler)
-        overrides = dict(self.overrides)
+        overrides = {k: v for k, v in self.defaults.items() if k not in base_config}
+        overrides.update(self.overrides)
         if self.scheduler == "DPMSolverSDEScheduler" and seed is not None:
             # Its Brownian tree otherwise draws its own seed, which breaks reproducibility.
             overrides["noise_sampler_seed"] = seed
@@ -44,6 +47,10 @@ class SamplerSpec:
 
 
 _KARRAS = {"use_karras_sigmas": True}
+# DDIM and DDPM clip their estimate of the clean sample to [-1, 1] unless told not to: right for
+# pixels, ruinous for latents, which spread wider (a config saved by another scheduler class,
+# as the bundled model's Euler one, does not say).
+_NO_CLIPPING = {"clip_sample": False}
 _DPMPP = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 _DPMPP_SDE = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}
 
@@ -119,7 +126,10 @@ SAMPLERS: dict[str, SamplerSpec] = {
         ),
         SamplerSpec("LMS", "LMSDiscreteScheduler", description="Linear multistep (k-diffusion)."),
         SamplerSpec(
-            "DDIM", "DDIMScheduler", description="Deterministic classic; fine for 30-50 steps."
+            "DDIM",
+            "DDIMScheduler",
+            defaults=_NO_CLIPPING,
+            description="Deterministic classic; fine for 30-50 steps.",
         ),
         SamplerSpec(
             "PNDM", "PNDMScheduler", {"skip_prk_steps": True}, description="Pseudo numerical."
@@ -127,6 +137,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
         SamplerSpec(
             "DDPM",
             "DDPMScheduler",
+            defaults=_NO_CLIPPING,
             stochastic=True,
             description="The training sampler: needs many steps (100+).",
         ),
