@@ -24,6 +24,7 @@ import torch
 from pipelines import cpu, device_tuning, flow, hires, models, rework
 from pipelines.batches import batch_frame, batch_noise, sampler_generators
 from pipelines.branching import apply_branch, branch_checker, check_sampler_switches
+from pipelines.bundled_samplers import sampler_warning
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
@@ -485,6 +486,9 @@ class Engine:
                 conditioning = prompts.conditioning
                 notes += list(prompts.warnings) + rework_notes
                 channels = pipe.unet.config.in_channels
+                if loaded.path.resolve() == default_model_path().resolve():
+                    warning = sampler_warning([request.sampler], request.cfg_scale)
+                    notes += [warning] if warning else []
             if plan is None and channels == 9:  # an inpainting UNet runs in its own pipeline
                 plan = rework.text_to_image_plan(request)
             if plan is not None:

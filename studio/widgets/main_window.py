@@ -356,6 +356,8 @@ class MainWindow(QMainWindow):
         self.gallery.use_as_input_requested.connect(self.use_entry_as_input)
         self.canvas.use_as_input_requested.connect(self.use_shown_as_input)
         self.sampler_panel.steps.valueChanged.connect(p.steps.setValue)
+        self.sampler_panel.choice_changed.connect(self._warn_of_noisy_samplers)
+        p.cfg.valueChanged.connect(self._warn_of_noisy_samplers)
         self.control_panel.problem.connect(lambda text: self.show_error(text))
         self.control_panel.changed.connect(self._refresh_overlay)
         self.gallery.selected.connect(self.show_entry)
@@ -839,6 +841,10 @@ class MainWindow(QMainWindow):
         self.prompt_panel.set_models(discovery.bases(), self.prompt_panel.current_model())
         self.prompt_panel.set_lora_folders(Path(p) for p in self.settings.model_folders)
         self._refresh_controlnets()
+
+    def _warn_of_noisy_samplers(self) -> None:
+        self.model_guide.set_run(self.sampler_panel.chosen_samplers(),
+                                 self.prompt_panel.cfg.value())  # fmt: skip
 
     def _refresh_controlnets(self) -> None:
         self.model_guide.set_model(self.prompt_panel.current_model())

@@ -3,11 +3,13 @@
 The bundled toy-world model draws only a small world (flat shapes, stick figures, shaded solids in
 eight colours, 64 pixels). A new user does not know that: while it is active, the prompt box's
 placeholder gives an example, a "Prompt ideas" menu fills in prompts it draws well, and a one-line
-note says what it is and how to choose a real model. Another model hides all of it.
+note says what it is and how to choose a real model, and warns of samplers it draws noise with at
+the chosen CFG. Another model hides all of it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import Signal
@@ -21,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pipelines.bundled_samplers import sampler_warning
 from pipelines.resources import resource_path
 
 PLACEHOLDER = "e.g. a big red star in the middle on a blue background"
@@ -82,6 +85,7 @@ class BundledModelGuide(QWidget):
             for text in prompts:
                 section.addAction(text, lambda text=text: self.choose(text))
         self.ideas.setMenu(menu)
+        self.warning = ""
         self.note = QLabel(NOTE)
         self.note.setWordWrap(True)
         self.note.setToolTip("Add a folder of models in Settings, or pick a model file with the "
@@ -100,6 +104,11 @@ class BundledModelGuide(QWidget):
         bundled = is_bundled_model(path)
         self.setVisible(bundled)
         self.prompt.setPlaceholderText(PLACEHOLDER if bundled else self._placeholder)
+
+    def set_run(self, samplers: Sequence[str], cfg: float) -> None:
+        """Warn, in the note, of the samplers the bundled model draws noise with at ``cfg``."""
+        self.warning = sampler_warning(samplers, cfg)
+        self.note.setText(f"{NOTE}\n⚠ {self.warning}" if self.warning else NOTE)
 
     def choose(self, text: str) -> None:
         self.prompt.setPlainText(text)

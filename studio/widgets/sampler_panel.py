@@ -50,6 +50,7 @@ SHARED_STEPS = "shared"  # the steps spin box's text for "the Steps value below"
 
 class SamplerPanel(QWidget):
     compare_clicked = Signal()
+    choice_changed = Signal()  # the sampler, the compare mode or the ticked samplers changed
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -59,6 +60,7 @@ class SamplerPanel(QWidget):
         self.samplers = QListWidget()
         self.samplers.setToolTip("The sampler (scheduler) that walks from noise to the image.")
         self.samplers.currentItemChanged.connect(self._show_description)
+        self.samplers.currentItemChanged.connect(self.choice_changed)
         self.description = QLabel("Loading samplers…")
         self.description.setWordWrap(True)
         self.description.setToolTip("What the selected sampler does.")
@@ -99,6 +101,7 @@ class SamplerPanel(QWidget):
             "samplers and watch them denoise side by side."
         )
         self.compare_mode.toggled.connect(self._set_compare_mode)
+        self.compare_mode.toggled.connect(self.choice_changed)
         self.compare_table = QTableWidget(0, 2)
         self.compare_table.setHorizontalHeaderLabels(["Sampler", "Steps"])
         self.compare_table.verticalHeader().hide()
@@ -111,6 +114,7 @@ class SamplerPanel(QWidget):
             "the Steps value below; another number gives that sampler its own step count."
         )
         self.compare_table.itemChanged.connect(self._update_compare_count)
+        self.compare_table.itemChanged.connect(self.choice_changed)
         self.compare_count = QLabel()
         self.compare_count.setToolTip(
             f"How many samplers are ticked; a comparison needs {COMPARE_MIN} to {COMPARE_MAX}."
@@ -181,10 +185,17 @@ class SamplerPanel(QWidget):
             spin.setValue(wanted.get(item.text(), 0) or 0)
         self.compare_table.blockSignals(False)
         self._update_compare_count()
+        self.choice_changed.emit()
 
     def wanted_comparison(self) -> list[SamplerEntry]:
         """What to tick next time: the table once filled, else what is waiting for it."""
         return self.compare_entries() if self.compare_table.rowCount() else self._wanted_comparison
+
+    def chosen_samplers(self) -> list[str]:
+        """The samplers the next run uses: the ticked ones in compare mode, else the selected."""
+        if self.compare_mode.isChecked():
+            return [sampler_entry(entry)[0] for entry in self.compare_entries()]
+        return [self.sampler()]
 
     def compare_ready(self) -> bool:
         return COMPARE_MIN <= len(self.compare_entries()) <= COMPARE_MAX

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipelines.bundled_samplers import NOISY_SAMPLERS
 from pipelines.conditions import canny_map, render_pose
 from pipelines.engine import default_model_path
+from pipelines.samplers import SAMPLERS
 from pipelines.toyworld import evaluate, world
 
 TRAINED = (default_model_path() / "model_index.json").exists()
@@ -349,3 +351,27 @@ def test_small_stars_keep_their_points(generate):
     assert len(samples) == 8
     right = [evaluate.score_prompt(generate(s.caption, s.seed), s).shape_class for s in samples]
     assert sum(right) >= 5
+
+
+@needs_weights
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_every_sampler_draws_the_caption_at_a_cfg_the_window_does_not_warn_of(sampler):
+    # The window warns of the samplers in NOISY_SAMPLERS above their CFG: each of them must draw
+    # the caption's colours at that CFG, and every other sampler at the default CFG 7 (DDIM drew
+    # colour noise at 7 while it clipped the latents).
+    cfg = NOISY_SAMPLERS.get(sampler, 7.0)
+    generate = evaluate.Generator(model="", sampler=sampler, cfg=cfg)
+    samples = evaluate.held_out("shapes", 3, single_shape=True, start=600)
+    scores = [evaluate.score_prompt(generate(s.caption, s.seed), s) for s in samples]
+    assert all(score.background_colour and score.shape_colour for score in scores)
+
+
+@needs_weights
+def test_a_run_of_the_bundled_model_with_a_noisy_sampler_says_what_to_do(generate):
+    from pipelines.types import GenerationRequest
+
+    request = GenerationRequest(prompt="a red circle", seed=1, steps=2, sampler="LMS")
+    warnings = generate.engine.run(request).warnings
+    assert any("With LMS the bundled model draws noise at CFG 7" in w for w in warnings)
+    calm = generate.engine.run(GenerationRequest(prompt="a red circle", seed=1, steps=2))
+    assert not any("draws noise" in w for w in calm.warnings)

@@ -1,4 +1,4 @@
-"""Regenerate docs/compare.png: the window after a sampler comparison with tiny models.
+"""Regenerate docs/compare.png: the window after a sampler comparison on the bundled model.
 
 QT_QPA_PLATFORM=offscreen python -m tests.studio.screenshot_compare [docs/compare.png]
 """
@@ -16,24 +16,21 @@ from studio.settings import StudioSettings
 from studio.theme import apply_dark_theme
 from studio.widgets.main_window import MainWindow
 from tests.studio.screenshot import wait
-from tests.tiny_models import save_sd1
 
 
 def main() -> None:
     target = sys.argv[1] if len(sys.argv) > 1 else "docs/compare.png"
     work = Path(tempfile.mkdtemp(prefix="studio-compare-shot-"))
-    model = save_sd1(work / "models" / "tiny-sd1")
     app = QApplication.instance() or QApplication([])
     apply_dark_theme(app)
     settings = StudioSettings(work / "settings.ini")
-    settings.model_folders = [str(work / "models")]
+    settings.model_folders = []
     settings.output_folder = str(work / "out")
     settings.last_request = GenerationRequest(
-        prompt="a lighthouse on a cliff at dusk, oil painting",
-        negative_prompt="blurry",
-        model=str(model),
+        prompt="a large yellow star in the center on a blue background",
+        model="",  # the bundled default
         seed=7,
-        steps=12,
+        steps=20,
         width=64,
         height=64,
     ).to_dict()
@@ -49,12 +46,12 @@ def main() -> None:
     )
     window.side_tabs.setCurrentWidget(window.sampler_panel)
     window.sampler_panel.set_compare_mode(True)
-    window.sampler_panel.set_compare_entries(["Euler", "Euler a", "Heun", ("DPM++ 2M Karras", 8)])
+    window.sampler_panel.set_compare_entries(["Euler", "DDIM", "Heun", "DPM++ 2M Karras"])
     window.compare()
     wait(lambda: bool(window.session.comparisons))
     view = window.compare_view
     view.set_align_mode("evaluations")
-    view.slider.setValue(8)
+    view.final_check.setChecked(True)
     wait(lambda: False, 300)
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     window.grab().save(target)

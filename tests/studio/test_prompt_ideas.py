@@ -6,7 +6,13 @@ from pipelines.models import discover_models
 from pipelines.resources import resource_path
 from pipelines.types import ControlKind
 from studio.widgets.control_panel import CHOOSE_CONTROLNET, ControlUnitWidget
-from studio.widgets.prompt_ideas import IDEAS, PLACEHOLDER, BundledModelGuide, is_bundled_model
+from studio.widgets.prompt_ideas import (
+    IDEAS,
+    NOTE,
+    PLACEHOLDER,
+    BundledModelGuide,
+    is_bundled_model,
+)
 from studio.widgets.prompt_panel import PromptPanel
 
 
@@ -85,3 +91,49 @@ def test_a_unit_picks_no_controlnet_that_did_not_come_with_the_model(qtbot, tmp_
     assert unit.model.itemText(0) == CHOOSE_CONTROLNET
     unit.set_controlnets(found.controlnets(), str(resource_path("models", "toy-world")))
     assert unit.model.itemText(0) == "toy-world-controlnet-canny (automatic)"
+
+
+def test_the_note_warns_of_samplers_the_bundled_model_draws_noise_with(qtbot):
+    panel = PromptPanel()
+    qtbot.addWidget(panel)
+    guide = BundledModelGuide(panel.prompt)
+    qtbot.addWidget(guide)
+    guide.set_run(["Euler"], 7.0)
+    assert guide.warning == "" and guide.note.text() == NOTE
+    guide.set_run(["LMS"], 7.0)
+    assert "With LMS the bundled model draws noise at CFG 7: set CFG to 3" in guide.note.text()
+    assert guide.note.text().startswith(NOTE)  # the demo note stays
+    guide.set_run(["LMS"], 3.0)
+    assert guide.warning == ""
+    guide.set_run(["Euler", "UniPC", "Heun", "DDPM"], 7.5)
+    assert guide.warning.startswith("With UniPC and DDPM the bundled model draws noise")
+    guide.set_run(["UniPC", "PNDM", "LMS"], 3.0)  # PNDM needs a lower CFG than the others
+    assert guide.warning.startswith(
+        "With PNDM the bundled model draws noise at CFG 3: set CFG to 2 "
+    )
+
+
+def test_the_window_warns_as_the_sampler_or_cfg_changes(make_window, studio_settings, qtbot):
+    from dataclasses import replace
+
+    from pipelines.types import GenerationRequest
+
+    request = GenerationRequest.from_dict(studio_settings.last_request)
+    studio_settings.last_request = replace(request, model="", cfg_scale=7.0).to_dict()
+    studio_settings.model_folders = []
+    studio_settings.sync()
+    window = make_window(studio_settings)
+    panel = window.sampler_panel
+    qtbot.waitUntil(lambda: panel.samplers.count() > 0)
+    panel.set_sampler("LMS")
+    assert "With LMS" in window.model_guide.note.text()
+    window.prompt_panel.cfg.setValue(3.0)
+    assert window.model_guide.warning == ""
+    window.prompt_panel.cfg.setValue(7.0)
+    panel.set_sampler("Euler")
+    assert window.model_guide.warning == ""
+    panel.set_compare_mode(True)
+    panel.set_compare_entries(["Euler", "Euler a", "Heun"])
+    assert window.model_guide.warning.startswith("With Euler a the bundled model draws noise")
+    panel.set_compare_mode(False)
+    assert window.model_guide.warning == ""
