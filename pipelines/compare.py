@@ -110,6 +110,8 @@ class CompareResult:
         started: float,
     ) -> CompareResult:  # fmt: skip
         """The result of columns run from ``prepared`` since ``started`` (a perf_counter)."""
+        from pipelines.engine import sampler_notes
+
         return cls(
             request=request,
             columns=columns,
@@ -117,7 +119,7 @@ class CompareResult:
             cancelled=any(c.cancelled for c in columns),
             timings={"total": time.perf_counter() - started},
             condition_maps=prepared.condition_maps,
-            warnings=prepared.warnings,
+            warnings=prepared.warnings + sampler_notes(prepared, [c.sampler for c in columns]),
             precision=prepared.precision,
         )
 

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,6 +158,15 @@ class _Cancelled(Exception):
 
 def default_model_path() -> Path:
     return resource_path(*DEFAULT_MODEL_FOLDER)
+
+
+def sampler_notes(prepared: PreparedRun, samplers: Sequence[str]) -> tuple[str, ...]:
+    """Where the bundled model runs: a warning for the ``samplers`` it draws noise with at the
+    run's CFG (pipelines.bundled_samplers)."""
+    if Path(prepared.model.path).resolve() != default_model_path().resolve():
+        return ()
+    warning = sampler_warning(samplers, prepared.request.cfg_scale)
+    return (warning,) if warning else ()
 
 
 def _absolute_paths(units: tuple[ControlUnit, ...]) -> tuple[ControlUnit, ...]:
@@ -486,9 +495,6 @@ class Engine:
                 conditioning = prompts.conditioning
                 notes += list(prompts.warnings) + rework_notes
                 channels = pipe.unet.config.in_channels
-                if loaded.path.resolve() == default_model_path().resolve():
-                    warning = sampler_warning([request.sampler], request.cfg_scale)
-                    notes += [warning] if warning else []
             if plan is None and channels == 9:  # an inpainting UNet runs in its own pipeline
                 plan = rework.text_to_image_plan(request)
             if plan is not None:
@@ -605,7 +611,7 @@ class Engine:
                     cancelled=True,
                     timings={"denoise": time.perf_counter() - started},
                     condition_maps=prepared.condition_maps,
-                    warnings=prepared.warnings,
+                    warnings=prepared.warnings + sampler_notes(prepared, [request.sampler]),
                     precision=prepared.precision,
                 )
             except torch.cuda.OutOfMemoryError as error:
@@ -626,7 +632,11 @@ class Engine:
             images=tuple(output.images) if request.batch_size > 1 else (),
             timings={**tracker.timings, "total": time.perf_counter() - started},
             condition_maps=prepared.condition_maps,
-            warnings=prepared.warnings + tuple(self._vae_notes),
+            warnings=(
+                prepared.warnings
+                + sampler_notes(prepared, [request.sampler])
+                + tuple(self._vae_notes)
+            ),
             latents=tracker.final_latents,
             precision=prepared.precision,
         )

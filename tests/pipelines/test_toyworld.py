@@ -375,3 +375,16 @@ def test_a_run_of_the_bundled_model_with_a_noisy_sampler_says_what_to_do(generat
     assert any("With LMS the bundled model draws noise at CFG 7" in w for w in warnings)
     calm = generate.engine.run(GenerationRequest(prompt="a red circle", seed=1, steps=2))
     assert not any("draws noise" in w for w in calm.warnings)
+
+
+
+@needs_weights
+def test_a_comparison_on_the_bundled_model_warns_of_its_noisy_columns_only(generate):
+    from pipelines.compare import compare
+    from pipelines.types import GenerationRequest
+
+    request = GenerationRequest(prompt="a red circle", seed=1, steps=2, sampler="UniPC")
+    warnings = compare(generate.engine, request, ["Euler", "LMS"]).warnings
+    assert any(w.startswith("With LMS the bundled model draws noise") for w in warnings)
+    calm = compare(generate.engine, request, ["Euler", "Heun"]).warnings  # UniPC is not a column
+    assert not any("draws noise" in w for w in calm)
