@@ -17,12 +17,17 @@ NOISY_SAMPLERS = {
 GOOD_SAMPLERS = "Euler, Heun, DPM++ 2M or DDIM"
 
 
+def safe_cfg(samplers: Sequence[str]) -> float | None:
+    """The highest CFG at which the bundled model draws well with all of ``samplers`` (None: any)."""
+    limits = [NOISY_SAMPLERS[name] for name in samplers if name in NOISY_SAMPLERS]
+    return min(limits) if limits else None
+
+
 def sampler_warning(samplers: Sequence[str], cfg: float) -> str:
     """What to tell a user about to run the bundled model with ``samplers`` at ``cfg``."""
     noisy = [name for name in samplers if cfg > NOISY_SAMPLERS.get(name, cfg)]
     if not noisy:
         return ""
     names = " and ".join([", ".join(noisy[:-1]), noisy[-1]] if len(noisy) > 1 else noisy)
-    safe = min(NOISY_SAMPLERS[name] for name in noisy)
-    return (f"With {names} the bundled model draws noise at CFG {cfg:g}: set CFG to {safe:g} "
-            f"or use {GOOD_SAMPLERS}.")  # fmt: skip
+    return (f"With {names} the bundled model draws noise at CFG {cfg:g}: set CFG to "
+            f"{safe_cfg(noisy):g} or use {GOOD_SAMPLERS}.")  # fmt: skip

@@ -358,6 +358,7 @@ class MainWindow(QMainWindow):
         self.sampler_panel.steps.valueChanged.connect(p.steps.setValue)
         self.sampler_panel.choice_changed.connect(self._warn_of_noisy_samplers)
         p.cfg.valueChanged.connect(self._warn_of_noisy_samplers)
+        self.model_guide.cfg_wanted.connect(p.cfg.setValue)
         self.control_panel.problem.connect(lambda text: self.show_error(text))
         self.control_panel.changed.connect(self._refresh_overlay)
         self.gallery.selected.connect(self.show_entry)

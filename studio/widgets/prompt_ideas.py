@@ -9,6 +9,7 @@ the chosen CFG. Another model hides all of it.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pipelines.bundled_samplers import sampler_warning
+from pipelines.bundled_samplers import safe_cfg, sampler_warning
 from pipelines.resources import resource_path
 
 PLACEHOLDER = "e.g. a big red star in the middle on a blue background"
@@ -71,6 +72,7 @@ class BundledModelGuide(QWidget):
     """The ideas menu and the demo note; it also swaps ``prompt``'s placeholder."""
 
     idea_chosen = Signal(str)
+    cfg_wanted = Signal(float)  # the warning's "Set CFG to …" link was clicked
 
     def __init__(self, prompt: QPlainTextEdit, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -86,7 +88,9 @@ class BundledModelGuide(QWidget):
                 section.addAction(text, lambda text=text: self.choose(text))
         self.ideas.setMenu(menu)
         self.warning = ""
+        self._safe_cfg: float | None = None
         self.note = QLabel(NOTE)
+        self.note.linkActivated.connect(self._set_safe_cfg)
         self.note.setWordWrap(True)
         self.note.setToolTip("Add a folder of models in Settings, or pick a model file with the "
                              "… button beside Model.")  # fmt: skip
@@ -108,7 +112,16 @@ class BundledModelGuide(QWidget):
     def set_run(self, samplers: Sequence[str], cfg: float) -> None:
         """Warn, in the note, of the samplers the bundled model draws noise with at ``cfg``."""
         self.warning = sampler_warning(samplers, cfg)
-        self.note.setText(f"{NOTE}\n⚠ {self.warning}" if self.warning else NOTE)
+        self._safe_cfg = safe_cfg(samplers)
+        if not self.warning:
+            self.note.setText(NOTE)
+            return
+        link = f'<a href="cfg">Set CFG to {self._safe_cfg:g}</a>'
+        self.note.setText(f"{html.escape(NOTE)}<br>⚠ {html.escape(self.warning)} {link}")
+
+    def _set_safe_cfg(self, _link: str) -> None:
+        if self._safe_cfg is not None:
+            self.cfg_wanted.emit(self._safe_cfg)
 
     def choose(self, text: str) -> None:
         self.prompt.setPlainText(text)

@@ -377,7 +377,6 @@ def test_a_run_of_the_bundled_model_with_a_noisy_sampler_says_what_to_do(generat
     assert not any("draws noise" in w for w in calm.warnings)
 
 
-
 @needs_weights
 def test_a_comparison_on_the_bundled_model_warns_of_its_noisy_columns_only(generate):
     from pipelines.compare import compare

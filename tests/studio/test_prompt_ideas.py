@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from pipelines.models import discover_models
 from pipelines.resources import resource_path
 from pipelines.types import ControlKind
@@ -102,7 +104,10 @@ def test_the_note_warns_of_samplers_the_bundled_model_draws_noise_with(qtbot):
     assert guide.warning == "" and guide.note.text() == NOTE
     guide.set_run(["LMS"], 7.0)
     assert "With LMS the bundled model draws noise at CFG 7: set CFG to 3" in guide.note.text()
-    assert guide.note.text().startswith(NOTE)  # the demo note stays
+    assert guide.note.text().startswith(html.escape(NOTE))  # the demo note stays
+    with qtbot.waitSignal(guide.cfg_wanted) as wanted:
+        guide.note.linkActivated.emit("cfg")  # the "Set CFG to 3" link
+    assert wanted.args == [3.0]
     guide.set_run(["LMS"], 3.0)
     assert guide.warning == ""
     guide.set_run(["Euler", "UniPC", "Heun", "DDPM"], 7.5)
@@ -127,7 +132,8 @@ def test_the_window_warns_as_the_sampler_or_cfg_changes(make_window, studio_sett
     qtbot.waitUntil(lambda: panel.samplers.count() > 0)
     panel.set_sampler("LMS")
     assert "With LMS" in window.model_guide.note.text()
-    window.prompt_panel.cfg.setValue(3.0)
+    window.model_guide.note.linkActivated.emit("cfg")  # "Set CFG to 3"
+    assert window.prompt_panel.cfg.value() == 3.0
     assert window.model_guide.warning == ""
     window.prompt_panel.cfg.setValue(7.0)
     panel.set_sampler("Euler")
