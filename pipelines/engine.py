@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pipelines import cpu, device_tuning, flow, hires, models, rework
+from pipelines import bundled_model, cpu, device_tuning, flow, hires, models, rework
 from pipelines.batches import batch_frame, batch_noise, sampler_generators
 from pipelines.branching import apply_branch, branch_checker, check_sampler_switches
-from pipelines.bundled_samplers import sampler_warning
+from pipelines.bundled_model import is_bundled_model, sampler_warning
 from pipelines.conditions import prepare_condition
 from pipelines.denoised import denoised_estimate
 from pipelines.errors import ModelNotFoundError, OutOfMemoryError, ValidationError
@@ -61,7 +61,6 @@ StepCallback = Callable[[StepPreview], None]
 PreviewGate = Callable[[], bool]
 ProgressCallback = Callable[[float, str], None]
 
-DEFAULT_MODEL_FOLDER = ("models", "toy-world")
 _MAX_CACHED_CONTROLNETS = 4
 
 
@@ -157,13 +156,13 @@ class _Cancelled(Exception):
 
 
 def default_model_path() -> Path:
-    return resource_path(*DEFAULT_MODEL_FOLDER)
+    return resource_path(*bundled_model.FOLDER)
 
 
 def sampler_notes(prepared: PreparedRun, samplers: Sequence[str]) -> tuple[str, ...]:
     """Where the bundled model runs: a warning for the ``samplers`` it draws noise with at the
-    run's CFG (pipelines.bundled_samplers)."""
-    if Path(prepared.model.path).resolve() != default_model_path().resolve():
+    run's CFG (pipelines.bundled_model)."""
+    if not is_bundled_model(prepared.model.path):
         return ()
     warning = sampler_warning(samplers, prepared.request.cfg_scale)
     return (warning,) if warning else ()

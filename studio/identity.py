@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipelines import bundled_model
 from pipelines.resources import resource_path
 
 if TYPE_CHECKING:
@@ -25,8 +26,6 @@ DISTRIBUTION = "diffusion-studio"
 SUMMARY = "Generate images with Stable Diffusion and ControlNet on your own GPU"
 PROJECT_LICENCE = "Apache-2.0"
 ICON_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
-# pipelines.engine.DEFAULT_MODEL_FOLDER; repeated here because importing the engine imports torch.
-MODEL_FOLDER = ("models", "toy-world")
 
 # (distribution, what it does here): the dependencies the About dialog credits.
 MAIN_DEPENDENCIES = (
@@ -104,7 +103,7 @@ def dependency_licences() -> list[Licence]:
 
 
 def model_card_path() -> Path | None:
-    path = resource_path(*MODEL_FOLDER, "README.md")
+    path = resource_path(*bundled_model.FOLDER, "README.md")
     return path if path.is_file() else None
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from pathlib import Path
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
@@ -24,8 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pipelines.bundled_samplers import safe_cfg, sampler_warning
-from pipelines.resources import resource_path
+from pipelines.bundled_model import is_bundled_model, safe_cfg, sampler_warning
 
 PLACEHOLDER = "e.g. a big red star in the middle on a blue background"
 NOTE = (
@@ -56,16 +54,6 @@ IDEAS = (
         "a crimson drawing on an ivory backdrop",
     )),
 )  # fmt: skip
-
-
-def is_bundled_model(path: str) -> bool:
-    """Whether ``path`` (a model picker's value; "" is the bundled default) is the demo model."""
-    if not path:
-        return True
-    try:
-        return Path(path).expanduser().resolve() == resource_path("models", "toy-world").resolve()
-    except OSError:
-        return False
 
 
 class BundledModelGuide(QWidget):

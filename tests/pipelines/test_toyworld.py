@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.bundled_samplers import NOISY_SAMPLERS
+from pipelines.bundled_model import NOISY_SAMPLERS
 from pipelines.conditions import canny_map, render_pose
 from pipelines.engine import default_model_path
 from pipelines.samplers import SAMPLERS

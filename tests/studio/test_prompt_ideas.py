@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import html
 
+from pipelines.bundled_model import is_bundled_model
 from pipelines.models import discover_models
 from pipelines.resources import resource_path
 from pipelines.types import ControlKind
 from studio.widgets.control_panel import CHOOSE_CONTROLNET, ControlUnitWidget
-from studio.widgets.prompt_ideas import (
-    IDEAS,
-    NOTE,
-    PLACEHOLDER,
-    BundledModelGuide,
-    is_bundled_model,
-)
+from studio.widgets.prompt_ideas import IDEAS, NOTE, PLACEHOLDER, BundledModelGuide
 from studio.widgets.prompt_panel import PromptPanel
 
 

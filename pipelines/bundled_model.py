@@ -1,10 +1,27 @@
-"""Which samplers the bundled toy-world model draws well with, and what to tell a user who picks
-another. Kept apart from the window so that the tests of the shipped weights check these lists.
+"""The bundled toy-world model: where it lives, how to tell it from a model the user chose, which
+samplers it draws well with and what to tell a user who picks another. Free of torch and Qt, so
+that the window, the engine and the tests of the shipped weights share it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+
+from pipelines.resources import resource_path
+
+FOLDER = ("models", "toy-world")  # under the resources
+
+
+def is_bundled_model(path: str | Path) -> bool:
+    """Whether ``path`` (a model picker's value; "" is the bundled default) is the bundled model."""
+    if not str(path):
+        return True
+    try:
+        return Path(path).expanduser().resolve() == resource_path(*FOLDER).resolve()
+    except OSError:
+        return False
+
 
 # Samplers with which the bundled model draws colour noise above a CFG, and that CFG (60 held-out
 # captions at CFG 7: the background right on 0.02-0.85 of them, 1.00 with the other samplers; at
